@@ -1,0 +1,144 @@
+"""Content-addressed blob store: ``objects/ab/abcdef...`` named by sha256, written atomically.
+
+Every write goes to a uniquely named temporary file in the store, is fsynced, then moved into place
+with :func:`os.replace`. A crash leaves at worst an orphan temporary file (removed by ``gc``), never a
+half-written blob under a real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from toolchain.errors import CorruptStoreError, InputNotFoundError
+from toolchain.hashing import is_sha256, sha256_file
+
+_CHUNK = 1 << 20
+
+
+class BlobWriter(io.RawIOBase):
+    """A writable stream that hashes what it writes; :attr:`sha256` is set once committed."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        super().__init__()
+        self._handle = handle
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.sha256: str | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(data).cast("B")
+        self._handle.write(view)
+        self._hash.update(view)
+        self.size += len(view)
+        return len(view)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+class BlobStore:
+    """Immutable blobs addressed by the sha256 of their bytes.
+
+    Args:
+        root: Directory that holds ``objects/`` and ``tmp/``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.objects = self.root / "objects"
+        self.tmp = self.root / "tmp"
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        """Where the blob ``sha256`` lives (whether or not it exists)."""
+        if not is_sha256(sha256):
+            raise InputNotFoundError(f"'{sha256}' is not a sha256 digest")
+        return self.objects / sha256[:2] / sha256[2:]
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def require(self, sha256: str) -> Path:
+        """Path of an existing blob, or a clear error when it is missing."""
+        path = self.path(sha256)
+        if not path.is_file():
+            raise CorruptStoreError(
+                f"blob {sha256[:12]} is missing from {self.objects}; "
+                "run `toolchain registry verify` and re-create the record that needs it"
+            )
+        return path
+
+    @contextmanager
+    def writer(self) -> Iterator[BlobWriter]:
+        """Stream bytes into a new blob; the digest is in ``writer.sha256`` after the block."""
+        tmp_path = self.tmp / f"{os.getpid()}-{uuid.uuid4().hex}.part"
+        handle = open(tmp_path, "wb")
+        stream = BlobWriter(handle)
+        try:
+            yield stream
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            stream.sha256 = stream.hexdigest()
+            self._commit(tmp_path, stream.sha256)
+        except BaseException:
+            handle.close()
+            tmp_path.unlink(missing_ok=True)
+            raise
+
+    def _commit(self, tmp_path: Path, sha256: str) -> None:
+        final = self.path(sha256)
+        if final.is_file():
+            tmp_path.unlink(missing_ok=True)
+            return
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp_path, 0o444)
+        os.replace(tmp_path, final)
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store ``data``; returns its sha256."""
+        with self.writer() as w:
+            w.write(data)
+        assert w.sha256 is not None
+        return w.sha256
+
+    def put_file(self, src: Path) -> str:
+        """Copy a file into the store; returns its sha256."""
+        with open(src, "rb") as f, self.writer() as w:
+            shutil.copyfileobj(f, w, _CHUNK)  # type: ignore[misc]
+        assert w.sha256 is not None
+        return w.sha256
+
+    def read_bytes(self, sha256: str) -> bytes:
+        return self.require(sha256).read_bytes()
+
+    def verify(self, sha256: str) -> bool:
+        """True when the blob exists and its bytes still hash to its name."""
+        path = self.path(sha256)
+        return path.is_file() and sha256_file(path) == sha256
+
+    def __iter__(self) -> Iterator[str]:
+        for sub in sorted(self.objects.iterdir()):
+            if sub.is_dir():
+                for blob in sorted(sub.iterdir()):
+                    yield sub.name + blob.name
+
+    def clean_tmp(self) -> int:
+        """Remove temporary files left by crashed writers. Returns how many were removed."""
+        removed = 0
+        for part in self.tmp.glob("*.part"):
+            part.unlink(missing_ok=True)
+            removed += 1
+        return removed

@@ -1,0 +1,83 @@
+"""Entry point: the ``toolchain`` click group, global options, and the error-to-exit-code mapping.
+
+Exit codes: 0 ok, 1 internal bug, 2 usage, 3 quality gate not met, 4 bad input or config,
+5 missing environment (backend, device, engine).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from toolchain import __version__
+from toolchain.cli.data import data
+from toolchain.cli.doctor import doctor
+from toolchain.cli.output import AppContext, console
+from toolchain.cli.synth import synth
+from toolchain.errors import ToolchainError
+from toolchain.workspace import default_workspace_path
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Workspace directory (blob store + registry). Default: $TOOLCHAIN_HOME or ./.toolchain",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of tables.")
+@click.version_option(__version__, prog_name="toolchain")
+@click.pass_context
+def cli(ctx: click.Context, workspace: Path | None, as_json: bool) -> None:
+    """Edge build toolchain: from a labelled CCTV image lake to verified car/truck classifiers on
+    Jetson roadside units.
+
+    \b
+    Pipeline:  synth lake -> data ingest -> train -> evaluate -> export -> quantize
+               -> build --target T -> bench -> registry -> package -> deploy
+    Start with `toolchain doctor`, then `toolchain data ingest LAKE --name NAME`.
+    """
+    ctx.obj = AppContext(workspace_path=workspace or default_workspace_path(), json=as_json)
+
+
+cli.add_command(doctor)
+cli.add_command(synth)
+cli.add_command(data)
+
+
+def _wants_json(argv: list[str]) -> bool:
+    return "--json" in argv
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and map errors to exit codes (the only place that does)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cli.main(args=args, prog_name="toolchain", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        console.print("[red]aborted[/red]")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except ToolchainError as exc:
+        _report(args, type(exc).__name__, str(exc), exc.exit_code)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]; rerun the same command to finish the job")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - anything else is our bug
+        console.print(traceback.format_exc(), markup=False, highlight=False)
+        _report(args, "InternalError", f"{type(exc).__name__}: {exc} (this is a bug in toolchain; please report it)", 1)
+        sys.exit(1)
+    sys.exit(0)
+
+
+def _report(args: list[str], kind: str, message: str, code: int) -> None:
+    if _wants_json(args):
+        sys.stdout.write(json.dumps({"error": {"type": kind, "message": message, "exit_code": code}}) + "\n")
+    console.print(f"[bold red]error:[/bold red] {message}", markup=True, highlight=False, soft_wrap=True)

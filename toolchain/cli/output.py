@@ -1,0 +1,96 @@
+"""Output helpers: one JSON document on stdout with ``--json``; rich tables and progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from toolchain.workspace import Workspace
+
+console = Console(stderr=True)
+
+
+@dataclass
+class AppContext:
+    """Global options shared by every command."""
+
+    workspace_path: Path
+    json: bool = False
+
+    def open_workspace(self) -> Workspace:
+        return Workspace(self.workspace_path)
+
+
+def app(ctx: click.Context) -> AppContext:
+    obj = ctx.find_object(AppContext)
+    assert obj is not None, "commands run under the toolchain group"
+    return obj
+
+
+def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json`` accepted after the subcommand too (``toolchain data list --json``)."""
+
+    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            app(ctx).json = True
+
+    return click.option(
+        "--json", "json_flag", is_flag=True, expose_value=False, callback=set_json, help="Print one JSON document on stdout."
+    )(func)
+
+
+def emit(ctx: click.Context, payload: Any, render: Callable[[Console], None]) -> None:
+    """Print ``payload`` as JSON (``--json``) or call ``render`` for humans."""
+    if app(ctx).json:
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+    else:
+        render(console)
+
+
+class RichProgress:
+    """:class:`toolchain.progress.Progress` drawn with rich on stderr (silent with ``--json`` off a TTY)."""
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not enabled, transient=False,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def start(self, description: str, total: int | None) -> None:
+        self._task = self._progress.add_task(description, total=total, rate="")
+
+    def advance(self, amount: int = 1) -> None:
+        if self._task is None:
+            return
+        self._progress.advance(self._task, amount)
+        task = self._progress.tasks[self._task]
+        if task.speed:
+            self._progress.update(self._task, rate=f"{task.speed:,.0f}/s")
+
+    def finish(self) -> None:
+        if self._task is not None:
+            task = self._progress.tasks[self._task]
+            self._progress.update(self._task, total=task.completed)
+        self._task = None
+
+
+def progress_for(ctx: click.Context) -> RichProgress:
+    """A progress display suited to the current output mode."""
+    return RichProgress(enabled=console.is_terminal or not app(ctx).json)

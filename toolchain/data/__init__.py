@@ -1,0 +1,1 @@
+"""Datasets: list a lake, decode and validate images, shard them, split them, version them."""

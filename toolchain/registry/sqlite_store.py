@@ -1,0 +1,378 @@
+"""SQLite registry store: the embedded default (WAL journal, busy timeout, immediate transactions).
+
+Several processes may write at once: every write is one ``BEGIN IMMEDIATE`` transaction, so version
+numbers are assigned without races and a crash mid-write leaves nothing half-done.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from toolchain import __version__
+from toolchain.errors import BadInputError, UsageError
+from toolchain.hashing import canonical_json, digest_json
+from toolchain.registry.records import (
+    RECORD_KINDS,
+    AliasChange,
+    BlobRef,
+    CachedImage,
+    Link,
+    NewRecord,
+    Record,
+    Version,
+)
+from toolchain.registry.store import RegistryStore
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    toolchain_version TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_kind_name ON records(kind, name);
+CREATE TRIGGER IF NOT EXISTS records_immutable BEFORE UPDATE ON records
+BEGIN SELECT RAISE(ABORT, 'registry records are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS records_undeletable BEFORE DELETE ON records
+BEGIN SELECT RAISE(ABORT, 'registry records are immutable'); END;
+CREATE TABLE IF NOT EXISTS links (
+    record_id TEXT NOT NULL REFERENCES records(id),
+    input_id TEXT NOT NULL REFERENCES records(id),
+    role TEXT NOT NULL,
+    PRIMARY KEY (record_id, input_id, role)
+);
+CREATE INDEX IF NOT EXISTS links_input ON links(input_id);
+CREATE TABLE IF NOT EXISTS blob_refs (
+    record_id TEXT NOT NULL REFERENCES records(id),
+    sha256 TEXT NOT NULL,
+    role TEXT NOT NULL,
+    PRIMARY KEY (record_id, sha256, role)
+);
+CREATE TABLE IF NOT EXISTS versions (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    record_id TEXT NOT NULL REFERENCES records(id),
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (kind, name, number),
+    UNIQUE (kind, name, record_id)
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    record_id TEXT NOT NULL REFERENCES records(id),
+    PRIMARY KEY (kind, name, alias, target)
+);
+CREATE TABLE IF NOT EXISTS alias_history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    target TEXT NOT NULL,
+    old_record_id TEXT,
+    new_record_id TEXT,
+    at TEXT NOT NULL,
+    by TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS image_index (
+    transform TEXT NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    shard_sha256 TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    phash INTEGER NOT NULL,
+    pixel_sha256 TEXT NOT NULL,
+    PRIMARY KEY (transform, content_sha256)
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def current_user() -> str:
+    """``user@host`` of this process, recorded as who made a record or moved an alias."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _to_signed(value: int) -> int:
+    """Map an unsigned 64-bit perceptual hash into SQLite's signed INTEGER range."""
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def _to_unsigned(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
+
+
+class SqliteStore(RegistryStore):
+    """Registry in one SQLite file.
+
+    Args:
+        path: Database file (created with its schema when missing), or ``:memory:``.
+        busy_timeout_ms: How long a writer waits for another process's lock.
+    """
+
+    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 60_000) -> None:
+        self.path = str(path)
+        self.uri = f"sqlite:///{self.path}"
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout_ms / 1000, check_same_thread=False)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if self.path != ":memory:":
+            self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        with self._lock:
+            # Every statement is IF NOT EXISTS, so concurrent first opens are harmless.
+            self._conn.executescript(_SCHEMA)
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row["value"]) > SCHEMA_VERSION:
+                raise BadInputError(
+                    f"registry {self.path} has schema {row['value']}, newer than this toolchain "
+                    f"understands ({SCHEMA_VERSION}); upgrade toolchain"
+                )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # -- records -------------------------------------------------------------------------------
+    @staticmethod
+    def _record(row: sqlite3.Row) -> Record:
+        return Record(
+            id=row["id"],
+            kind=row["kind"],
+            name=row["name"],
+            body=json.loads(row["body"]),
+            created_at=row["created_at"],
+            created_by=row["created_by"],
+            toolchain_version=row["toolchain_version"],
+        )
+
+    @staticmethod
+    def _version(row: sqlite3.Row) -> Version:
+        return Version(kind=row["kind"], name=row["name"], number=row["number"], record_id=row["record_id"], created_at=row["created_at"])
+
+    def commit(self, new: NewRecord) -> tuple[Record, Version | None, bool]:
+        if new.kind not in RECORD_KINDS:
+            raise UsageError(f"unknown record kind '{new.kind}'; expected one of {', '.join(RECORD_KINDS)}")
+        body_text = canonical_json(new.body)
+        record_id = new.id or digest_json(new.body)
+        with self._transaction() as db:
+            existing = db.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
+            created = existing is None
+            if created:
+                for input_id, _ in new.links:
+                    if db.execute("SELECT 1 FROM records WHERE id = ?", (input_id,)).fetchone() is None:
+                        raise BadInputError(f"lineage input {input_id[:12]} is not in the registry")
+                db.execute(
+                    "INSERT INTO records(id, kind, name, body, created_at, created_by, toolchain_version) VALUES (?,?,?,?,?,?,?)",
+                    (record_id, new.kind, new.name, body_text, _now(), current_user(), __version__),
+                )
+                db.executemany(
+                    "INSERT OR IGNORE INTO links(record_id, input_id, role) VALUES (?,?,?)",
+                    [(record_id, input_id, role) for input_id, role in new.links],
+                )
+                db.executemany(
+                    "INSERT OR IGNORE INTO blob_refs(record_id, sha256, role) VALUES (?,?,?)",
+                    [(record_id, sha, role) for sha, role in new.blobs],
+                )
+            elif existing["kind"] != new.kind:
+                raise BadInputError(f"record {record_id[:12]} already exists as a {existing['kind']}, not a {new.kind}")
+            version = None
+            if new.version:
+                row = db.execute(
+                    "SELECT * FROM versions WHERE kind = ? AND name = ? AND record_id = ?", (new.kind, new.name, record_id)
+                ).fetchone()
+                if row is None:
+                    number = db.execute(
+                        "SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE kind = ? AND name = ?", (new.kind, new.name)
+                    ).fetchone()[0]
+                    db.execute(
+                        "INSERT INTO versions(kind, name, number, record_id, created_at) VALUES (?,?,?,?,?)",
+                        (new.kind, new.name, number, record_id, _now()),
+                    )
+                    row = db.execute(
+                        "SELECT * FROM versions WHERE kind = ? AND name = ? AND number = ?", (new.kind, new.name, number)
+                    ).fetchone()
+                version = self._version(row)
+            record = self._record(db.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone())
+        return record, version, created
+
+    def get(self, record_id: str) -> Record | None:
+        rows = self._query("SELECT * FROM records WHERE id = ?", (record_id,))
+        return self._record(rows[0]) if rows else None
+
+    def find(self, *, kind: str | None = None, name: str | None = None, id_prefix: str | None = None) -> list[Record]:
+        clauses, params = [], []
+        if kind is not None:
+            clauses.append("kind = ?")
+            params.append(kind)
+        if name is not None:
+            clauses.append("name = ?")
+            params.append(name)
+        if id_prefix is not None:
+            clauses.append("id >= ? AND id < ?")
+            params.extend([id_prefix, id_prefix + "g"])  # hex digits sort below 'g'
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return [self._record(r) for r in self._query(f"SELECT * FROM records {where} ORDER BY created_at, id", params)]
+
+    def links_from(self, record_id: str) -> list[Link]:
+        rows = self._query("SELECT * FROM links WHERE record_id = ? ORDER BY role, input_id", (record_id,))
+        return [Link(record_id=r["record_id"], input_id=r["input_id"], role=r["role"]) for r in rows]
+
+    def links_to(self, input_id: str) -> list[Link]:
+        rows = self._query("SELECT * FROM links WHERE input_id = ? ORDER BY role, record_id", (input_id,))
+        return [Link(record_id=r["record_id"], input_id=r["input_id"], role=r["role"]) for r in rows]
+
+    def blob_refs(self, record_id: str | None = None) -> list[BlobRef]:
+        if record_id is None:
+            rows = self._query("SELECT * FROM blob_refs ORDER BY record_id, role, sha256")
+        else:
+            rows = self._query("SELECT * FROM blob_refs WHERE record_id = ? ORDER BY role, sha256", (record_id,))
+        return [BlobRef(record_id=r["record_id"], sha256=r["sha256"], role=r["role"]) for r in rows]
+
+    # -- versions ------------------------------------------------------------------------------
+    def versions(self, kind: str, name: str | None = None) -> list[Version]:
+        if name is None:
+            rows = self._query("SELECT * FROM versions WHERE kind = ? ORDER BY name, number", (kind,))
+        else:
+            rows = self._query("SELECT * FROM versions WHERE kind = ? AND name = ? ORDER BY number", (kind, name))
+        return [self._version(r) for r in rows]
+
+    def version_of(self, kind: str, name: str, record_id: str) -> Version | None:
+        rows = self._query(
+            "SELECT * FROM versions WHERE kind = ? AND name = ? AND record_id = ?", (kind, name, record_id)
+        )
+        return self._version(rows[0]) if rows else None
+
+    # -- aliases -------------------------------------------------------------------------------
+    def set_alias(
+        self, *, kind: str, name: str, alias: str, target: str, record_id: str | None, by: str, reason: str = ""
+    ) -> AliasChange:
+        at = _now()
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT record_id FROM aliases WHERE kind = ? AND name = ? AND alias = ? AND target = ?",
+                (kind, name, alias, target),
+            ).fetchone()
+            old = row["record_id"] if row else None
+            if record_id is None:
+                db.execute(
+                    "DELETE FROM aliases WHERE kind = ? AND name = ? AND alias = ? AND target = ?", (kind, name, alias, target)
+                )
+            else:
+                if db.execute("SELECT 1 FROM records WHERE id = ?", (record_id,)).fetchone() is None:
+                    raise BadInputError(f"cannot point alias '{alias}' at {record_id[:12]}: no such record")
+                db.execute(
+                    "INSERT INTO aliases(kind, name, alias, target, record_id) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT(kind, name, alias, target) DO UPDATE SET record_id = excluded.record_id",
+                    (kind, name, alias, target, record_id),
+                )
+            db.execute(
+                "INSERT INTO alias_history(kind, name, alias, target, old_record_id, new_record_id, at, by, reason) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (kind, name, alias, target, old, record_id, at, by, reason),
+            )
+        return AliasChange(
+            kind=kind, name=name, alias=alias, target=target, old_record_id=old, new_record_id=record_id, at=at, by=by, reason=reason
+        )
+
+    def get_alias(self, *, kind: str, name: str, alias: str, target: str = "") -> str | None:
+        rows = self._query(
+            "SELECT record_id FROM aliases WHERE kind = ? AND name = ? AND alias = ? AND target = ?", (kind, name, alias, target)
+        )
+        return rows[0]["record_id"] if rows else None
+
+    def alias_history(self, *, kind: str, name: str, alias: str | None = None) -> list[AliasChange]:
+        sql = "SELECT * FROM alias_history WHERE kind = ? AND name = ?"
+        params: list[object] = [kind, name]
+        if alias is not None:
+            sql += " AND alias = ?"
+            params.append(alias)
+        rows = self._query(sql + " ORDER BY seq", params)
+        return [
+            AliasChange(
+                kind=r["kind"], name=r["name"], alias=r["alias"], target=r["target"], old_record_id=r["old_record_id"],
+                new_record_id=r["new_record_id"], at=r["at"], by=r["by"], reason=r["reason"],
+            )
+            for r in rows
+        ]
+
+    # -- decoded-image index -------------------------------------------------------------------
+    @staticmethod
+    def _cached(row: sqlite3.Row) -> CachedImage:
+        return CachedImage(
+            content_sha256=row["content_sha256"], shard_sha256=row["shard_sha256"], row=row["row"], width=row["width"],
+            height=row["height"], phash=_to_unsigned(row["phash"]), pixel_sha256=row["pixel_sha256"],
+        )
+
+    def cached_images(self, transform: str, content_sha256s: Iterable[str] | None = None) -> dict[str, CachedImage]:
+        if content_sha256s is None:
+            rows = self._query("SELECT * FROM image_index WHERE transform = ?", (transform,))
+            return {r["content_sha256"]: self._cached(r) for r in rows}
+        wanted = list(dict.fromkeys(content_sha256s))
+        found: dict[str, CachedImage] = {}
+        for start in range(0, len(wanted), 500):
+            batch = wanted[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            rows = self._query(
+                f"SELECT * FROM image_index WHERE transform = ? AND content_sha256 IN ({marks})", [transform, *batch]
+            )
+            found.update({r["content_sha256"]: self._cached(r) for r in rows})
+        return found
+
+    def add_cached_images(self, transform: str, images: Sequence[CachedImage]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO image_index(transform, content_sha256, shard_sha256, row, width, height, phash, pixel_sha256) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (transform, i.content_sha256, i.shard_sha256, i.row, i.width, i.height, _to_signed(i.phash), i.pixel_sha256)
+                    for i in images
+                ],
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
