@@ -68,7 +68,10 @@ def check_onnxruntime() -> Check:
     ort = _import("onnxruntime")
     if ort is None:
         return Check(name="onnxruntime", ok=False, detail="not installed", hint="pip install onnxruntime", required=True)
-    return Check(name="onnxruntime", ok=True, detail=f"{ort.__version__}; providers: {', '.join(ort.get_available_providers())}")
+    return Check(
+        name="onnxruntime", ok=True, required=True,
+        detail=f"{ort.__version__}; providers: {', '.join(ort.get_available_providers())}",
+    )
 
 
 def check_tensorrt() -> Check:
@@ -134,7 +137,8 @@ def check_pyav() -> Check:
     missing = [label for codec, label in wanted.items() if codec not in available]
     ok = "h264" in available
     detail = f"{av.__version__}; codecs: {', '.join(found) or 'none'}"
-    return Check(name="pyav", ok=ok, detail=detail, hint=f"missing: {', '.join(missing)}" if missing else "")
+    hint = f"missing codecs: {', '.join(missing)} (install a PyAV wheel built with FFmpeg)" if missing else ""
+    return Check(name="pyav", ok=ok, detail=detail, hint=hint, required=True)
 
 
 def check_disk(workspace: Path) -> Check:

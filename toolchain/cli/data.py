@@ -28,8 +28,10 @@ def data() -> None:
 @click.option("--classes", default=None, help="Comma-separated accepted labels (default: every label in the lake).")
 @click.option("--allow-root", "allow_roots", multiple=True,
               help="Extra directory or URL prefix a manifest may read from (repeatable).")
-@click.option("--near-dup-distance", type=click.IntRange(0, 32), default=6, show_default=True,
-              help="pHash Hamming distance under which two images count as near-duplicates.")
+@click.option("--near-dup-distance", type=click.IntRange(0, 32), default=4, show_default=True,
+              help="pHash Hamming distance (of 63 bits) at or under which two images count as near-duplicates.")
+@click.option("--max-group-size", type=click.IntRange(2), default=256, show_default=True,
+              help="Near-duplicate links never grow a split group past this many images.")
 @click.option("--min-side", type=click.IntRange(1), default=16, show_default=True, help="Quarantine images smaller than this.")
 @click.option("--max-pixels", type=click.IntRange(1), default=64_000_000, show_default=True,
               help="Quarantine images with more pixels (decompression bombs).")
@@ -38,7 +40,7 @@ def data() -> None:
 @click.pass_context
 def ingest_command(
     ctx: click.Context, source: str, name: str, image_size: int, split_text: str, group_by: str, classes: str | None,
-    allow_roots: tuple[str, ...], near_dup_distance: int, min_side: int, max_pixels: int, workers: int,
+    allow_roots: tuple[str, ...], near_dup_distance: int, max_group_size: int, min_side: int, max_pixels: int, workers: int,
 ) -> None:
     """Ingest SOURCE (an ImageFolder directory, or a CSV/JSONL manifest of uri,label[,group]
     whose URIs are local paths or fsspec URLs) as the next version of dataset NAME.
@@ -53,7 +55,7 @@ def ingest_command(
     config = IngestConfig(
         source=source, name=name, image_size=image_size, split=SplitFractions.parse(split_text), group_by=group_by,
         classes=tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None,
-        allow_roots=allow_roots, near_duplicate_distance=near_dup_distance, min_side=min_side, max_pixels=max_pixels,
+        allow_roots=allow_roots, near_duplicate_distance=near_dup_distance, max_group_size=max_group_size, min_side=min_side, max_pixels=max_pixels,
         workers=workers,
     )
     with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:

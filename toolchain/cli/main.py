@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI and map errors to exit codes (the only place that does)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=args, prog_name="toolchain", standalone_mode=False)
+        code = cli.main(args=args, prog_name="toolchain", standalone_mode=False)
+        if isinstance(code, int) and code:  # ctx.exit(n) returns n when not standalone
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

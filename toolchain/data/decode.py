@@ -11,10 +11,14 @@ import hashlib
 import io
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-TRANSFORM_VERSION = "rgb-squash-bilinear-v1"
+if TYPE_CHECKING:
+    from PIL import Image
+
+TRANSFORM_VERSION = "rgb-squash-bilinear-v2"
 _EXIF_ORIENTATION = 0x0112
 
 # Quarantine reasons (stable strings: they appear in reports and JSON output).
@@ -47,7 +51,7 @@ class Decoded:
     array: np.ndarray  # (size, size, 3) uint8
     width: int  # original width after EXIF orientation
     height: int
-    phash: int  # 64-bit perceptual hash of the canonical image
+    phash: int  # 63-bit perceptual hash of the decoded picture
     pixel_sha256: str  # digest of the canonical pixels
 
 
@@ -94,6 +98,7 @@ def decode_image(data: bytes, image_size: int, limits: DecodeLimits) -> Decoded 
         image = ImageOps.exif_transpose(image)
         if image.mode != "RGB":
             image = image.convert("RGBA").convert("RGB") if "A" in image.mode or image.mode == "P" else image.convert("RGB")
+        phash = perceptual_hash(image)  # from the decoded picture, not the canonical size
         if image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
         array = np.asarray(image, dtype=np.uint8)
@@ -107,7 +112,7 @@ def decode_image(data: bytes, image_size: int, limits: DecodeLimits) -> Decoded 
         return Rejected(reason="corrupt", detail=f"decoded to shape {array.shape}")
     array = np.ascontiguousarray(array)
     return Decoded(
-        array=array, width=width, height=height, phash=perceptual_hash(array),
+        array=array, width=width, height=height, phash=phash,
         pixel_sha256=hashlib.sha256(array.tobytes()).hexdigest(),
     )
 
@@ -121,22 +126,25 @@ def _dct_matrix(n: int) -> np.ndarray:
 
 
 _DCT32 = _dct_matrix(32)
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def perceptual_hash(array: np.ndarray) -> int:
-    """DCT perceptual hash (pHash): the 63 AC terms of the low 8x8 DCT of a 32x32 grey image vs their median."""
-    grey = array.astype(np.float32) @ _LUMA
-    size = grey.shape[0]
-    if size % 32 == 0:
-        factor = size // 32
-        small = grey.reshape(32, factor, 32, factor).mean(axis=(1, 3))
-    else:
-        idx = (np.arange(32) * size / 32).astype(int)
-        small = grey[np.ix_(idx, idx)]
-    coefficients = (_DCT32 @ small @ _DCT32.T)[:8, :8].ravel()
-    bits = coefficients[1:] > np.median(coefficients[1:])  # DC term excluded: it only carries brightness
+def perceptual_hash(image: np.ndarray | Image.Image) -> int:
+    """DCT perceptual hash (pHash) of an RGB or grey image of any size.
+
+    The image is area-averaged to 32x32 grey; the 63 AC terms of its low 8x8 DCT block are compared
+    with their median (the DC term only carries brightness and is left out).
+    """
+    from PIL import Image as PILImage
+
+    picture = PILImage.fromarray(image) if isinstance(image, np.ndarray) else image
+    small = np.asarray(picture.convert("L").resize((32, 32), PILImage.Resampling.BOX), dtype=np.float64)
+    coefficients = (_DCT32 @ small @ _DCT32.T)[:8, :8].ravel()[1:]
+    bits = coefficients > np.median(coefficients)
+    return _bits_to_int(bits)
+
+
+def _bits_to_int(bits: np.ndarray) -> int:
     value = 0
-    for bit in bits:
+    for bit in bits.tolist():
         value = (value << 1) | int(bit)
     return value

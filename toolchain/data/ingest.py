@@ -19,7 +19,7 @@ import numpy as np
 from toolchain.data.decode import REASONS, DecodeLimits, transform_id
 from toolchain.data.etl import ChunkOutcome, WorkerSetup, default_workers, run_chunks
 from toolchain.data.manifest import Manifest, ManifestEntry
-from toolchain.data.neardup import UnionFind, near_duplicate_pairs
+from toolchain.data.neardup import UnionFind, hamming, near_duplicate_pairs
 from toolchain.data.shards import ShardLayout
 from toolchain.data.sources import SourceItem, list_source, local_path
 from toolchain.data.splits import SPLITS, SplitFractions, assign_clusters
@@ -43,7 +43,8 @@ class IngestConfig:
     group_by: str = "sequence"
     classes: tuple[str, ...] | None = None
     allow_roots: tuple[str, ...] = ()
-    near_duplicate_distance: int = 6
+    near_duplicate_distance: int = 4
+    max_group_size: int = 256
     min_side: int = 16
     max_pixels: int = 64_000_000
     workers: int = 0
@@ -58,6 +59,8 @@ class IngestConfig:
             raise UsageError(f"--group-by must be one of {', '.join(GROUP_BY)}")
         if not 0 <= self.near_duplicate_distance <= 32:
             raise UsageError("--near-dup-distance must be between 0 and 32 bits")
+        if self.max_group_size < 2:
+            raise UsageError("--max-group-size must be at least 2")
         if self.shard_size < 1:
             raise UsageError("shard size must be at least 1")
 
@@ -69,6 +72,7 @@ class IngestConfig:
             "split": self.split.as_list(),
             "group_by": self.group_by,
             "near_duplicate_distance": self.near_duplicate_distance,
+            "max_group_size": self.max_group_size,
             "classes": list(classes),
         }
 
@@ -106,6 +110,7 @@ class IngestResult:
     near_duplicate_groups: int
     groups: int
     largest_group: int
+    near_duplicate_links_skipped: int
     parent: str | None
     seconds: float
 
@@ -131,6 +136,7 @@ class IngestResult:
             "near_duplicate_groups": self.near_duplicate_groups,
             "groups": self.groups,
             "largest_group": self.largest_group,
+            "near_duplicate_links_skipped": self.near_duplicate_links_skipped,
             "parent": self.parent,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.listed / self.seconds, 1) if self.seconds > 0 else None,
@@ -261,10 +267,21 @@ def ingest(workspace: Workspace, config: IngestConfig, progress: Progress | None
                 first_with_key[key] = position
     hashes = np.array([cache[sha].phash for sha, _ in unique], dtype=np.uint64)
     pairs = near_duplicate_pairs(hashes, config.near_duplicate_distance)
+    # Closest pairs first; a link that would grow a group past the cap is skipped and counted, so a
+    # chain of look-alike frames (same camera, same road) cannot swallow the whole dataset.
+    distances = hamming(hashes[pairs[:, 0]], hashes[pairs[:, 1]]) if len(pairs) else np.empty(0, np.int64)
     near = UnionFind(n)
-    for a, b in pairs.tolist():
-        union.union(a, b)
-        near.union(a, b)
+    skipped_links = 0
+    for k in np.lexsort((pairs[:, 1], pairs[:, 0], distances)).tolist() if len(pairs) else []:
+        a, b = int(pairs[k, 0]), int(pairs[k, 1])
+        ra, rb = union.find(a), union.find(b)
+        if ra == rb:
+            near.union(a, b)
+        elif union.size[ra] + union.size[rb] <= config.max_group_size:
+            union.union(a, b)
+            near.union(a, b)
+        else:
+            skipped_links += 1
     near_groups = sum(1 for members in near.components() if len(members) > 1)
     clusters = union.components()
 
@@ -320,6 +337,7 @@ def ingest(workspace: Workspace, config: IngestConfig, progress: Progress | None
             "near_duplicate_groups": near_groups,
             "groups": len(clusters),
             "largest_group": max(len(c) for c in clusters),
+            "near_duplicate_links_skipped": skipped_links,
         },
         "parent": parent[0] if parent else None,
     }
@@ -335,14 +353,15 @@ def ingest(workspace: Workspace, config: IngestConfig, progress: Progress | None
         version=record.id, name=config.name, number=version.number, created=created, classes=classes, counts=counts,
         quarantined=tuple(quarantined), listed=len(items) + len(listing.rejected), decoded=decoded,
         reused=len(digests) - decoded, duplicates=duplicates, near_duplicate_groups=stats["near_duplicate_groups"],
-        groups=stats["groups"], largest_group=stats["largest_group"], parent=body["parent"],
+        groups=stats["groups"], largest_group=stats["largest_group"],
+        near_duplicate_links_skipped=stats["near_duplicate_links_skipped"], parent=body["parent"],
         seconds=time.perf_counter() - started,
     )
 
 
 def _parent_version(workspace: Workspace, config: IngestConfig, header: dict[str, Any]) -> tuple[str, Manifest] | None:
     """The latest version of this dataset made with the same size, transform, split and grouping."""
-    same = ("image_size", "transform", "split", "group_by", "near_duplicate_distance")
+    same = ("image_size", "transform", "split", "group_by", "near_duplicate_distance", "max_group_size")
     for version in reversed(workspace.registry.versions("dataset", config.name)):
         record = workspace.registry.get(version.record_id)
         if record is None:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from toolchain.errors import BadInputError, InputNotFoundError, missing_extra
 
@@ -75,7 +75,7 @@ def local_path(uri: str) -> str | None:
     if not is_url(uri):
         return uri
     parsed = urlparse(uri)
-    return parsed.path if parsed.scheme == "file" else None
+    return unquote(parsed.path) if parsed.scheme == "file" else None
 
 
 def read_uri(uri: str) -> bytes:
@@ -167,7 +167,14 @@ def _parse_csv(text: str, source: str) -> list[dict[str, str]]:
         raise BadInputError(
             f"manifest {source} needs a header with 'uri' (or 'path') and 'label' columns; found {sorted(fields) or 'none'}"
         )
-    return [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
+    rows = []
+    for row in reader:
+        if None in row:  # more fields than the header: usually an unquoted comma in a path
+            raise BadInputError(
+                f"{source} line {reader.line_num} has more fields than its header; quote values that contain commas"
+            )
+        rows.append({k.strip().lower(): (v or "").strip() for k, v in row.items()})
+    return rows
 
 
 def _parse_jsonl(text: str, source: str) -> list[dict[str, str]]:
@@ -181,7 +188,7 @@ def _parse_jsonl(text: str, source: str) -> list[dict[str, str]]:
             raise BadInputError(f"{source} line {number} is not valid JSON ({exc.msg}); fix or remove that line") from exc
         if not isinstance(value, dict) or not ({"uri", "path"} & value.keys()) or "label" not in value:
             raise BadInputError(f"{source} line {number} needs 'uri' (or 'path') and 'label' keys")
-        rows.append({str(k).lower(): str(v).strip() for k, v in value.items()})
+        rows.append({str(k).lower(): "" if v is None else str(v).strip() for k, v in value.items()})
     return rows
 
 

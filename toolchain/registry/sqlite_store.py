@@ -197,7 +197,7 @@ class SqliteStore(RegistryStore):
         if new.kind not in RECORD_KINDS:
             raise UsageError(f"unknown record kind '{new.kind}'; expected one of {', '.join(RECORD_KINDS)}")
         body_text = canonical_json(new.body)
-        record_id = new.id or digest_json(new.body)
+        record_id = new.id or digest_json({"kind": new.kind, "body": new.body})
         with self._transaction() as db:
             existing = db.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
             created = existing is None

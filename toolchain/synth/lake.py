@@ -928,13 +928,6 @@ def _lut(gain: float, gamma: float, tint: tuple[float, float, float], haze: floa
     return np.concatenate(table).tolist()
 
 
-def _motion_kernel(angle: float) -> Any:
-    k = np.zeros((5, 5))
-    for t in np.linspace(-2, 2, 9):
-        k[int(round(2 + t * math.sin(angle))), int(round(2 + t * math.cos(angle)))] += 1
-    return ImageFilter.Kernel((5, 5), (k / k.sum()).ravel().tolist(), scale=1)
-
-
 # ----------------------------------------------------------------------------------------------
 # Rendering one sequence
 # ----------------------------------------------------------------------------------------------
@@ -1035,28 +1028,36 @@ def _render_sequence(out: Path, params: tuple[int, int, int], seq: _Seq) -> list
         ppm = fill * (1 + zoom * frame + rng.normal(0, 0.015)) * min(w / bw, h / bh)
         cx = w / 2 + (offset[0] + rng.normal(0, 0.025)) * w
         cy = h / 2 + (offset[1] + rng.normal(0, 0.025)) * h
+        ground_centre = position + step * frame
+        gx = ground_centre[0] + (w / 2 - cx) / ppm
+        gy = ground_centre[1] + ((h / 2 - cy) / ppm + centre[1]) / proj.se
+
+        # Optics: a soft camera (or a crop upscaled from a small sensor region) is rendered small and
+        # upscaled, which blurs for less than a blur filter and makes everything before it cheaper.
+        radius = blur * min(w, h) / 160 * rng.uniform(0.85, 1.15)
+        k = min(1.0 + 0.9 * radius, 5.0) if radius >= 0.5 else 1.0
+        rw, rh = max(8, round(w / k)), max(8, round(h / k))
+        sx, sy = rw / w, rh / h
+        rppm = ppm * min(sx, sy)
+        origin = np.array([cx * sx, cy * sy])
 
         # Background: the ground under the crop, squashed by the view angle, from the pyramid level
         # that needs the least downsampling (downsampling a big box is slow and aliases).
         level = 0
-        while level < len(cam.textures) - 1 and _PPM / 2**level > ppm * 1.3:
+        while level < len(cam.textures) - 1 and _PPM / 2**level > rppm * 1.3:
             level += 1
         tex, tex_ppm = cam.textures[level], _PPM / 2**level
-        ground_centre = position + step * frame
-        gx = ground_centre[0] + (w / 2 - cx) / ppm
-        gy = ground_centre[1] + ((h / 2 - cy) / ppm + centre[1]) / proj.se
         size = tex.width
         half_w = min(w / ppm * tex_ppm / 2, size / 2 - 1)
         half_h = min(h / (ppm * proj.se) * tex_ppm / 2, size / 2 - 1)
         tx = min(max(size / 2 + gx * tex_ppm, half_w), size - half_w)
         ty = min(max(size / 2 + gy * tex_ppm, half_h), size - half_h)
-        image = tex.resize((w, h), Image.Resampling.BILINEAR, box=(tx - half_w, ty - half_h, tx + half_w, ty + half_h))
+        image = tex.resize((rw, rh), Image.Resampling.BILINEAR, box=(tx - half_w, ty - half_h, tx + half_w, ty + half_h))
 
         draw = ImageDraw.Draw(image, "RGBA")
-        origin = np.array([cx, cy])
 
         def px(poly: np.ndarray) -> list[float]:
-            return (poly * ppm + origin).ravel().tolist()
+            return (poly * rppm + origin).ravel().tolist()
 
         draw.polygon(px(shadow), fill=(0, 0, 0, shadow_alpha))
         for poly, fill_rgb in shapes:
@@ -1070,28 +1071,25 @@ def _render_sequence(out: Path, params: tuple[int, int, int], seq: _Seq) -> list
         image = image.point(_lut(gain * cam.gain * (1 + rng.normal(0, 0.03)), gamma, tint, cam.haze, lift))
         if lights:
             draw = ImageDraw.Draw(image, "RGBA")
-            radius = max(0.9, 0.14 * ppm)
+            dot = max(0.7, 0.14 * rppm)
             for point, is_front in vehicle.lights:
                 facing = math.sin(heading) if is_front else -math.sin(heading)
                 if facing < -0.35:
                     continue
-                x, y = (proj(point[None, :])[0] - centre) * ppm + origin
+                x, y = (proj(point[None, :])[0] - centre) * rppm + origin
                 colour = (255, 248, 215) if is_front else (230, 35, 25)
-                glow = radius * (3.0 if is_front else 2.0)
+                glow = dot * (3.0 if is_front else 2.0)
                 draw.ellipse((x - glow, y - glow, x + glow, y + glow), fill=(*colour, 70))
-                draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour)
+                draw.ellipse((x - dot, y - dot, x + dot, y + dot), fill=colour)
 
-        # Optics. Box blurs: a pass costs a third of a Gaussian and looks the same after JPEG.
-        radius = blur * min(w, h) / 160 * rng.uniform(0.85, 1.15)
         if blur_kind == "motion":
-            streak = speed * ppm * rng.uniform(0.6, 1.2)
-            image = image.filter(ImageFilter.BoxBlur((abs(streak * math.cos(heading)) / 2 + radius * 0.4,
-                                                      abs(streak * math.sin(heading) * proj.se) / 2 + radius * 0.4)))
-        elif radius > 2.0:
-            blurred = ImageFilter.BoxBlur(radius * 0.65)
-            image = image.filter(blurred).filter(blurred)
-        elif radius > 0.35:
-            image = image.filter(ImageFilter.BoxBlur(radius * 0.9))
+            streak = speed * rppm * rng.uniform(0.6, 1.2)
+            image = image.filter(ImageFilter.BoxBlur((abs(streak * math.cos(heading)) / 2 + 0.3,
+                                                      abs(streak * math.sin(heading) * proj.se) / 2 + 0.3)))
+        elif radius / k > 1.0:  # more blur than the upscale gives (defocus, hard cases)
+            image = image.filter(ImageFilter.BoxBlur(radius / k * 0.8))
+        if (rw, rh) != (w, h):
+            image = image.resize((w, h), Image.Resampling.BILINEAR)
 
         # Sensor noise: a random window of a pre-generated zero-mean (128) noise tile.
         tile = tiles[min(noise_level + int(rng.integers(0, 2)), len(tiles) - 1)]
