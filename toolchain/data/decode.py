@@ -11,14 +11,10 @@ import hashlib
 import io
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from PIL import Image
-
-TRANSFORM_VERSION = "rgb-squash-bilinear-v2"
+TRANSFORM_VERSION = "rgb-squash-area-linear-v3"
 _EXIF_ORIENTATION = 0x0112
 
 # Quarantine reasons (stable strings: they appear in reports and JSON output).
@@ -51,7 +47,7 @@ class Decoded:
     array: np.ndarray  # (size, size, 3) uint8
     width: int  # original width after EXIF orientation
     height: int
-    phash: int  # 63-bit perceptual hash of the decoded picture
+    phash: int  # 63-bit perceptual hash of the canonical image
     pixel_sha256: str  # digest of the canonical pixels
 
 
@@ -98,10 +94,7 @@ def decode_image(data: bytes, image_size: int, limits: DecodeLimits) -> Decoded 
         image = ImageOps.exif_transpose(image)
         if image.mode != "RGB":
             image = image.convert("RGBA").convert("RGB") if "A" in image.mode or image.mode == "P" else image.convert("RGB")
-        phash = perceptual_hash(image)  # from the decoded picture, not the canonical size
-        if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-        array = np.asarray(image, dtype=np.uint8)
+        array = resize_square(np.asarray(image, dtype=np.uint8), image_size)
     except OSError as exc:
         text = str(exc)
         reason = "truncated" if "truncated" in text or "broken data stream" in text or "premature end" in text.lower() else "corrupt"
@@ -112,7 +105,7 @@ def decode_image(data: bytes, image_size: int, limits: DecodeLimits) -> Decoded 
         return Rejected(reason="corrupt", detail=f"decoded to shape {array.shape}")
     array = np.ascontiguousarray(array)
     return Decoded(
-        array=array, width=width, height=height, phash=phash,
+        array=array, width=width, height=height, phash=perceptual_hash(array),
         pixel_sha256=hashlib.sha256(array.tobytes()).hexdigest(),
     )
 
@@ -128,23 +121,33 @@ def _dct_matrix(n: int) -> np.ndarray:
 _DCT32 = _dct_matrix(32)
 
 
-def perceptual_hash(image: np.ndarray | Image.Image) -> int:
-    """DCT perceptual hash (pHash) of an RGB or grey image of any size.
+def resize_square(picture: np.ndarray, size: int) -> np.ndarray:
+    """Resize an RGB uint8 picture to ``size`` x ``size`` (aspect squashed, as the edge runtime does).
 
-    The image is area-averaged to 32x32 grey; the 63 AC terms of its low 8x8 DCT block are compared
+    Large reductions first area-average by an integer factor (no aliasing), then a bilinear step
+    gives the exact size. OpenCV does this ~5x faster than Pillow's antialiased bilinear.
+    """
+    import cv2
+
+    height, width = picture.shape[:2]
+    factor = min(height, width) // size
+    if factor >= 2:
+        picture = cv2.resize(picture, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+    if picture.shape[:2] != (size, size):
+        picture = cv2.resize(picture, (size, size), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(picture)
+
+
+def perceptual_hash(picture: np.ndarray) -> int:
+    """DCT perceptual hash (pHash) of an RGB or grey uint8 picture of any size.
+
+    The picture is area-averaged to 32x32 grey; the 63 AC terms of its low 8x8 DCT block are compared
     with their median (the DC term only carries brightness and is left out).
     """
-    from PIL import Image as PILImage
+    import cv2
 
-    picture = PILImage.fromarray(image) if isinstance(image, np.ndarray) else image
-    small = np.asarray(picture.convert("L").resize((32, 32), PILImage.Resampling.BOX), dtype=np.float64)
+    grey = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY) if picture.ndim == 3 else picture
+    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float64)
     coefficients = (_DCT32 @ small @ _DCT32.T)[:8, :8].ravel()[1:]
-    bits = coefficients > np.median(coefficients)
-    return _bits_to_int(bits)
-
-
-def _bits_to_int(bits: np.ndarray) -> int:
-    value = 0
-    for bit in bits.tolist():
-        value = (value << 1) | int(bit)
-    return value
+    bits = np.concatenate([[False], coefficients > np.median(coefficients)])
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")

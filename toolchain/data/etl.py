@@ -55,6 +55,9 @@ _state: dict[str, object] = {}
 
 
 def _init_worker(setup: WorkerSetup) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # parallelism comes from the worker processes
     _state["setup"] = setup
     _state["blobs"] = BlobStore(Path(setup.blob_root))
 
