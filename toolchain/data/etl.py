@@ -7,8 +7,6 @@ index at once: that index is the checkpoint a rerun after a crash resumes from.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from toolchain.data.decode import DecodeLimits, Decoded, Rejected, decode_image
 from toolchain.data.shards import write_shard
 from toolchain.data.sources import read_uri
 from toolchain.hashing import sha256_bytes
+from toolchain.parallel import worker_context
 from toolchain.registry import CachedImage
 
 
@@ -104,14 +103,9 @@ def run_chunks(setup: WorkerSetup, chunks: Sequence[Sequence[tuple[int, str]]], 
         for chunk in chunks:
             yield process_chunk(chunk)
         return
-    # fork where the OS has it: no re-import of the caller's __main__ (scripts need no main guard)
-    # and workers start in milliseconds. Workers touch no lock the parent's threads hold (they only
-    # read files, decode and write blobs). A worker that dies raises BrokenProcessPool here instead
-    # of hanging the ingest.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
+    # A worker that dies raises BrokenProcessPool here instead of hanging the ingest.
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(chunks)), mp_context=context, initializer=_init_worker, initargs=(setup,)
+        max_workers=min(workers, len(chunks)), mp_context=worker_context(), initializer=_init_worker, initargs=(setup,)
     ) as pool:
         pending = [pool.submit(process_chunk, chunk) for chunk in chunks]
         try:
@@ -120,11 +114,3 @@ def run_chunks(setup: WorkerSetup, chunks: Sequence[Sequence[tuple[int, str]]], 
         finally:
             for future in pending:
                 future.cancel()
-
-
-def default_workers() -> int:
-    """One worker per usable core."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.data.decode import REASONS, DecodeLimits, transform_id
-from toolchain.data.etl import ChunkOutcome, WorkerSetup, default_workers, run_chunks
+from toolchain.data.etl import ChunkOutcome, WorkerSetup, run_chunks
 from toolchain.data.manifest import Manifest, ManifestEntry
 from toolchain.data.neardup import UnionFind, hamming, near_duplicate_pairs
 from toolchain.data.shards import ShardLayout
@@ -25,6 +25,7 @@ from toolchain.data.sources import SourceItem, list_source, local_path
 from toolchain.data.splits import SPLITS, SplitFractions, assign_clusters
 from toolchain.errors import BadInputError, CorruptStoreError, UsageError
 from toolchain.hashing import canonical_json
+from toolchain.parallel import default_workers
 from toolchain.progress import NullProgress, Progress
 from toolchain.registry import NewRecord
 from toolchain.workspace import Workspace

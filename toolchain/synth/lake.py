@@ -29,11 +29,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-import multiprocessing
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import BadInputError, missing_extra
+from toolchain.parallel import default_workers, worker_context
 
 try:  # Pillow is in the [data] extra; the roadside install does not have it.
     from PIL import Image, ImageChops, ImageDraw, ImageFilter
@@ -81,6 +82,11 @@ _PPM = 10.0  # ground texture pixels per metre
 _NOISE_SIGMAS = (2.0, 4.0, 7.0, 11.0, 17.0)
 _MAX_SIDE = 2048
 
+# A planned sequence: (index, label, camera, frames, hard).
+_Seq = tuple[int, str, int, int, bool]
+# A manifest row: (path, label, camera, sequence).
+_Row = tuple[str, str, str, str]
+
 
 @dataclass(frozen=True, kw_only=True)
 class LakeConfig:
@@ -91,7 +97,7 @@ class LakeConfig:
         seed: Seed; the same config gives byte-identical files.
         corrupt: Number of extra bad files (cycling through :data:`CORRUPT_KINDS`).
         cameras: Number of distinct cameras (styles of road, viewpoint and exposure).
-        workers: Worker processes; 0 means ``os.cpu_count()``. Does not change the output.
+        workers: Worker processes; 0 means one per available CPU. Does not change the output.
         min_size: Smallest output image side, pixels.
         max_size: Largest output image side, pixels.
     """
@@ -144,7 +150,7 @@ def _validate(config: LakeConfig) -> None:
     integer("images", 1)
     integer("seed", 0)
     integer("corrupt", 0)
-    integer("cameras", 1, 999)
+    integer("cameras", 1, 99)
     integer("workers", 0)
     low = integer("min_size", 16, _MAX_SIDE)
     high = integer("max_size", 16, _MAX_SIDE)
@@ -164,6 +170,8 @@ def generate_lake(out: Path, config: LakeConfig, progress: Callable[[int], None]
         out: Directory to create (or an existing empty one).
         config: What to generate.
         progress: Called in this process with the number of images just completed.
+
+    Rendering runs in ``config.workers`` worker processes (see :func:`toolchain.parallel.worker_context`).
 
     Returns:
         Counts of what was written and how long it took.
@@ -185,33 +193,30 @@ def generate_lake(out: Path, config: LakeConfig, progress: Callable[[int], None]
 
     params = (config.seed, config.min_size, config.max_size)
     chunks = _chunks(plan, config)
-    rows_by_chunk: dict[int, list[tuple[str, str, str, str]]] = {}
-    workers = min(config.workers or os.cpu_count() or 1, len(chunks))
+    rows_by_sequence: dict[int, list[_Row]] = {}
+
+    def collect(done: list[tuple[int, list[_Row]]]) -> None:
+        rows_by_sequence.update(done)
+        if progress is not None:
+            progress(sum(len(rows) for _, rows in done))
+
+    workers = min(config.workers or default_workers(), len(chunks))
     if workers <= 1:
-        for number, chunk in enumerate(chunks):
-            rows_by_chunk[number] = _render_chunk(str(out), params, chunk)
-            if progress is not None:
-                progress(len(rows_by_chunk[number]))
+        for chunk in chunks:
+            collect(_render_chunk(str(out), params, chunk))
     else:
-        # spawn, not fork: the caller may run threads (progress bars) that fork would copy mid-lock.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            pending: dict[Future[list[tuple[str, str, str, str]]], int] = {
-                pool.submit(_render_chunk, str(out), params, chunk): number for number, chunk in enumerate(chunks)
-            }
+        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
+            pending = {pool.submit(_render_chunk, str(out), params, chunk) for chunk in chunks}
             try:
                 while pending:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
-                        number = pending.pop(future)
-                        rows_by_chunk[number] = future.result()
-                        if progress is not None:
-                            progress(len(rows_by_chunk[number]))
+                        collect(future.result())
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
 
-    rows = [row for number in range(len(chunks)) for row in rows_by_chunk[number]]
+    rows = [row for seq in plan for row in rows_by_sequence[seq[0]]]
     per_class = {label: 0 for label in CLASSES}
     for row in rows:
         per_class[row[1]] += 1
@@ -241,10 +246,6 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-# A planned sequence: (index, label, camera, frames, hard).
-_Seq = tuple[int, str, int, int, bool]
-
-
 def _plan(config: LakeConfig) -> list[_Seq]:
     """Decide label, camera, length and difficulty of every sequence, cheaply, in one process."""
     rng = np.random.default_rng([config.seed, 0, _TAG_PLAN])
@@ -264,13 +265,18 @@ def _plan(config: LakeConfig) -> list[_Seq]:
 
 
 def _chunks(plan: list[_Seq], config: LakeConfig) -> list[list[_Seq]]:
-    workers = config.workers or os.cpu_count() or 1
+    """Split the work; grouped by camera so a worker needs few camera textures at a time.
+
+    The grouping changes only who renders what, never the bytes: each sequence has its own RNG.
+    """
+    workers = config.workers or default_workers()
     # Small enough for a smooth progress bar and load balance, large enough to amortise the IPC.
     size = max(1, min(64, len(plan) // (workers * 8) or 1))
-    return [plan[i : i + size] for i in range(0, len(plan), size)]
+    ordered = sorted(plan, key=lambda seq: (seq[2], seq[0]))
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
-def _write_manifest(out: Path, rows: list[tuple[str, str, str, str]]) -> None:
+def _write_manifest(out: Path, rows: list[_Row]) -> None:
     tmp = out / f".{MANIFEST_NAME}.tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -309,7 +315,7 @@ def _patch_sof(data: bytes, width: int, height: int) -> bytes:
     raise RuntimeError("no SOF0 segment in a JPEG written by Pillow; this is a bug")
 
 
-def _write_corrupt(out: Path, config: LakeConfig) -> list[tuple[str, str, str, str]]:
+def _write_corrupt(out: Path, config: LakeConfig) -> list[_Row]:
     rows = []
     for number in range(1, config.corrupt + 1):
         kind = CORRUPT_KINDS[(number - 1) % len(CORRUPT_KINDS)]
@@ -352,6 +358,7 @@ class _Camera:
     gain: float
     tint: tuple[float, float, float]
     haze: float
+    verge: float  # signed distance across the road to a grass verge; 0 = road all the way
     noise: int  # base index into _NOISE_SIGMAS
     blur: float  # base blur radius at 160 px
     quality: tuple[int, int]
@@ -359,19 +366,23 @@ class _Camera:
     textures: tuple[Any, ...]  # PIL images: full, 1/2, 1/4 resolution
 
 
-_CAMERAS: dict[tuple[int, int], _Camera] = {}
+_CAMERAS: OrderedDict[tuple[int, int], _Camera] = OrderedDict()  # LRU: a camera's textures are ~4 MB
+_CAMERA_CACHE = 16
 _NOISE: dict[tuple[int, int], list[Any]] = {}
 
 
 def _lowfreq(rng: np.random.Generator, cells: int, size: int) -> np.ndarray:
+    """Smooth zero-mean noise: a ``cells`` x ``cells`` Gaussian grid upsampled to ``size``."""
     small = Image.fromarray(rng.standard_normal((cells, cells), dtype=np.float32), "F")
     return np.asarray(small.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
 
 
 def _camera(seed: int, index: int) -> _Camera:
+    """The style and road texture of one camera (cached: every worker derives the same from the seed)."""
     key = (seed, index)
     cached = _CAMERAS.get(key)
     if cached is not None:
+        _CAMERAS.move_to_end(key)
         return cached
     rng = np.random.default_rng([seed, index, _TAG_CAMERA])
     road_angle = float(rng.uniform(0, math.pi))
@@ -389,6 +400,7 @@ def _camera(seed: int, index: int) -> _Camera:
         gain=float(rng.uniform(0.85, 1.15)),
         tint=(float(1 + warm), float(1 + rng.normal(0, 0.015)), float(1 - warm)),
         haze=float(rng.uniform(0, 0.18) if rng.random() < 0.4 else 0.0),
+        verge=float(rng.uniform(8, 16) * rng.choice([-1, 1]) if rng.random() < 0.45 else 0.0),
         noise=int(rng.integers(0, 3)),
         blur=float(rng.uniform(0.2, 0.9)),
         quality=(int(rng.integers(35, 60)), int(rng.integers(70, 96))),
@@ -396,6 +408,8 @@ def _camera(seed: int, index: int) -> _Camera:
     )
     camera = _Camera(textures=_ground_texture(np.random.default_rng([seed, index, _TAG_TEXTURE]), style), **style)
     _CAMERAS[key] = camera
+    while len(_CAMERAS) > _CAMERA_CACHE:
+        _CAMERAS.popitem(last=False)
     return camera
 
 
@@ -435,8 +449,8 @@ def _ground_texture(rng: np.random.Generator, style: dict[str, Any]) -> tuple[An
     channels = [lum * tint[c] + (paint[c] - lum * tint[c]) * mark for c in range(3)]
 
     # Some cameras see the verge: a kerb and grass beyond the road edge.
-    if rng.random() < 0.45:
-        edge = f32(rng.uniform(8, 16)) * (1 if rng.random() < 0.5 else -1)
+    if style["verge"]:
+        edge = f32(style["verge"])
         beyond = across * np.sign(edge) - abs(edge)
         kerb = np.clip((f32(0.25) - np.abs(beyond - f32(0.25))) * f32(_PPM) + f32(0.5), 0, 1)
         verge = np.clip(beyond * f32(_PPM) - 5, 0, 1)
@@ -568,7 +582,6 @@ class _Part:
 class _Vehicle:
     parts: list[_Part]
     lights: list[tuple[np.ndarray, bool]]  # (point, is_front)
-    length: float
 
 
 def _prism(u0: float, u1: float, half: float, z0: float, z1: float, colour: np.ndarray, *, chamfer: float = 0.0,
@@ -630,7 +643,7 @@ def _car(rng: np.random.Generator, kind: str, colour: np.ndarray) -> _Vehicle:
             for u in np.linspace(-length / 2 + 0.4, front - slope - 0.3, int(rng.integers(3, 7))):
                 cabin.decals.append((_at(_rect(u - 0.04, u + 0.04, half - 0.1), height + 0.01), _rgb(colour, 0.5), None))
         body.decals.extend(_wheels((length / 2 - hood - 0.1, -length / 2 + 0.9), half, 0.36))
-        return _Vehicle([body, cabin], _lights(length, half, 0.8, 1.0), length)
+        return _Vehicle([body, cabin], _lights(length, half, 0.8, 1.0))
 
     if kind == "pickup":
         length, half = rng.uniform(5.0, 5.9), rng.uniform(0.93, 1.0)
@@ -643,7 +656,7 @@ def _car(rng: np.random.Generator, kind: str, colour: np.ndarray) -> _Vehicle:
         body.decals.extend(_wheels((length / 2 - 1.0, -length / 2 + 1.1), half, 0.4))
         cab = _prism(cab_rear, length / 2 - hood, half - 0.08, belt, roof_h, roof_colour, chamfer=0.1,
                      inset=(0.1, 0.5, 0.1), side=glass, level=1)
-        return _Vehicle([body, cab], _lights(length, half, 0.8, 0.9), length)
+        return _Vehicle([body, cab], _lights(length, half, 0.8, 0.9))
 
     if kind == "suv":
         length, half = rng.uniform(4.3, 4.95), rng.uniform(0.9, 1.0)
@@ -673,7 +686,7 @@ def _car(rng: np.random.Generator, kind: str, colour: np.ndarray) -> _Vehicle:
     if rng.random() < 0.15:  # sunroof
         mid = (rear + slopes[0] + front - slopes[1]) / 2
         cabin.decals.append((_at(_rect(mid - 0.3, mid + 0.3, half - 0.45), roof_h + 0.01), _rgb(glass, 0.8), None))
-    return _Vehicle([body, cabin], _lights(length, half, 0.7, 0.85), length)
+    return _Vehicle([body, cabin], _lights(length, half, 0.7, 0.85))
 
 
 def _lights(length: float, half: float, z_front: float, z_rear: float) -> list[tuple[np.ndarray, bool]]:
@@ -762,7 +775,7 @@ def _truck(rng: np.random.Generator, kind: str, colour: np.ndarray) -> _Vehicle:
             for u in np.linspace(cargo_rear + 0.3, cargo_front - 0.3, max(ribs, 2)):
                 box.decals.append((_at(_rect(u - 0.05, u + 0.05, half - 0.05), height + 0.01), _rgb(cargo_colour, 0.8), None))
         parts.append(box)
-    return _Vehicle(parts, _lights(length, half, 1.1, 1.2), length)
+    return _Vehicle(parts, _lights(length, half, 1.1, 1.2))
 
 
 _CAR_KINDS = ("sedan", "hatch", "suv", "van", "pickup")
@@ -918,14 +931,14 @@ def _occluders(rng: np.random.Generator, kind: str, box: tuple[float, float, flo
     return shapes
 
 
+_RAMP = np.arange(256, dtype=np.float64) / 255.0
+
+
 def _lut(gain: float, gamma: float, tint: tuple[float, float, float], haze: float, lift: float) -> list[int]:
-    x = np.arange(256, dtype=np.float64) / 255.0
-    table = []
-    for t in tint:
-        y = np.clip(x * gain * t, 0, 1) ** gamma
-        y = y * (1 - haze) + haze * 0.75 + lift
-        table.append(np.clip(np.round(y * 255), 0, 255).astype(np.uint8))
-    return np.concatenate(table).tolist()
+    """Per-channel exposure table for ``Image.point``: gain and tint, gamma, haze, black lift."""
+    y = np.clip(np.multiply.outer(np.array(tint) * gain, _RAMP), 0, 1) ** gamma
+    y = y * (1 - haze) + (haze * 0.75 + lift)
+    return np.clip(np.round(y * 255), 0, 255).astype(np.uint8).ravel().tolist()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -933,15 +946,13 @@ def _lut(gain: float, gamma: float, tint: tuple[float, float, float], haze: floa
 # ----------------------------------------------------------------------------------------------
 
 
-def _render_chunk(out: str, params: tuple[int, int, int], chunk: Sequence[_Seq]) -> list[tuple[str, str, str, str]]:
-    """Worker entry: render whole sequences, write their JPEGs, return their manifest rows."""
-    rows: list[tuple[str, str, str, str]] = []
-    for seq in chunk:
-        rows.extend(_render_sequence(Path(out), params, seq))
-    return rows
+def _render_chunk(out: str, params: tuple[int, int, int], chunk: Sequence[_Seq]) -> list[tuple[int, list[_Row]]]:
+    """Worker entry: render whole sequences, write their JPEGs, return (sequence index, manifest rows)."""
+    return [(seq[0], _render_sequence(Path(out), params, seq)) for seq in chunk]
 
 
-def _render_sequence(out: Path, params: tuple[int, int, int], seq: _Seq) -> list[tuple[str, str, str, str]]:
+def _render_sequence(out: Path, params: tuple[int, int, int], seq: _Seq) -> list[_Row]:
+    """Render and write the frames of one sequence; everything random comes from its own RNG."""
     seed, min_size, max_size = params
     index, label, cam_index, frames, hard = seq
     cam = _camera(seed, cam_index)
@@ -951,7 +962,11 @@ def _render_sequence(out: Path, params: tuple[int, int, int], seq: _Seq) -> list
 
     # What is going on in this sequence.
     vehicle = _vehicle(rng, label)
-    lane = int(rng.integers(-6, 6))
+    lanes = [
+        lane for lane in range(-6, 6)
+        if not cam.verge or ((lane + 1) * cam.lane_width < cam.verge if cam.verge > 0 else lane * cam.lane_width > cam.verge)
+    ]
+    lane = lanes[int(rng.integers(len(lanes)))]
     across = (lane + 0.5) * cam.lane_width + rng.normal(0, 0.25)
     forward = lane >= 0
     heading = cam.road_angle + (0.0 if forward else math.pi) + rng.normal(0, math.radians(3))
@@ -995,13 +1010,13 @@ def _render_sequence(out: Path, params: tuple[int, int, int], seq: _Seq) -> list
 
     # Light and optics.
     tod = rng.random()
-    if tod < 0.72:
+    if tod < 0.75:
         gain, gamma, tint_shift, lights = rng.uniform(0.85, 1.2), rng.uniform(0.85, 1.1), 0.0, rng.random() < 0.08
-    elif tod < 0.9:  # dusk
-        gain, gamma, tint_shift, lights = rng.uniform(0.45, 0.75), rng.uniform(1.05, 1.35), rng.normal(0.06, 0.04), True
-    else:  # night under street lights
-        gain, gamma, tint_shift, lights = rng.uniform(0.25, 0.45), rng.uniform(1.2, 1.6), 0.1, True
-    noise_level = cam.noise + (0 if tod < 0.72 else 1 if tod < 0.9 else 2)
+    elif tod < 0.92:  # dusk
+        gain, gamma, tint_shift, lights = rng.uniform(0.55, 0.85), rng.uniform(1.0, 1.25), rng.normal(0.06, 0.04), True
+    else:  # night under street lights, auto-exposure pushing the gain (and the noise)
+        gain, gamma, tint_shift, lights = rng.uniform(0.38, 0.55), rng.uniform(1.1, 1.35), 0.1, True
+    noise_level = cam.noise + (0 if tod < 0.75 else 1 if tod < 0.92 else 2)
     blur = cam.blur * rng.uniform(0.6, 1.5)
     blur_kind = "gauss"
     r = rng.random()
@@ -1017,7 +1032,7 @@ def _render_sequence(out: Path, params: tuple[int, int, int], seq: _Seq) -> list
         blur, blur_kind = rng.uniform(0.05, 0.09) * 160, "gauss"
         quality_low, quality_high = 35, min(quality_high, 50)
     tint = (cam.tint[0] * (1 + tint_shift), cam.tint[1], cam.tint[2] * (1 - tint_shift))
-    shadow_alpha = int(cam.shadow_alpha * (1.0 if tod < 0.72 else 0.3))
+    shadow_alpha = int(cam.shadow_alpha * (1.0 if tod < 0.75 else 0.3))
     lift = rng.uniform(0, 0.03)
 
     rows = []
