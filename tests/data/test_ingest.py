@@ -227,3 +227,23 @@ def test_parallel_workers_give_the_same_version_as_one(tmp_path: Path) -> None:
         one = ingest(a, IngestConfig(source=str(lake), name="x", image_size=32, workers=1))
         two = ingest(b, IngestConfig(source=str(lake), name="x", image_size=32, workers=2, shard_size=16))
     assert one.version == two.version
+
+
+def test_manifest_on_an_fsspec_filesystem(tmp_path: Path, workspace: Workspace) -> None:
+    """A remote manifest whose relative URIs resolve on the same filesystem (fsspec's memory://)."""
+    fsspec = pytest.importorskip("fsspec")
+    lake = tmp_path / "lake"
+    rows = write_sequence_lake(lake, sequences=4, frames=2)
+    fs = fsspec.filesystem("memory")
+    for row in rows:
+        fs.pipe(f"/remote-lake/{row['path']}", (lake / row["path"]).read_bytes())
+    lines = ["uri,label,group", *(f"{r['path']},{r['label']},{r['sequence']}" for r in rows)]
+    lines.append("memory://elsewhere/x.jpg,car,")  # outside the manifest's prefix
+    fs.pipe("/remote-lake/manifest.csv", ("\n".join(lines) + "\n").encode())
+    result = ingest(workspace, IngestConfig(source="memory://remote-lake/manifest.csv", name="remote", image_size=32, workers=1))
+    assert result.counts["all"]["total"] == 8
+    assert [q.reason for q in result.quarantined] == ["outside_source"]
+    local = ingest(workspace, _config(lake, name="local"))
+    assert {e.sha256 for e in load_dataset(workspace, "remote").manifest.entries} == {
+        e.sha256 for e in load_dataset(workspace, "local").manifest.entries
+    }

@@ -145,8 +145,10 @@ def show_command(ctx: click.Context, version: str) -> None:
             table = Table(title=f"quarantined ({len(items)})")
             for column in ("reason", "label", "file", "detail"):
                 table.add_column(column)
+            root = info["source"]["root"].rstrip("/") + "/"
             for q in items[:50]:
-                table.add_row(q["reason"], escape(q["label"]), escape(q["uri"]), escape(q["detail"]))
+                shown = q["uri"][len(root):] if q["uri"].startswith(root) else q["uri"]
+                table.add_row(q["reason"], escape(q["label"]), escape(shown), escape(q["detail"]))
             console.print(table)
             if len(items) > 50:
                 console.print(f"... {len(items) - 50} more (use --json)")
