@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TRANSFORM_VERSION = "rgb-squash-area-linear-v3"
+TRANSFORM_VERSION = "rgb-squash-area-linear-v4"
 _EXIF_ORIENTATION = 0x0112
 
 # Quarantine reasons (stable strings: they appear in reports and JSON output).
@@ -89,9 +89,13 @@ def decode_image(data: bytes, image_size: int, limits: DecodeLimits) -> Decoded 
         if image.format == "JPEG":
             image.draft("RGB", (image_size, image_size))
         image.load()
-        if image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # rotated 90 degrees
-            width, height = height, width
-        image = ImageOps.exif_transpose(image)
+        # JPEGs without an APP1 Exif segment have no orientation: skip parsing (a hot path).
+        if image.format != "JPEG" or "exif" in image.info:
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+            if orientation in (5, 6, 7, 8):  # rotated 90 degrees
+                width, height = height, width
+            if orientation != 1:
+                image = ImageOps.exif_transpose(image)
         if image.mode != "RGB":
             image = image.convert("RGBA").convert("RGB") if "A" in image.mode or image.mode == "P" else image.convert("RGB")
         array = resize_square(np.asarray(image, dtype=np.uint8), image_size)
@@ -118,7 +122,7 @@ def _dct_matrix(n: int) -> np.ndarray:
     return matrix
 
 
-_DCT32 = _dct_matrix(32)
+_DCT8x32 = _dct_matrix(32)[:8].astype(np.float32)
 
 
 def resize_square(picture: np.ndarray, size: int) -> np.ndarray:
@@ -147,7 +151,7 @@ def perceptual_hash(picture: np.ndarray) -> int:
     import cv2
 
     grey = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY) if picture.ndim == 3 else picture
-    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float64)
-    coefficients = (_DCT32 @ small @ _DCT32.T)[:8, :8].ravel()[1:]
+    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    coefficients = (_DCT8x32 @ small @ _DCT8x32.T).ravel()[1:]  # only the low 8x8 block is needed
     bits = np.concatenate([[False], coefficients > np.median(coefficients)])
     return int.from_bytes(np.packbits(bits).tobytes(), "big")

@@ -114,6 +114,7 @@ class IngestResult:
     near_duplicate_links_skipped: int
     parent: str | None
     seconds: float
+    timings: dict[str, float]
 
     def to_json(self) -> dict[str, Any]:
         reasons = Counter(q.reason for q in self.quarantined)
@@ -140,6 +141,7 @@ class IngestResult:
             "near_duplicate_links_skipped": self.near_duplicate_links_skipped,
             "parent": self.parent,
             "seconds": round(self.seconds, 3),
+            "timings": self.timings,
             "images_per_second": round(self.listed / self.seconds, 1) if self.seconds > 0 else None,
         }
 
@@ -176,6 +178,8 @@ def ingest(workspace: Workspace, config: IngestConfig, progress: Progress | None
     progress = progress or NullProgress()
     started = time.perf_counter()
     listing = list_source(config.source, allow_roots=config.allow_roots, classes=config.classes)
+    timings = {"list": time.perf_counter() - started}
+    mark = time.perf_counter()
     quarantined = [Quarantined(uri=r.uri, label=r.label, reason=r.reason, detail=r.detail) for r in listing.rejected]
     items = listing.items
     transform = transform_id(config.image_size)
@@ -203,6 +207,8 @@ def ingest(workspace: Workspace, config: IngestConfig, progress: Progress | None
                 digests[item.index] = item.sha256
         progress.advance(len(outcome.items))
     progress.finish()
+    timings["decode"] = time.perf_counter() - mark
+    mark = time.perf_counter()
 
     cache = workspace.registry.cached_images(transform, digests.values())
     missing = set(digests.values()) - cache.keys()
@@ -305,6 +311,8 @@ def ingest(workspace: Workspace, config: IngestConfig, progress: Progress | None
             sha256=sha, label=items[occurrences[0]].label, split=splits[position], group=cluster_key[position],
             source=_source_ref(items[occurrences[0]].uri, listing.root), width=cached.width, height=cached.height,
         ))
+    timings["group_and_split"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     manifest = Manifest.build(header, entries)
     counts = manifest.counts(SPLITS, classes)
 
@@ -349,6 +357,7 @@ def ingest(workspace: Workspace, config: IngestConfig, progress: Progress | None
         links=((parent[0], "parent"),) if parent and parent[0] != manifest_sha else (), version=True,
     ))
     assert version is not None
+    timings["load"] = time.perf_counter() - mark
     stats = record.body["stats"]
     return IngestResult(
         version=record.id, name=config.name, number=version.number, created=created, classes=classes, counts=counts,
@@ -356,7 +365,7 @@ def ingest(workspace: Workspace, config: IngestConfig, progress: Progress | None
         reused=len(digests) - decoded, duplicates=duplicates, near_duplicate_groups=stats["near_duplicate_groups"],
         groups=stats["groups"], largest_group=stats["largest_group"],
         near_duplicate_links_skipped=stats["near_duplicate_links_skipped"], parent=body["parent"],
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, timings={k: round(v, 3) for k, v in timings.items()},
     )
 
 

@@ -13,7 +13,7 @@ import json
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -239,33 +239,52 @@ def _list_image_folder(path: Path, allow_roots: Sequence[str], classes: Sequence
         raise BadInputError(f"{path} has no class subdirectories; an ImageFolder lake looks like DIR/car/*.jpg, DIR/truck/*.jpg")
     for class_dir in class_dirs:
         label = class_dir.name
-        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in sorted(filenames):
-                if filename.startswith("."):
-                    continue
-                file_path = os.path.join(dirpath, filename)
-                relative = os.path.relpath(file_path, root).replace(os.sep, "/")
-                if not is_inside(file_path, roots):
-                    rejected.append(SourceRejection(
-                        uri=file_path, label=label, reason="outside_source", detail="symlink leads outside the lake directory"
-                    ))
-                    continue
-                if os.path.splitext(filename)[1].lower() not in IMAGE_EXTENSIONS:
-                    rejected.append(SourceRejection(
-                        uri=file_path, label=label, reason="not_an_image", detail="file extension is not an image type"
-                    ))
-                    continue
-                problem = check_label(label, classes)
-                if problem:
-                    rejected.append(SourceRejection(uri=file_path, label=label, reason="unknown_label", detail=problem))
-                    continue
-                meta = metadata.get(relative, {})
-                items.append(SourceItem(
-                    uri=file_path, label=label, camera=meta.get("camera", ""), sequence=meta.get("sequence", ""),
-                    group=meta.get("group", ""),
+        label_problem = check_label(label, classes)
+        for file_path, relative, is_link in _walk_files(class_dir, root):
+            # Real files below a directory that is inside the lake are inside it; only links need resolving.
+            if is_link and not is_inside(file_path, roots):
+                rejected.append(SourceRejection(
+                    uri=file_path, label=label, reason="outside_source", detail="symlink leads outside the lake directory"
                 ))
+                continue
+            if os.path.splitext(file_path)[1].lower() not in IMAGE_EXTENSIONS:
+                rejected.append(SourceRejection(
+                    uri=file_path, label=label, reason="not_an_image", detail="file extension is not an image type"
+                ))
+                continue
+            if label_problem:
+                rejected.append(SourceRejection(uri=file_path, label=label, reason="unknown_label", detail=label_problem))
+                continue
+            meta = metadata.get(relative, {})
+            items.append(SourceItem(
+                uri=file_path, label=label, camera=meta.get("camera", ""), sequence=meta.get("sequence", ""),
+                group=meta.get("group", ""),
+            ))
     return SourceListing(kind="imagefolder", root=str(root), items=tuple(items), rejected=tuple(rejected))
+
+
+def _walk_files(directory: Path, root: Path) -> Iterator[tuple[str, str, bool]]:
+    """``(path, path relative to root with /, whether it or its directory is a symlink)``, sorted.
+
+    Hidden entries are skipped; directory symlinks are not followed below the class folder (a
+    symlinked class folder itself is listed, and each file in it is checked).
+    """
+    linked_dir = directory.is_symlink()
+    prefix = os.path.relpath(directory, root).replace(os.sep, "/")
+    stack = [(str(directory), prefix)]
+    while stack:
+        current, rel = stack.pop()
+        with os.scandir(current) as entries:
+            ordered = sorted(entries, key=lambda e: e.name)
+        subdirs = []
+        for entry in ordered:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append((entry.path, f"{rel}/{entry.name}"))
+            elif entry.is_file():
+                yield entry.path, f"{rel}/{entry.name}", linked_dir or entry.is_symlink()
+        stack.extend(reversed(subdirs))
 
 
 def _folder_metadata(root: Path) -> dict[str, dict[str, str]]:

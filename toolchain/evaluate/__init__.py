@@ -1,0 +1,1 @@
+"""Evaluation of a classifier: metrics, quality gates and plots."""
