@@ -17,6 +17,9 @@ class Progress(Protocol):
     def finish(self) -> None:
         """The current phase is done."""
 
+    def note(self, text: str) -> None:
+        """A short live status for the current phase (loss, accuracy, images/s)."""
+
 
 class NullProgress:
     """Progress that goes nowhere."""
@@ -28,4 +31,7 @@ class NullProgress:
         pass
 
     def finish(self) -> None:
+        pass
+
+    def note(self, text: str) -> None:
         pass

@@ -17,7 +17,9 @@ from toolchain import __version__
 from toolchain.cli.data import data
 from toolchain.cli.doctor import doctor
 from toolchain.cli.output import AppContext, console
+from toolchain.cli.models import models
 from toolchain.cli.synth import synth
+from toolchain.cli.train import evaluate, train
 from toolchain.errors import ToolchainError
 from toolchain.workspace import default_workspace_path
 
@@ -45,6 +47,9 @@ def cli(ctx: click.Context, workspace: Path | None, as_json: bool) -> None:
 cli.add_command(doctor)
 cli.add_command(synth)
 cli.add_command(data)
+cli.add_command(models)
+cli.add_command(train)
+cli.add_command(evaluate)
 
 
 def _wants_json(argv: list[str]) -> bool:

@@ -62,7 +62,7 @@ class RichProgress:
     def __init__(self, *, enabled: bool = True) -> None:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not enabled, transient=False,
+            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"), console=console, disable=not enabled, transient=False,
         )
         self._task: TaskID | None = None
 
@@ -74,7 +74,7 @@ class RichProgress:
         self._progress.stop()
 
     def start(self, description: str, total: int | None) -> None:
-        self._task = self._progress.add_task(description, total=total, rate="")
+        self._task = self._progress.add_task(description, total=total, rate="", note="")
 
     def advance(self, amount: int = 1) -> None:
         if self._task is None:
@@ -83,6 +83,10 @@ class RichProgress:
         task = self._progress.tasks[self._task]
         if task.speed:
             self._progress.update(self._task, rate=f"{task.speed:,.0f}/s")
+
+    def note(self, text: str) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, note=text)
 
     def finish(self) -> None:
         if self._task is not None:

@@ -1,0 +1,129 @@
+"""train / evaluate end to end through the CLI on a tiny dataset: registration, cache, resume,
+search, gates, and DistributedDataParallel with two gloo processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from tests.train.conftest import TINY  # noqa: E402
+from toolchain.registry import open_store  # noqa: E402
+from toolchain.train.checkpoint import load_checkpoint  # noqa: E402
+
+
+def _toolchain(workspace: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "toolchain", "--workspace", str(workspace), "--json", *args],
+                          capture_output=True, text=True, check=check, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _train_args(epochs: int = 2, *extra: str) -> list[str]:
+    return ["train", "--data", "tiny", "--device", "cpu", "--epochs", str(epochs), "--name", "cls", *TINY, *extra]
+
+
+def test_train_registers_a_model_then_reruns_from_cache_and_evaluates(tiny_workspace: Path) -> None:
+    first = json.loads(_toolchain(tiny_workspace, *_train_args()).stdout)
+    assert first["model"] == "cls@v1" and len(first["run"]) == 64 and not first["cached"]
+    assert len(first["history"]) == 2 and 0.0 <= first["val_accuracy"] <= 1.0
+    again = json.loads(_toolchain(tiny_workspace, *_train_args()).stdout)
+    assert again["cached"] and again["run"] == first["run"] and again["model"] == "cls@v1"
+
+    report = json.loads(_toolchain(tiny_workspace, "evaluate", "cls@v1").stdout)
+    assert set(report["precision"]) == set(report["recall"]) == {"car", "truck"}
+    assert report["passed"] is True and 0.0 <= report["accuracy"] <= 1.0
+    assert set(report["plots"]) == {"confusion_matrix", "pr_curve"}
+    png = tiny_workspace / "objects" / report["plots"]["confusion_matrix"][:2] / report["plots"]["confusion_matrix"][2:]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open_store(str(tiny_workspace / "registry.db")) as store:
+        links = {link.role: link.input_id for link in store.links_from(report["evaluation"])}
+        assert links["model"] == first["model_id"]
+
+
+def test_gate_failure_exits_3_and_names_the_metric(tiny_workspace: Path) -> None:
+    _toolchain(tiny_workspace, *_train_args(1))
+    failed = _toolchain(tiny_workspace, "evaluate", "cls@v1", "--min-accuracy", "0.9999", "--min-recall", "0.9999", check=False)
+    assert failed.returncode == 3
+    assert json.loads(failed.stdout)["passed"] is False
+    assert "recall of" in failed.stderr and "0.9999" in failed.stderr
+    bad = _toolchain(tiny_workspace, "evaluate", "cls@v1", "--min-accuracy", "97", check=False)
+    assert bad.returncode == 2  # percentages are refused with a hint
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_workspace: Path, tmp_path: Path) -> None:
+    import shutil
+
+    clean = tmp_path / "clean"
+    shutil.copytree(tiny_workspace, clean)
+    args = _train_args(4)
+    proc = subprocess.Popen([sys.executable, "-m", "toolchain", "--workspace", str(tiny_workspace), "--json", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    runs = tiny_workspace / "runs"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        checkpoints = list(runs.glob("*/checkpoint.pt")) if runs.exists() else []
+        if checkpoints and int(load_checkpoint(checkpoints[0])["epoch"]) >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_id = checkpoints[0].parent.name
+    resumed = json.loads(_toolchain(tiny_workspace, "train", "--resume", run_id[:10]).stdout)
+    assert resumed["run"] == run_id and resumed["resumed_from_epoch"] >= 2
+    straight = json.loads(_toolchain(clean, *args).stdout)
+    assert straight["run"] == run_id
+    timing = ("images_per_second", "seconds")
+    strip = lambda history: [{k: v for k, v in h.items() if k not in timing} for h in history]  # noqa: E731
+    assert strip(straight["history"]) == strip(resumed["history"])
+    a = load_checkpoint(tiny_workspace / "runs" / run_id / "checkpoint.pt")["model"]
+    b = load_checkpoint(clean / "runs" / run_id / "checkpoint.pt")["model"]
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_grid_search_records_every_trial_then_trains_the_best(tiny_workspace: Path) -> None:
+    out = json.loads(_toolchain(
+        tiny_workspace, *_train_args(2, "--search", "grid", "--trials", "4", "--trial-epochs", "1"),
+        "--recipe", str(_small_search_recipe(tiny_workspace.parent)),
+    ).stdout)
+    assert len(out["trials"]) == 2
+    best = max(out["trials"], key=lambda t: (t["val_accuracy"], -t["val_loss"]))
+    assert out["best_params"] == best["params"]
+    assert out["params"]["lr"] == best["params"]["lr"]
+    with open_store(str(tiny_workspace / "registry.db")) as store:
+        runs = store.find(kind="run")
+        assert sorted(r.body["role"] for r in runs) == ["final", "trial", "trial"]
+        assert all(r.body["dataset"] == runs[0].body["dataset"] for r in runs)
+
+
+def _small_search_recipe(directory: Path) -> Path:
+    from toolchain.models.recipe import load_recipe
+
+    try:
+        import tomli_w  # noqa: F401
+    except ImportError:
+        pass
+    recipe = load_recipe("edgenet").to_dict()
+    path = directory / "small-search.toml"
+    lines = [f'name = "small-search"', f'architecture = "{recipe["architecture"]}"', f'input_size = {recipe["input_size"]}',
+             "[search]", "lr = [0.001, 0.01]"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_torchrun_two_gloo_processes_agree(tiny_workspace: Path) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "toolchain", "--workspace", str(tiny_workspace), "--json", *_train_args(1)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    payload = json.loads(out.stdout)
+    assert payload["world_size"] == 2 and payload["ranks_agree"] is True
+    assert payload["model"] == "cls@v1"
