@@ -79,7 +79,7 @@ def test_recipe_is_frozen() -> None:
 
 def test_defaults_fill_a_minimal_recipe(tmp_path: Path) -> None:
     recipe = load_recipe(write(tmp_path / "mini.toml", MINIMAL))
-    assert recipe.input_size == 96 and recipe.width == 1.0
+    assert recipe.input_size == 128 and recipe.width == 1.0
     assert recipe.training.epochs > 0 and recipe.search == {}
 
 

