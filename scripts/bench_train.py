@@ -58,26 +58,34 @@ def ours(workspace: Path, dataset_ref: str, recipe, device: torch.device, images
         split = SplitArrays.of(dataset, "train")
         model = build_model(recipe, len(dataset.classes)).to(device).to(memory_format=torch.channels_last)
         model.train()
-        step = _step_fn(model, device)
-        done, started, epoch = 0, None, 0
-        warmup = 3
-        while done < images:
-            generator = epoch_generator(0, epoch)
-            for images_np, labels in iterate_batches(dataset, ws.blobs, split, batch_order(len(split), batch, generator, shuffle=True, drop_last=True)):
-                x = train_transform(torch.from_numpy(images_np).to(device, non_blocking=True), recipe, generator)
-                step(x, torch.from_numpy(labels).to(device))
-                if warmup:
-                    warmup -= 1
-                    if not warmup:
-                        _sync(device)
-                        started = time.perf_counter()
-                    continue
-                done += len(labels)
-                if done >= images:
-                    break
-            epoch += 1
-        _sync(device)
-        return done / (time.perf_counter() - started)
+
+        def stream():  # noqa: ANN202 - endless (x, y) on the device, epoch after epoch
+            epoch = 0
+            while True:
+                generator = epoch_generator(0, epoch)
+                order = batch_order(len(split), batch, generator, shuffle=True, drop_last=True)
+                for images_np, labels in iterate_batches(dataset, ws.blobs, split, order):
+                    x = train_transform(torch.from_numpy(images_np).to(device, non_blocking=True), recipe, generator)
+                    yield x, torch.from_numpy(labels).to(device)
+                epoch += 1
+
+        return _time_steps(stream(), _step_fn(model, device), images, device)
+
+
+def _time_steps(stream, step, images: int, device: torch.device, warmup: int = 3) -> float:  # noqa: ANN001
+    """Images per second of ``step`` over ``images`` images from ``stream``, after ``warmup`` steps."""
+    done, started = 0, 0.0
+    for index, (x, y) in enumerate(stream):
+        step(x, y)
+        if index + 1 == warmup:
+            _sync(device)
+            started = time.perf_counter()
+        elif index + 1 > warmup:
+            done += len(y)
+            if done >= images:
+                break
+    _sync(device)
+    return done / (time.perf_counter() - started)
 
 
 def reference(lake: Path, recipe, device: torch.device, images: int, batch: int, workers: int) -> float:  # noqa: ANN001
@@ -98,22 +106,13 @@ def reference(lake: Path, recipe, device: torch.device, images: int, batch: int,
                                          pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     model = build_model(recipe, len(folder.classes)).to(device).to(memory_format=torch.channels_last)
     model.train()
-    step = _step_fn(model, device)
-    done, started, warmup = 0, None, 3
-    while done < images:
-        for x, y in loader:
-            step(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
-            if warmup:
-                warmup -= 1
-                if not warmup:
-                    _sync(device)
-                    started = time.perf_counter()
-                continue
-            done += len(y)
-            if done >= images:
-                break
-    _sync(device)
-    return done / (time.perf_counter() - started)
+
+    def stream():  # noqa: ANN202
+        while True:
+            for x, y in loader:
+                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    return _time_steps(stream(), _step_fn(model, device), images, device)
 
 
 def _is_valid(path: str) -> bool:

@@ -42,9 +42,12 @@ def test_train_registers_a_model_then_reruns_from_cache_and_evaluates(tiny_works
     assert set(report["plots"]) == {"confusion_matrix", "pr_curve"}
     png = tiny_workspace / "objects" / report["plots"]["confusion_matrix"][:2] / report["plots"]["confusion_matrix"][2:]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(report["plot_paths"]["pr_curve"]).is_file()
     with open_store(str(tiny_workspace / "registry.db")) as store:
         links = {link.role: link.input_id for link in store.links_from(report["evaluation"])}
         assert links["model"] == first["model_id"]
+        plot = store.get(links["plot:confusion_matrix"])
+        assert plot.kind == "artifact" and plot.body["blob"] == report["plots"]["confusion_matrix"]
 
 
 def test_gate_failure_exits_3_and_names_the_metric(tiny_workspace: Path) -> None:
@@ -62,7 +65,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_workspace: Path, tmp_path: 
 
     clean = tmp_path / "clean"
     shutil.copytree(tiny_workspace, clean)
-    args = _train_args(4)
+    args = _train_args(8)  # a wide window to kill it in, even on a fast machine
     proc = subprocess.Popen([sys.executable, "-m", "toolchain", "--workspace", str(tiny_workspace), "--json", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})

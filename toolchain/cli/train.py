@@ -173,7 +173,9 @@ def evaluate(ctx: click.Context, model: str, split: str, data_ref: str | None, m
         out.print(cm)
         out.print(("[green]gates passed[/green]: " if report.gates.passed else "[red]gates failed[/red]: ")
                   + report.gates.message())
-        out.print(f"evaluation {report.evaluation[:12]}; plots: " + ", ".join(f"{k} {v[:12]}" for k, v in report.plots.items()))
+        out.print(f"evaluation {report.evaluation[:12]} recorded; plots:")
+        for name, path in report.plot_paths.items():
+            out.print(f"  {name}: {escape(path)}")
 
     emit(ctx, payload, render)
     if not report.gates.passed:  # the report above is the one JSON document; the reason goes to stderr

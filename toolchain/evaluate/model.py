@@ -48,6 +48,7 @@ class EvaluationReport:
     metrics: EvaluationMetrics
     gates: GateResult
     plots: dict[str, str] = field(default_factory=dict)  # name -> blob sha256
+    plot_paths: dict[str, str] = field(default_factory=dict)  # name -> file in the blob store
 
     def to_json(self) -> dict[str, Any]:
         metrics = self.metrics.to_json()
@@ -66,6 +67,7 @@ class EvaluationReport:
             "passed": self.gates.passed,
             "gates": self.gates.to_json(),
             "plots": self.plots,
+            "plot_paths": self.plot_paths,
             "metrics": metrics,
         }
 
@@ -105,6 +107,15 @@ def evaluate_model(workspace: Workspace, config: EvaluateConfig) -> EvaluationRe
             plots["confusion_matrix"] = workspace.blobs.put_file(plot_confusion_matrix(metrics, Path(tmp) / "cm.png"))
             plots["pr_curve"] = workspace.blobs.put_file(plot_pr_curves(metrics, Path(tmp) / "pr.png"))
     model_ref = f"{resolved.version.name}@v{resolved.version.number}" if resolved.version else record.id[:12]
+    plot_artifacts = []
+    for name, sha in plots.items():  # each plot is an artifact of its own, linked to the model it judges
+        artifact, _, _ = workspace.registry.commit(NewRecord(
+            kind="artifact", name=f"{record.name}-{name}",
+            body={"type": "plot", "format": "png", "plot": name, "blob": sha, "model": record.id,
+                  "dataset": dataset.id, "split": config.split},
+            links=((record.id, "model"), (dataset.id, "eval_data")), blobs=((sha, "png"),),
+        ))
+        plot_artifacts.append((artifact.id, f"plot:{name}"))
     evaluation_body = {
         "model": record.id,
         "dataset": dataset.id,
@@ -116,10 +127,11 @@ def evaluate_model(workspace: Workspace, config: EvaluateConfig) -> EvaluationRe
     }
     evaluation, _, _ = workspace.registry.commit(NewRecord(
         kind="evaluation", name=record.name, body=evaluation_body,
-        links=((record.id, "model"), (dataset.id, "eval_data")),
+        links=((record.id, "model"), (dataset.id, "eval_data"), *plot_artifacts),
         blobs=tuple((sha, name) for name, sha in plots.items()),
     ))
     return EvaluationReport(
         evaluation=evaluation.id, model=record.id, model_ref=model_ref, dataset=dataset.id, split=config.split,
         metrics=metrics, gates=gates, plots=plots,
+        plot_paths={name: str(workspace.blobs.path(sha)) for name, sha in plots.items()},
     )
