@@ -118,3 +118,20 @@ def test_perceptual_hash_is_stable_for_near_duplicates_and_differs_otherwise() -
 def test_hash_works_for_any_canonical_size(size: int) -> None:
     result = decode_image(_encode(_smooth(100, 100)), size, LIMITS)
     assert isinstance(result, Decoded) and 0 <= result.phash < 2**63
+
+
+def test_fast_jpeg_path_agrees_with_pillow() -> None:
+    pytest.importorskip("simplejpeg")
+    from toolchain.data.decode import _decode_plain_jpeg, _decode_with_pillow
+
+    data = _encode(blob_image(np.random.default_rng(3), size=96).astype(np.uint8), quality=90)
+    fast = _decode_plain_jpeg(data, 32, LIMITS)
+    slow = _decode_with_pillow(data, 32, LIMITS)
+    assert isinstance(fast, Decoded) and isinstance(slow, Decoded)
+    assert (fast.width, fast.height) == (slow.width, slow.height) == (96, 96)
+    # Both scale inside libjpeg-turbo's DCT; their chroma upsampling differs slightly.
+    assert np.abs(fast.array.astype(int) - slow.array.astype(int)).mean() < 8.0
+    assert bin(fast.phash ^ slow.phash).count("1") <= 8
+    truncated = data[: len(data) // 2]
+    assert _decode_plain_jpeg(truncated, 32, LIMITS) == Rejected(reason="truncated", detail="Premature end of JPEG file")
+    assert isinstance(_decode_with_pillow(truncated, 32, LIMITS), Rejected)
