@@ -130,3 +130,18 @@ def test_torchrun_two_gloo_processes_agree(tiny_workspace: Path) -> None:
     payload = json.loads(out.stdout)
     assert payload["world_size"] == 2 and payload["ranks_agree"] is True
     assert payload["model"] == "cls@v1"
+
+
+def test_fine_tune_from_a_local_weights_file(tiny_workspace: Path, tmp_path: Path) -> None:
+    first = json.loads(_toolchain(tiny_workspace, *_train_args(1)).stdout)
+    with open_store(str(tiny_workspace / "registry.db")) as store:
+        weights_sha = store.get(first["model_id"]).body["weights"]
+    weights = tmp_path / "start.pt"
+    weights.write_bytes((tiny_workspace / "objects" / weights_sha[:2] / weights_sha[2:]).read_bytes())
+    tuned = json.loads(_toolchain(
+        tiny_workspace, "train", "--data", "tiny", "--device", "cpu", "--epochs", "1", "--name", "tuned", *TINY,
+        "--weights", str(weights),
+    ).stdout)
+    assert tuned["model"] == "tuned@v1" and tuned["run"] != first["run"]
+    with open_store(str(tiny_workspace / "registry.db")) as store:
+        assert store.get(tuned["run"]).body["spec"]["weights"] is not None
