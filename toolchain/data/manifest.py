@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from toolchain.errors import CorruptStoreError
@@ -32,6 +32,12 @@ class ManifestEntry:
     width: int
     height: int
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sha256": self.sha256, "label": self.label, "split": self.split, "group": self.group,
+            "source": self.source, "width": self.width, "height": self.height,
+        }
+
 
 @dataclass(frozen=True, kw_only=True)
 class Manifest:
@@ -42,7 +48,7 @@ class Manifest:
 
     def to_bytes(self) -> bytes:
         lines = [canonical_json(self.header)]
-        lines.extend(canonical_json(asdict(e)) for e in self.entries)
+        lines.extend(canonical_json(e.to_json()) for e in self.entries)
         return ("\n".join(lines) + "\n").encode("utf-8")
 
     @property

@@ -66,6 +66,8 @@ class SourceListing:
 
 def is_url(text: str) -> bool:
     """True for ``scheme://...`` (a single-letter scheme is a Windows drive, not a URL)."""
+    if "://" not in text:  # the common case, without parsing
+        return False
     scheme = urlparse(text).scheme
     return len(scheme) > 1 and "://" in text
 

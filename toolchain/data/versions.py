@@ -111,10 +111,7 @@ def manifest_rows(dataset: DatasetVersion) -> list[dict[str, Any]]:
 
 
 def _entry_json(entry: ManifestEntry) -> dict[str, Any]:
-    return {
-        "sha256": entry.sha256, "label": entry.label, "split": entry.split, "group": entry.group,
-        "source": entry.source, "width": entry.width, "height": entry.height,
-    }
+    return entry.to_json()
 
 
 def diff_datasets(a: DatasetVersion, b: DatasetVersion) -> dict[str, Any]:
