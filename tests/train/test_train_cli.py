@@ -35,6 +35,9 @@ def test_train_registers_a_model_then_reruns_from_cache_and_evaluates(tiny_works
     assert len(first["history"]) == 2 and 0.0 <= first["val_accuracy"] <= 1.0
     again = json.loads(_toolchain(tiny_workspace, *_train_args()).stdout)
     assert again["cached"] and again["run"] == first["run"] and again["model"] == "cls@v1"
+    renamed_args = ["other" if a == "cls" else a for a in _train_args()]
+    renamed = json.loads(_toolchain(tiny_workspace, *renamed_args).stdout)
+    assert renamed["cached"] and renamed["model"] == "other@v1" and renamed["model_id"] == first["model_id"]
 
     report = json.loads(_toolchain(tiny_workspace, "evaluate", "cls@v1").stdout)
     assert set(report["precision"]) == set(report["recall"]) == {"car", "truck"}

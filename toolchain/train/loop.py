@@ -159,7 +159,7 @@ def train_run(workspace: Workspace, spec: RunSpec, *, progress: Progress | None 
     run_id = spec.run_id
     existing = workspace.registry.get(run_id)
     if existing is not None:
-        return _cached_result(workspace, existing)
+        return _cached_result(workspace, existing, spec.model_name if spec.role == "final" else "")
 
     dataset = load_dataset(workspace, spec.dataset)
     recipe = spec.recipe
@@ -362,7 +362,8 @@ def _register(
     return RunResult(**{**result.__dict__, "model_id": record.id, "model_ref": f"{version.name}@v{version.number}"})
 
 
-def _cached_result(workspace: Workspace, record: Any) -> RunResult:
+def _cached_result(workspace: Workspace, record: Any, model_name: str) -> RunResult:
+    """The finished run; its model is also registered under ``model_name`` if asked for by another name."""
     body = record.body
     model_id = model_ref = None
     for link in workspace.registry.links_to(record.id):
@@ -370,7 +371,10 @@ def _cached_result(workspace: Workspace, record: Any) -> RunResult:
             model = workspace.registry.get(link.record_id)
             if model is not None and model.kind == "model":
                 model_id = model.id
-                version = workspace.registry.version_of("model", model.name, model.id)
+                name = model_name or model.name
+                version = workspace.registry.version_of("model", name, model.id)
+                if version is None:  # same training, new name: the same record gets NAME@vN there too
+                    _, version, _ = workspace.registry.commit(NewRecord(kind="model", name=name, body=model.body, version=True))
                 model_ref = f"{version.name}@v{version.number}" if version else None
     return RunResult(
         run=record.id, cached=True, resumed_from_epoch=0, best_epoch=body["best_epoch"], val_accuracy=body["val_accuracy"],
