@@ -12,10 +12,8 @@ from toolchain.data.versions import load_dataset
 from toolchain.errors import UsageError
 from toolchain.evaluate.gates import Gate, GateResult, check_gates
 from toolchain.evaluate.metrics import EvaluationMetrics, compute_metrics
-from toolchain.models.recipe import parse_recipe
 from toolchain.registry import NewRecord
 from toolchain.train.batches import SplitArrays
-from toolchain.train.checkpoint import load_checkpoint
 from toolchain.train.predict import predict_split
 from toolchain.workspace import Workspace
 
@@ -74,29 +72,26 @@ class EvaluationReport:
 
 def evaluate_model(workspace: Workspace, config: EvaluateConfig) -> EvaluationReport:
     """Evaluate a model on a split; the evaluation (and its plots) is recorded whether or not it passes."""
-    import torch
+    from toolchain.errors import InputNotFoundError
 
-    from toolchain.models.zoo import build_model
-    from toolchain.train.loop import resolve_device
-
-    resolved = workspace.resolve(config.model, kind="model")
-    record = resolved.record
-    body = record.body
-    recipe = parse_recipe(body["recipe"], source=f"model {record.id[:12]}")
-    dataset = load_dataset(workspace, config.data or body["dataset"])
-    if list(dataset.classes) != list(body["classes"]):
-        raise UsageError(
-            f"dataset {dataset.ref} has classes {list(dataset.classes)} but the model predicts {body['classes']}"
-        )
+    try:
+        subject = _torch_subject(workspace, config)
+    except InputNotFoundError as not_a_model:
+        try:
+            subject = _onnx_subject(workspace, config)  # an exported or quantized ONNX artifact
+        except InputNotFoundError:
+            raise InputNotFoundError(
+                f"no model or ONNX artifact matches '{config.model}'. {not_a_model}"
+            ) from not_a_model
+    record, recipe, classes = subject.record, subject.recipe, subject.classes
+    dataset = load_dataset(workspace, config.data or subject.dataset)
+    if list(dataset.classes) != classes:
+        raise UsageError(f"dataset {dataset.ref} has classes {list(dataset.classes)} but the model predicts {classes}")
     split = SplitArrays.of(dataset, config.split)
     if len(split) == 0:
         raise UsageError(f"dataset {dataset.ref} has no '{config.split}' images")
-    device = torch.device(resolve_device(config.device))
-    model = build_model(recipe, len(body["classes"]))
-    model.load_state_dict(load_checkpoint(workspace.blobs.read_bytes(body["weights"])))
-    model.to(device)
-    labels, probabilities = predict_split(model, dataset, workspace.blobs, split, recipe, device)
-    metrics = compute_metrics(labels, probabilities, body["classes"])
+    labels, probabilities = subject.predict(dataset, split)
+    metrics = compute_metrics(labels, probabilities, classes)
     gates = check_gates(metrics, config.gates)
 
     plots: dict[str, str] = {}
@@ -106,7 +101,7 @@ def evaluate_model(workspace: Workspace, config: EvaluateConfig) -> EvaluationRe
         with tempfile.TemporaryDirectory() as tmp:
             plots["confusion_matrix"] = workspace.blobs.put_file(plot_confusion_matrix(metrics, Path(tmp) / "cm.png"))
             plots["pr_curve"] = workspace.blobs.put_file(plot_pr_curves(metrics, Path(tmp) / "pr.png"))
-    model_ref = f"{resolved.version.name}@v{resolved.version.number}" if resolved.version else record.id[:12]
+    model_ref = subject.ref
     plot_artifacts = []
     for name, sha in plots.items():  # each plot is an artifact of its own, linked to the model it judges
         artifact, _, _ = workspace.registry.commit(NewRecord(
@@ -135,3 +130,88 @@ def evaluate_model(workspace: Workspace, config: EvaluateConfig) -> EvaluationRe
         metrics=metrics, gates=gates, plots=plots,
         plot_paths={name: str(workspace.blobs.path(sha)) for name, sha in plots.items()},
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Subject:
+    """What is being evaluated: a torch model or an ONNX artifact, with a split predictor."""
+
+    record: Any
+    ref: str
+    recipe: Any
+    classes: list[str]
+    dataset: str
+    predict: Any  # (dataset, split) -> (labels, probabilities)
+
+
+def _torch_subject(workspace: Workspace, config: EvaluateConfig) -> _Subject:
+    import torch
+
+    from toolchain.models.registered import load_registered_model
+    from toolchain.train.loop import resolve_device
+
+    loaded = load_registered_model(workspace, config.model)
+    device = torch.device(resolve_device(config.device))
+    module = loaded.module.to(device)
+
+    def predict(dataset: Any, split: SplitArrays) -> tuple[Any, Any]:
+        return predict_split(module, dataset, workspace.blobs, split, loaded.recipe, device)
+
+    return _Subject(record=loaded.record, ref=loaded.ref, recipe=loaded.recipe, classes=list(loaded.classes),
+                    dataset=loaded.dataset, predict=predict)
+
+
+def _onnx_subject(workspace: Workspace, config: EvaluateConfig) -> _Subject:
+    from toolchain.artifacts import resolve_artifact
+    from toolchain.models.recipe import parse_recipe
+
+    artifact = resolve_artifact(workspace, config.model)
+    model_id = artifact.record.body.get("model")
+    model = workspace.registry.get(model_id) if model_id else None
+    if model is None or not artifact.type.startswith("onnx"):
+        raise UsageError(f"{config.model} is a {artifact.type} artifact; evaluate takes a model or an ONNX artifact")
+    recipe = parse_recipe(model.body["recipe"], source=f"model {model.id[:12]}")
+    layout = artifact.record.body.get("input", "float-nchw")
+
+    def predict(dataset: Any, split: SplitArrays) -> tuple[Any, Any]:
+        return predict_split_onnx(artifact.path, layout, dataset, workspace, split, recipe)
+
+    return _Subject(record=artifact.record, ref=artifact.ref, recipe=recipe, classes=list(model.body["classes"]),
+                    dataset=model.body["dataset"], predict=predict)
+
+
+def predict_split_onnx(
+    path: Path, layout: str, dataset: Any, workspace: Workspace, split: SplitArrays, recipe: Any, *, batch_size: int = 64,
+) -> tuple[Any, Any]:
+    """``(labels, probabilities)`` of an ONNX classifier on a split, fed the way its input layout says."""
+    import numpy as np
+    import torch
+
+    from toolchain.runtime.runners import OnnxRuntimeRunner
+    from toolchain.train.batches import batch_order, eval_transform, iterate_batches
+
+    outputs = []
+    with OnnxRuntimeRunner(path) as runner:
+        for images, _ in iterate_batches(dataset, workspace.blobs, split, batch_order(len(split), batch_size, torch.Generator(), shuffle=False)):
+            if layout == "uint8-nhwc":
+                feed = _resize_uint8(images, recipe.input_size)
+            else:
+                feed = eval_transform(torch.from_numpy(images), recipe).numpy()
+            outputs.append(runner.infer(np.ascontiguousarray(feed)))
+    scores = np.concatenate(outputs).astype(np.float64)
+    if not np.allclose(scores.sum(axis=1), 1.0, atol=1e-3):  # logits: make probabilities
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores /= scores.sum(axis=1, keepdims=True)
+    return split.labels, scores
+
+
+def _resize_uint8(images: Any, size: int) -> Any:
+    """uint8 NHWC at the model's input size, resized like the float path (antialiased bilinear)."""
+    import torch
+    import torch.nn.functional as F
+
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()

@@ -1,0 +1,45 @@
+"""Registered models: load the torch module behind ``NAME@vN`` (used by evaluate and export)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from toolchain.models.recipe import Recipe, parse_recipe
+from toolchain.registry import Record, Version
+from toolchain.workspace import Workspace
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisteredModel:
+    """A model record with its recipe, classes and (once loaded) its torch module."""
+
+    record: Record
+    version: Version | None
+    recipe: Recipe
+    classes: tuple[str, ...]
+    module: Any  # torch.nn.Module in eval mode, on the CPU
+
+    @property
+    def ref(self) -> str:
+        return f"{self.version.name}@v{self.version.number}" if self.version else self.record.id[:12]
+
+    @property
+    def dataset(self) -> str:
+        return self.record.body["dataset"]
+
+
+def load_registered_model(workspace: Workspace, ref: str) -> RegisteredModel:
+    """Resolve ``ref`` (NAME, NAME@vN, NAME@ALIAS, id prefix) and build its module from the stored weights."""
+    from toolchain.models.zoo import build_model
+    from toolchain.train.checkpoint import load_checkpoint
+
+    resolved = workspace.resolve(ref, kind="model")
+    body = resolved.record.body
+    recipe = parse_recipe(body["recipe"], source=f"model {resolved.record.id[:12]}")
+    module = build_model(recipe, len(body["classes"]))
+    module.load_state_dict(load_checkpoint(workspace.blobs.read_bytes(body["weights"])))
+    module.eval()
+    return RegisteredModel(
+        record=resolved.record, version=resolved.version, recipe=recipe, classes=tuple(body["classes"]), module=module,
+    )

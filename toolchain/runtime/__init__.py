@@ -1,0 +1,1 @@
+"""The roadside runtime: runners (and later frame sources and the pipeline). Never imports training code."""
