@@ -6,6 +6,7 @@ file whose bytes are a registered artifact's blob (e.g. the ``path`` that ``expo
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def register_file(
 def resolve_artifact(workspace: Workspace, ref: str) -> Artifact:
     """Find an artifact by id, prefix, ``NAME@vN`` or the path of its file."""
     candidate = Path(ref)
-    if candidate.suffix and candidate.is_file():
+    if ("/" in ref or os.sep in ref or candidate.suffix) and candidate.is_file():
         sha = sha256_file(candidate)
         owners = [b.record_id for b in workspace.registry.blob_refs() if b.sha256 == sha]
         records = [r for r in (workspace.registry.get(i) for i in owners) if r is not None and r.kind == "artifact"]

@@ -16,6 +16,7 @@ import click
 from toolchain import __version__
 from toolchain.cli.data import data
 from toolchain.cli.doctor import doctor
+from toolchain.cli.export import export, quantize
 from toolchain.cli.output import AppContext, console
 from toolchain.cli.models import models
 from toolchain.cli.synth import synth
@@ -50,6 +51,8 @@ cli.add_command(data)
 cli.add_command(models)
 cli.add_command(train)
 cli.add_command(evaluate)
+cli.add_command(export)
+cli.add_command(quantize)
 
 
 def _wants_json(argv: list[str]) -> bool:
