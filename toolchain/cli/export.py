@@ -12,10 +12,11 @@ from rich.markup import escape
 from toolchain.cli.output import app, console, emit, json_option
 
 
-def _print_failure_json(ctx: click.Context, payload: dict) -> None:
+def _print_failure_json(ctx: click.Context, payload: dict, error: Exception) -> None:
     """On a failed gate the figures are still the one JSON document on stdout."""
     if app(ctx).json:
         sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        error.reported_json = True  # type: ignore[attr-defined]  # main() then writes no second document
 
 
 @click.command()
@@ -44,7 +45,7 @@ def export(ctx: click.Context, model: str, opset: int, batch: str, input_layout:
         try:
             result = export_model(workspace, config)
         except ParityError as error:
-            _print_failure_json(ctx, {"passed": False, "parity": error.report.to_json()})
+            _print_failure_json(ctx, {"passed": False, "parity": error.report.to_json()}, error)
             raise
     for note in result.notes:
         console.print(f"note: {escape(note)}")
@@ -90,7 +91,7 @@ def quantize(ctx: click.Context, onnx: str, calib: str | None, samples: int, met
         except QualityGateError as error:
             failed = getattr(error, "result", None)
             if failed is not None:
-                _print_failure_json(ctx, failed.to_json())
+                _print_failure_json(ctx, failed.to_json(), error)
             raise
 
     def render(out: Console) -> None:

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
     except ToolchainError as exc:
-        _report(args, type(exc).__name__, str(exc), exc.exit_code)
+        _report(args, type(exc).__name__, str(exc), exc.exit_code, json_written=getattr(exc, "reported_json", False))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]; rerun the same command to finish the job")
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(0)
 
 
-def _report(args: list[str], kind: str, message: str, code: int) -> None:
-    if _wants_json(args):
+def _report(args: list[str], kind: str, message: str, code: int, *, json_written: bool = False) -> None:
+    if _wants_json(args) and not json_written:
         sys.stdout.write(json.dumps({"error": {"type": kind, "message": message, "exit_code": code}}) + "\n")
     console.print(f"[bold red]error:[/bold red] {message}", markup=True, highlight=False, soft_wrap=True)
