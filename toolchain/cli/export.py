@@ -21,7 +21,8 @@ def _print_failure_json(ctx: click.Context, payload: dict, error: Exception) -> 
 
 @click.command()
 @click.argument("model")
-@click.option("--opset", type=click.IntRange(11, 20), default=17, show_default=True, help="ONNX opset (TensorRT 8.2 parses up to 15; 8.5+ up to 17).")
+@click.option("--opset", type=click.IntRange(11, 20), default=None, help="ONNX opset (default 17, or the highest the --target parses if lower).")
+@click.option("--target", default=None, help="Hardware target (see `toolchain targets list`): opset, input layout and operators are checked against it.")
 @click.option("--batch", default="1", show_default=True, help="1, a fixed N, or 'dynamic'.")
 @click.option("--input", "input_layout", type=click.Choice(["float-nchw", "uint8-nhwc"]), default="float-nchw", show_default=True,
               help="uint8-nhwc bakes the cast, layout change and normalisation into the graph, so the runtime feeds raw RGB frames.")
@@ -31,15 +32,17 @@ def _print_failure_json(ctx: click.Context, payload: dict, error: Exception) -> 
 @click.option("--rtol", type=float, default=1e-3, show_default=True, help="Largest relative difference (probabilities >= 1e-3).")
 @json_option
 @click.pass_context
-def export(ctx: click.Context, model: str, opset: int, batch: str, input_layout: str, simplify: bool, parity_images: int,
+def export(ctx: click.Context, model: str, opset: int | None, target: str | None, batch: str, input_layout: str, simplify: bool, parity_images: int,
            atol: float, rtol: float) -> None:
     """Export MODEL (NAME@vN or an id prefix) to ONNX, check it (onnx.checker full check), and prove
     numeric parity with torch on the test split: max abs/rel error within tolerance and 100% top-1
     agreement, or exit 3 with the numbers. The ONNX is registered as an artifact linked to its model.
     """
     from toolchain.export.onnx_export import ExportConfig, ParityError, export_model
+    from toolchain.export.targeting import plan_export
 
-    config = ExportConfig(model=model, opset=opset, batch=batch, input=input_layout, simplify=simplify,
+    _, chosen_opset = plan_export(target, opset, input_layout)
+    config = ExportConfig(model=model, opset=chosen_opset, target=target, batch=batch, input=input_layout, simplify=simplify,
                           parity_images=parity_images, atol=atol, rtol=rtol)
     with app(ctx).open_workspace() as workspace:
         try:

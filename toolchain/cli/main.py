@@ -20,6 +20,7 @@ from toolchain.cli.export import export, quantize
 from toolchain.cli.output import AppContext, console
 from toolchain.cli.models import models
 from toolchain.cli.synth import synth
+from toolchain.cli.targets import targets
 from toolchain.cli.train import evaluate, train
 from toolchain.errors import ToolchainError
 from toolchain.workspace import default_workspace_path
@@ -53,6 +54,7 @@ cli.add_command(train)
 cli.add_command(evaluate)
 cli.add_command(export)
 cli.add_command(quantize)
+cli.add_command(targets)
 
 
 def _wants_json(argv: list[str]) -> bool:

@@ -57,6 +57,8 @@ class ExportConfig:
         parity_images: Test-split images for the torch vs ONNX Runtime check.
         atol: Max absolute error allowed on the probabilities.
         rtol: Max relative error allowed on probabilities >= ``parity.REL_FLOOR``.
+        target: Hardware target the export is meant for: its parser's opset limit, input layout and
+            operators are checked (choose the opset with :func:`toolchain.export.targeting.plan_export`).
     """
 
     model: str
@@ -67,6 +69,7 @@ class ExportConfig:
     parity_images: int = 64
     atol: float = 1e-4
     rtol: float = 1e-3
+    target: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not MIN_OPSET <= self.opset <= MAX_OPSET:
@@ -379,8 +382,11 @@ def export_model(workspace: Workspace, config: ExportConfig, *, progress: Progre
     from toolchain.data.versions import load_dataset
     from toolchain.models.registered import load_registered_model
 
+    from toolchain.export.targeting import check_operators, plan_export
+
     progress = progress or NullProgress()
     _modules()
+    target, _ = plan_export(config.target, config.opset, config.input)
     loaded = load_registered_model(workspace, config.model)
     dataset = load_dataset(workspace, loaded.dataset)
     metadata = export_metadata(loaded, config, dataset.id, dataset.ref)
@@ -410,6 +416,7 @@ def export_model(workspace: Workspace, config: ExportConfig, *, progress: Progre
         import onnx
 
         operators = graph_operators(onnx.load(str(path)))
+        check_operators(target, operators)
         shape = input_shape(config, loaded.recipe.input_size)
         stored_config = {**asdict(config), "model": loaded.record.id}
         body = {
@@ -419,6 +426,7 @@ def export_model(workspace: Workspace, config: ExportConfig, *, progress: Progre
             "dataset": dataset.id,
             "config": stored_config,
             "opset": config.opset,
+            "target": config.target,
             "input": config.input,
             "batch": config.batch,
             "input_name": INPUT_NAME,
