@@ -88,7 +88,7 @@ def main() -> None:
             rows.append({
                 "recipe": recipe, "input_size": size, "torch_mb": round(state_bytes / 1e6, 3),
                 "onnx_fp32_mb": round(exported.path.stat().st_size / 1e6, 3),
-                "onnx_int8_mb": round(quantized.path.stat().st_size / 1e6, 3),
+                "onnx_int8_mb": round(Path(quantized.path).stat().st_size / 1e6, 3),
                 **{f"{k}_ms": round(v, 3) for k, v in latency.items()},
                 "ort_fp32_speedup_vs_torch": round(latency["torch_eager"] / latency["ort_fp32"], 2),
                 "ort_int8_speedup_vs_torch": round(latency["torch_eager"] / latency["ort_int8"], 2),
