@@ -243,7 +243,7 @@ def test_manifest_on_an_fsspec_filesystem(tmp_path: Path, workspace: Workspace) 
     result = ingest(workspace, IngestConfig(source="memory://remote-lake/manifest.csv", name="remote", image_size=32, workers=1))
     assert result.counts["all"]["total"] == 8
     assert [q.reason for q in result.quarantined] == ["outside_source"]
-    local = ingest(workspace, _config(lake, name="local"))
+    ingest(workspace, _config(lake, name="local"))
     assert {e.sha256 for e in load_dataset(workspace, "remote").manifest.entries} == {
         e.sha256 for e in load_dataset(workspace, "local").manifest.entries
     }

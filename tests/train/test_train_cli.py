@@ -113,13 +113,9 @@ def test_grid_search_records_every_trial_then_trains_the_best(tiny_workspace: Pa
 def _small_search_recipe(directory: Path) -> Path:
     from toolchain.models.recipe import load_recipe
 
-    try:
-        import tomli_w  # noqa: F401
-    except ImportError:
-        pass
     recipe = load_recipe("edgenet").to_dict()
     path = directory / "small-search.toml"
-    lines = [f'name = "small-search"', f'architecture = "{recipe["architecture"]}"', f'input_size = {recipe["input_size"]}',
+    lines = ['name = "small-search"', f'architecture = "{recipe["architecture"]}"', f'input_size = {recipe["input_size"]}',
              "[search]", "lr = [0.001, 0.01]"]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -83,7 +83,7 @@ def evaluate_model(workspace: Workspace, config: EvaluateConfig) -> EvaluationRe
             raise InputNotFoundError(
                 f"no model or ONNX artifact matches '{config.model}'. {not_a_model}"
             ) from not_a_model
-    record, recipe, classes = subject.record, subject.recipe, subject.classes
+    record, classes = subject.record, subject.classes
     dataset = load_dataset(workspace, config.data or subject.dataset)
     if list(dataset.classes) != classes:
         raise UsageError(f"dataset {dataset.ref} has classes {list(dataset.classes)} but the model predicts {classes}")

@@ -44,9 +44,7 @@ file is accepted too.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
-import numbers
 import os
 import re
 import tomllib
@@ -55,6 +53,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolchain.catalog_files import Invalid as _Invalid
+from toolchain.catalog_files import choice as _choice
+from toolchain.catalog_files import float_range as _float_range
+from toolchain.catalog_files import int_range as _int_range
+from toolchain.catalog_files import number as _number
+from toolchain.catalog_files import string as _string
+from toolchain.catalog_files import suggest as _suggest
 from toolchain.errors import BadInputError, InputNotFoundError, ToolchainError, UsageError
 
 __all__ = [
@@ -252,65 +257,6 @@ def _plain(value: Any) -> Any:
 # --------------------------------------------------------------------------- validation
 
 
-class _Invalid(Exception):
-    """A value failed its check; the message says what was expected."""
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise _Invalid(f"expected a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise _Invalid(f"expected a finite number, got {value!r}")
-    return number
-
-
-def _integer(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise _Invalid(f"expected an integer, got {value!r}")
-    return int(value)
-
-
-def _int_range(low: int, high: int | None = None) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        number = _integer(value)
-        if number < low or (high is not None and number > high):
-            bound = f"between {low} and {high}" if high is not None else f">= {low}"
-            raise _Invalid(f"expected an integer {bound}, got {value!r}")
-        return number
-
-    return check
-
-
-def _float_range(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Callable[[Any], float]:
-    def check(value: Any) -> float:
-        number = _number(value)
-        if (number <= low if low_open else number < low) or (number >= high if high_open else number > high):
-            left = "(" if low_open else "["
-            right = ")" if high_open else "]"
-            upper = "inf" if math.isinf(high) else f"{high:g}"
-            raise _Invalid(f"expected a number in {left}{low:g}, {upper}{right}, got {value!r}")
-        return number
-
-    return check
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Invalid(f"expected a string, got {value!r}")
-    return value
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        text = _string(value)
-        if text not in options:
-            raise _Invalid(f"expected one of {', '.join(options)}, got {value!r}{_suggest(text, options)}")
-        return text
-
-    return check
-
-
 def _triple(positive: bool) -> Callable[[Any], tuple[float, float, float]]:
     def check(value: Any) -> tuple[float, float, float]:
         if not isinstance(value, (list, tuple)) or len(value) != 3:
@@ -375,11 +321,6 @@ _TOP_KEYS = {
     "std": _triple(positive=True),
 }
 _TABLES = ("model", "training", "search")
-
-
-def _suggest(word: str, options: Any) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class _Context:
