@@ -42,5 +42,12 @@ def test_export_quantize_and_evaluate_each_form(tiny_workspace: Path) -> None:  
         report = json.loads(_tc(tiny_workspace, "evaluate", ref).stdout)
         assert 0.0 <= report["accuracy"] <= 1.0 and set(report["recall"]) == {"car", "truck"}
 
+    from toolchain.registry import open_store
+
+    with open_store(str(tiny_workspace / "registry.db")) as store:
+        weights = store.find(kind="model", name="m")[0].body["weights"]
+    by_path = json.loads(_tc(tiny_workspace, "export", str(tiny_workspace / "objects" / weights[:2] / weights[2:]),
+                             "--batch", "dynamic", "--opset", "13").stdout)
+    assert by_path["artifact"] == exported["artifact"]
     missing = _tc(tiny_workspace, "export", "nope@v1", check=False)
     assert missing.returncode == 4

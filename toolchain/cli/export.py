@@ -34,7 +34,7 @@ def _print_failure_json(ctx: click.Context, payload: dict, error: Exception) -> 
 @click.pass_context
 def export(ctx: click.Context, model: str, opset: int | None, target: str | None, batch: str, input_layout: str, simplify: bool, parity_images: int,
            atol: float, rtol: float) -> None:
-    """Export MODEL (NAME@vN or an id prefix) to ONNX, check it (onnx.checker full check), and prove
+    """Export MODEL (NAME@vN, an id prefix, or the path of its weights file) to ONNX, check it (onnx.checker full check), and prove
     numeric parity with torch on the test split: max abs/rel error within tolerance and 100% top-1
     agreement, or exit 3 with the numbers. The ONNX is registered as an artifact linked to its model.
     """

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from toolchain.models.recipe import Recipe, parse_recipe
 from toolchain.registry import Record, Version
-from toolchain.workspace import Workspace
+from toolchain.errors import InputNotFoundError
+from toolchain.hashing import sha256_file
+from toolchain.workspace import Resolved, Workspace
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +37,7 @@ def load_registered_model(workspace: Workspace, ref: str) -> RegisteredModel:
     from toolchain.models.zoo import build_model
     from toolchain.train.checkpoint import load_checkpoint
 
-    resolved = workspace.resolve(ref, kind="model")
+    resolved = _resolve(workspace, ref)
     body = resolved.record.body
     recipe = parse_recipe(body["recipe"], source=f"model {resolved.record.id[:12]}")
     module = build_model(recipe, len(body["classes"]))
@@ -43,3 +46,15 @@ def load_registered_model(workspace: Workspace, ref: str) -> RegisteredModel:
     return RegisteredModel(
         record=resolved.record, version=resolved.version, recipe=recipe, classes=tuple(body["classes"]), module=module,
     )
+
+
+def _resolve(workspace: Workspace, ref: str) -> Resolved:
+    """A model by reference, or by the path of its weights file (e.g. a copy of the stored checkpoint)."""
+    candidate = Path(ref)
+    if ("/" in ref or candidate.suffix) and candidate.is_file():
+        sha = sha256_file(candidate)
+        for record in workspace.registry.find(kind="model"):
+            if record.body.get("weights") == sha:
+                return Resolved(record=record, version=workspace.registry.version_of("model", record.name, record.id))
+        raise InputNotFoundError(f"{ref} is not the weights file of a registered model; train one with `toolchain train`")
+    return workspace.resolve(ref, kind="model")
