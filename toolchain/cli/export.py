@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from toolchain.cli.output import app, console, emit, json_option
+from toolchain.cli.output import app, console, emit, json_option, progress_for
 
 
 def _print_failure_json(ctx: click.Context, payload: dict, error: Exception) -> None:
@@ -44,9 +44,9 @@ def export(ctx: click.Context, model: str, opset: int | None, target: str | None
     _, chosen_opset = plan_export(target, opset, input_layout)
     config = ExportConfig(model=model, opset=chosen_opset, target=target, batch=batch, input=input_layout, simplify=simplify,
                           parity_images=parity_images, atol=atol, rtol=rtol)
-    with app(ctx).open_workspace() as workspace:
+    with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:
         try:
-            result = export_model(workspace, config)
+            result = export_model(workspace, config, progress=progress)
         except ParityError as error:
             _print_failure_json(ctx, {"passed": False, "parity": error.report.to_json()}, error)
             raise
@@ -88,9 +88,9 @@ def quantize(ctx: click.Context, onnx: str, calib: str | None, samples: int, met
 
     config = QuantizeConfig(onnx=onnx, calib=calib, samples=samples, method=method, per_channel=per_channel,
                             keep_float=keep_float, max_drop=max_drop, seed=seed)
-    with app(ctx).open_workspace() as workspace:
+    with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:
         try:
-            result = quantize_model(workspace, config)
+            result = quantize_model(workspace, config, progress=progress)
         except QualityGateError as error:
             failed = getattr(error, "result", None)
             if failed is not None:
