@@ -51,3 +51,17 @@ def test_export_quantize_and_evaluate_each_form(tiny_workspace: Path) -> None:  
     assert by_path["artifact"] == exported["artifact"]
     missing = _tc(tiny_workspace, "export", "nope@v1", check=False)
     assert missing.returncode == 4
+
+
+def test_cpu_build_is_verified_recorded_and_cached(tiny_workspace: Path) -> None:  # noqa: F811
+    _tc(tiny_workspace, "train", "--data", "tiny", "--device", "cpu", "--epochs", "1", "--name", "b", *TINY)
+    exported = json.loads(_tc(tiny_workspace, "export", "b@v1", "--target", "x86-64-cpu").stdout)
+    built = json.loads(_tc(tiny_workspace, "build", exported["artifact"][:10], "--target", "x86-64-cpu").stdout)
+    assert built["precision"] == "fp32" and built["verification"]["passed"] and not built["cached"]
+    assert Path(built["path"]).is_file()
+    again = json.loads(_tc(tiny_workspace, "build", exported["path"], "--target", "x86-64-cpu").stdout)
+    assert again["cached"] and again["build"] == built["build"]
+    wrong = _tc(tiny_workspace, "build", exported["artifact"][:10], "--target", "x86-64-cpu", "--precision", "int8", check=False)
+    assert wrong.returncode == 2 and "quantize" in wrong.stderr
+    jetson = _tc(tiny_workspace, "build", exported["artifact"][:10], "--target", "jetson-agx-orin", check=False)
+    assert jetson.returncode == 5 and "TensorRT" in jetson.stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from toolchain import __version__
+from toolchain.cli.build import build
 from toolchain.cli.data import data
 from toolchain.cli.doctor import doctor
 from toolchain.cli.export import export, quantize
@@ -55,6 +56,7 @@ cli.add_command(evaluate)
 cli.add_command(export)
 cli.add_command(quantize)
 cli.add_command(targets)
+cli.add_command(build)
 
 
 def _wants_json(argv: list[str]) -> bool:
