@@ -1,0 +1,1 @@
+"""Engine builds per hardware target (ONNX Runtime artifacts for CPU targets; TensorRT to come)."""
