@@ -45,14 +45,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolchain import catalog_files as _cf
 from toolchain.catalog_files import Invalid as _Invalid
 from toolchain.catalog_files import choice as _choice
 from toolchain.catalog_files import float_range as _float_range
@@ -60,7 +59,7 @@ from toolchain.catalog_files import int_range as _int_range
 from toolchain.catalog_files import number as _number
 from toolchain.catalog_files import string as _string
 from toolchain.catalog_files import suggest as _suggest
-from toolchain.errors import BadInputError, InputNotFoundError, ToolchainError, UsageError
+from toolchain.errors import BadInputError, ToolchainError, UsageError
 
 __all__ = [
     "ARCHITECTURES",
@@ -439,14 +438,14 @@ def _parse(
 
 def builtin_dir() -> Path:
     """The built-in catalog shipped as package data (``toolchain/catalog/models``)."""
-    return Path(__file__).resolve().parent.parent / "catalog" / "models"
+    return _cf.CATALOG_ROOT / "models"
+
+
+_CATALOG = _cf.Catalog(kind="recipe", builtin=builtin_dir(), env=MODELS_ENV, list_command="toolchain models list")
 
 
 def _is_builtin(source: str) -> bool:
-    try:
-        return bool(source) and Path(source).resolve().parent == builtin_dir()
-    except OSError:
-        return False
+    return _CATALOG.is_builtin(source)
 
 
 def recipe_dirs() -> list[Path]:
@@ -455,45 +454,12 @@ def recipe_dirs() -> list[Path]:
     Raises:
         InputNotFoundError: ``$TOOLCHAIN_MODELS`` names something that is not a directory.
     """
-    dirs: list[Path] = []
-    for entry in os.environ.get(MODELS_ENV, "").split(os.pathsep):
-        if not entry.strip():
-            continue
-        path = Path(entry).expanduser()
-        if not path.is_dir():
-            raise InputNotFoundError(
-                f"${MODELS_ENV} names '{entry}', which is not a directory; create it, fix the path or unset {MODELS_ENV}"
-            )
-        dirs.append(path)
-    dirs.append(builtin_dir())
-    return dirs
+    return _CATALOG.dirs()
 
 
 def _read(path: Path, check_name: str | None) -> Recipe:
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise InputNotFoundError(f"recipe file {path} does not exist; check the path") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInputError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"{path}: cannot read the recipe ({exc}); check that it is a readable TOML file") from None
-    return _parse(data, origin=str(path), source=str(path), error=BadInputError, check_name=check_name, override=False)
-
-
-def _catalog() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for directory in recipe_dirs():
-        for path in sorted(directory.glob("*.toml")):
-            found.setdefault(path.stem, path)
-    return found
-
-
-def _looks_like_path(name_or_path: str | Path) -> bool:
-    if isinstance(name_or_path, Path):
-        return True
-    return name_or_path.endswith(".toml") or "/" in name_or_path or os.sep in name_or_path
+    return _parse(_CATALOG.read(path), origin=str(path), source=str(path), error=BadInputError, check_name=check_name,
+                  override=False)
 
 
 def load_recipe(name_or_path: str | Path = DEFAULT_RECIPE) -> Recipe:
@@ -506,19 +472,8 @@ def load_recipe(name_or_path: str | Path = DEFAULT_RECIPE) -> Recipe:
         InputNotFoundError: No recipe of that name, or the file does not exist.
         BadInputError: The file is not valid TOML or fails validation.
     """
-    if _looks_like_path(name_or_path):
-        path = Path(name_or_path).expanduser()
-        if not path.is_file():
-            raise InputNotFoundError(f"recipe file {path} does not exist; check the path or pass a recipe name")
-        return _read(path, check_name=None)
-    catalog = _catalog()
-    path = catalog.get(str(name_or_path))
-    if path is None:
-        raise InputNotFoundError(
-            f"unknown model recipe '{name_or_path}'{_suggest(str(name_or_path), catalog)}; "
-            f"available: {', '.join(sorted(catalog))} (see `toolchain models list`), or pass a path to a .toml file"
-        )
-    return _read(path, check_name=path.stem)
+    path, check_name = _CATALOG.locate(name_or_path)
+    return _read(path, check_name=check_name)
 
 
 def list_recipes() -> list[Recipe]:
@@ -527,4 +482,4 @@ def list_recipes() -> list[Recipe]:
     Raises:
         BadInputError: A catalog file is invalid (the message names it).
     """
-    return [_read(path, check_name=name) for name, path in sorted(_catalog().items())]
+    return [_read(path, check_name=name) for name, path in sorted(_CATALOG.files().items())]
