@@ -188,13 +188,13 @@ def predict_split_onnx(
     import torch
 
     from toolchain.runtime.runners import OnnxRuntimeRunner
-    from toolchain.train.batches import batch_order, eval_transform, iterate_batches
+    from toolchain.train.batches import batch_order, eval_transform, iterate_batches, resize_uint8
 
     outputs = []
     with OnnxRuntimeRunner(path) as runner:
         for images, _ in iterate_batches(dataset, workspace.blobs, split, batch_order(len(split), batch_size, torch.Generator(), shuffle=False)):
             if layout == "uint8-nhwc":
-                feed = _resize_uint8(images, recipe.input_size)
+                feed = resize_uint8(images, recipe.input_size)
             else:
                 feed = eval_transform(torch.from_numpy(images), recipe).numpy()
             outputs.append(runner.infer(np.ascontiguousarray(feed)))
@@ -203,15 +203,3 @@ def predict_split_onnx(
         scores = np.exp(scores - scores.max(axis=1, keepdims=True))
         scores /= scores.sum(axis=1, keepdims=True)
     return split.labels, scores
-
-
-def _resize_uint8(images: Any, size: int) -> Any:
-    """uint8 NHWC at the model's input size, resized like the float path (antialiased bilinear)."""
-    import torch
-    import torch.nn.functional as F
-
-    if images.shape[1] == size and images.shape[2] == size:
-        return images
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()

@@ -402,7 +402,7 @@ def export_model(workspace: Workspace, config: ExportConfig, *, progress: Progre
         progress.start(f"parity: torch vs ONNX Runtime on {config.parity_images} images", None)
         report = check_parity(
             workspace, module=loaded.module, recipe=loaded.recipe, dataset=dataset, onnx_path=path,
-            layout=config.input, batch=config.batch_size, count=config.parity_images,
+            layout=config.input, count=config.parity_images,
             atol=config.atol, rtol=config.rtol,
         )
         progress.finish()

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from toolchain.errors import BadInputError, MissingEnvironmentError
+from toolchain.errors import BadInputError
 from toolchain.models.recipe import Recipe
-from toolchain.train.batches import SplitArrays, eval_transform
+from toolchain.runtime.runners import OnnxRuntimeRunner
+from toolchain.train.batches import SplitArrays, eval_transform, resize_uint8
 from toolchain.workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -145,19 +146,6 @@ def parity_images(workspace: Workspace, dataset: DatasetVersion, count: int) -> 
     return name, dataset.layout.gather(workspace.blobs, indices)
 
 
-def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 NHWC frames resized to ``size`` x ``size`` as ``eval_transform`` resizes (bilinear,
-    antialiased), rounded back to uint8: the frames an edge runtime would feed a uint8 graph."""
-    import torch
-    import torch.nn.functional as F
-
-    if images.shape[1] == size and images.shape[2] == size:
-        return images
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-
-
 def torch_probabilities(module: Any, images: np.ndarray, recipe: Recipe) -> np.ndarray:
     """Softmax probabilities of the torch module on uint8 NHWC images, as ``evaluate`` computes them."""
     import torch
@@ -170,46 +158,15 @@ def torch_probabilities(module: Any, images: np.ndarray, recipe: Recipe) -> np.n
     return np.concatenate(out).astype(np.float64)
 
 
-def onnx_probabilities(path: Path, inputs: np.ndarray, batch: int | None) -> np.ndarray:
-    """Run the ONNX graph with ONNX Runtime (CPU) on ``inputs``.
-
-    Args:
-        path: The ``.onnx`` file.
-        inputs: What the graph's first input takes, all images stacked.
-        batch: The graph's fixed batch size (chunks of it, the last one padded), or ``None`` for a
-            dynamic batch.
-    """
-    try:
-        import onnxruntime as ort
-    except ImportError:  # a base dependency, so only a broken install gets here
-        raise MissingEnvironmentError(
-            "'onnxruntime' is not installed. Install it with: pip install onnxruntime"
-        ) from None
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # same figures on every machine, and cheap next to a training run
-    options.inter_op_num_threads = 1
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for graphs it cannot load
-        raise BadInputError(
-            f"ONNX Runtime could not load {path.name}: {exc}; try another --opset or --no-simplify"
-        ) from exc
-    input_name = session.get_inputs()[0].name
-    output_name = session.get_outputs()[0].name
-    chunk = batch or _DYNAMIC_CHUNK
-    out = []
-    for start in range(0, len(inputs), chunk):
-        part = inputs[start : start + chunk]
-        real = len(part)
-        if batch and real < batch:  # a fixed-batch graph takes exactly `batch` images: pad with the last one
-            part = np.concatenate([part, np.repeat(part[-1:], batch - real, axis=0)])
-        out.append(session.run([output_name], {input_name: np.ascontiguousarray(part)})[0][:real])
-    return np.concatenate(out).astype(np.float64)
+def onnx_probabilities(path: Path, inputs: np.ndarray) -> np.ndarray:
+    """Run the ONNX graph with ONNX Runtime (CPU, one thread: the same figures on every machine) on
+    ``inputs``: chunks of the graph's fixed batch (the last one padded), or of 32 when dynamic."""
+    with OnnxRuntimeRunner(path, threads=1, max_batch=_DYNAMIC_CHUNK) as runner:
+        return runner.infer(inputs).astype(np.float64)
 
 
 def check_parity(workspace: Workspace, *, module: Any, recipe: Recipe, dataset: DatasetVersion, onnx_path: Path,
-                 layout: str, batch: int | None, count: int, atol: float, rtol: float) -> ParityReport:
+                 layout: str, count: int, atol: float, rtol: float) -> ParityReport:
     """torch vs ONNX Runtime on ``count`` images of the dataset's test split (val when test is empty).
 
     Args:
@@ -220,7 +177,6 @@ def check_parity(workspace: Workspace, *, module: Any, recipe: Recipe, dataset: 
         onnx_path: The exported graph.
         layout: ``float-nchw`` (fed ``eval_transform`` output) or ``uint8-nhwc`` (fed uint8 frames
             at the input size).
-        batch: Fixed batch size of the graph, or ``None`` when dynamic.
         count: Number of images.
         atol: Tolerance on the max absolute probability error.
         rtol: Tolerance on the max relative probability error.
@@ -235,5 +191,5 @@ def check_parity(workspace: Workspace, *, module: Any, recipe: Recipe, dataset: 
         with torch.inference_mode():
             inputs = eval_transform(torch.from_numpy(np.ascontiguousarray(images)), recipe).numpy()
     reference = torch_probabilities(module, images, recipe)
-    candidate = onnx_probabilities(onnx_path, inputs, batch)
+    candidate = onnx_probabilities(onnx_path, inputs)
     return compare_probabilities(reference, candidate, atol=atol, rtol=rtol, split=split, dataset=dataset.id)

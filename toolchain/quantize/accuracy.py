@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from toolchain.blobs import BlobStore
 from toolchain.data.versions import DatasetVersion
 from toolchain.errors import BadInputError, MissingEnvironmentError, missing_extra
 from toolchain.models.recipe import Recipe
+from toolchain.runtime.runners import padded_chunks
 
 __all__ = [
     "INPUT_LAYOUTS",
@@ -126,18 +126,13 @@ def prepare_images(images: np.ndarray, spec: InputSpec, recipe: Recipe) -> np.nd
         import torch
     except ImportError:
         raise missing_extra("torch", "train") from None
-    from toolchain.train.batches import eval_transform
+    from toolchain.train.batches import eval_transform, resize_uint8
 
     if spec.layout == "float-nchw":
         sized = recipe if recipe.input_size == spec.size else recipe.with_overrides({"input_size": spec.size})
         with torch.no_grad():
             return eval_transform(torch.from_numpy(np.ascontiguousarray(images)), sized).numpy().astype(np.float32)
-    import torch.nn.functional as F
-
-    with torch.no_grad():
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(spec.size, spec.size), mode="bilinear", antialias=True, align_corners=False)
-        return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return resize_uint8(images, spec.size)
 
 
 def ort_session(path: Path, *, threads: int = 1) -> Any:
@@ -152,16 +147,6 @@ def ort_session(path: Path, *, threads: int = 1) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def padded_chunks(images: np.ndarray, chunk: int, static: bool) -> Iterator[tuple[np.ndarray, int]]:
-    """``(batch, real)`` pairs: a static batch is padded by repeating its last image; ``real`` rows count."""
-    for start in range(0, len(images), chunk):
-        part = images[start : start + chunk]
-        real = len(part)
-        if static and real < chunk:
-            part = np.concatenate([part, np.repeat(part[-1:], chunk - real, axis=0)])
-        yield part, real
 
 
 @dataclass(frozen=True, kw_only=True)

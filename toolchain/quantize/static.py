@@ -52,10 +52,10 @@ from toolchain.quantize.accuracy import (
     cpu_latency_ms,
     input_spec,
     ort_session,
-    padded_chunks,
     predict,
     prepare_images,
 )
+from toolchain.runtime.runners import padded_chunks
 from toolchain.workspace import Workspace
 
 __all__ = [

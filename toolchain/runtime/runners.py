@@ -5,12 +5,23 @@ manager; subclasses override the ``*_impl`` methods. Heavy backends are imported
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from toolchain.errors import MissingEnvironmentError, UsageError
+from toolchain.errors import BadInputError, MissingEnvironmentError, UsageError
+
+
+def padded_chunks(images: np.ndarray, chunk: int, static: bool) -> Iterator[tuple[np.ndarray, int]]:
+    """``(batch, real)`` pairs: a static batch is padded by repeating its last image; ``real`` rows count."""
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk]
+        real = len(part)
+        if static and real < chunk:
+            part = np.concatenate([part, np.repeat(part[-1:], chunk - real, axis=0)])
+        yield part, real
 
 
 class BaseRunner(abc.ABC):
@@ -48,9 +59,15 @@ class BaseRunner(abc.ABC):
     def activate_impl(self) -> None: ...
 
     @abc.abstractmethod
-    def infer_impl(self, feed: np.ndarray) -> np.ndarray: ...
+    def infer_impl(self, feed: np.ndarray) -> np.ndarray:
+        batch = self.fixed_batch
+        chunk = batch or self.max_batch or max(1, len(feed))
+        outputs = [
+            self._session.run(None, {self.input_name: np.ascontiguousarray(part)})[0][:real]
+            for part, real in padded_chunks(feed, chunk, static=batch is not None)
+        ]
+        return np.concatenate(outputs)
 
-    @abc.abstractmethod
     def deactivate_impl(self) -> None: ...
 
 
@@ -60,14 +77,17 @@ class OnnxRuntimeRunner(BaseRunner):
     Args:
         path: The .onnx file.
         providers: Execution providers in order of preference (default: CPU).
-        threads: Intra-op threads (0 = ONNX Runtime's default).
+        threads: Intra-op threads, with one inter-op thread (0 = ONNX Runtime's defaults).
+        max_batch: Largest batch run at once on a graph with a dynamic batch (None: the whole feed).
     """
 
-    def __init__(self, path: Path, *, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 0) -> None:
+    def __init__(self, path: Path, *, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 0,
+                 max_batch: int | None = None) -> None:
         super().__init__(f"onnxruntime:{Path(path).name}")
         self.path = Path(path)
         self.providers = providers
         self.threads = threads
+        self.max_batch = max_batch
         self._session: Any = None
         self.input_name = ""
         self.input_shape: list[Any] = []
@@ -84,7 +104,13 @@ class OnnxRuntimeRunner(BaseRunner):
         options = ort.SessionOptions()
         if self.threads:
             options.intra_op_num_threads = self.threads
-        self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(self.providers))
+            options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(self.providers))
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for graphs it cannot load
+            raise BadInputError(
+                f"ONNX Runtime could not load {self.path.name}: {exc}; try another --opset or --no-simplify"
+            ) from exc
         first = self._session.get_inputs()[0]
         self.input_name, self.input_shape = first.name, list(first.shape)
 

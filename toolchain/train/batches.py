@@ -92,6 +92,21 @@ def eval_transform(images: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     return _normalise(x, recipe)
 
 
+def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 NHWC frames resized to ``size`` x ``size`` as :func:`eval_transform` resizes (bilinear,
+    antialiased), rounded back to uint8: what a graph with uint8 NHWC input is fed. Returned as is
+    when already that size."""
+    import torch
+    import torch.nn.functional as F
+
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
 def train_transform(images: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torch.Tensor:
     """uint8 NHWC -> augmented, normalised float NCHW: random resized crop + flip + colour jitter.
 
