@@ -3,7 +3,7 @@
 Fast path: plain JPEGs (no EXIF) are decoded by libjpeg-turbo through simplejpeg, which scales by
 1/2, 1/4 or 1/8 inside the DCT (never below the requested size); everything else goes through
 Pillow, with JPEG draft mode doing the same scaling. Every failure is classified into
-a quarantine reason instead of raising.
+a quarantine reason instead of raising (the reasons are listed in README.md, "How ingest works").
 """
 
 from __future__ import annotations
@@ -17,20 +17,6 @@ import numpy as np
 
 TRANSFORM_VERSION = "rgb-squash-area-linear-v5"
 _EXIF_ORIENTATION = 0x0112
-
-# Quarantine reasons (stable strings: they appear in reports and JSON output).
-REASONS = {
-    "empty": "the file has zero bytes",
-    "not_an_image": "the bytes are not a known image format",
-    "truncated": "the image data ends early",
-    "corrupt": "the image data is damaged or uses an unsupported encoding",
-    "too_small": "smaller than --min-side",
-    "too_large": "more pixels than --max-pixels (decompression bomb guard)",
-    "unreadable": "the file could not be read",
-    "unknown_label": "label not accepted",
-    "conflicting_labels": "the same pixels appear under two labels",
-    "outside_source": "path leaves the roots the user named",
-}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.data.decode import REASONS, DecodeLimits, transform_id
+from toolchain.data.decode import DecodeLimits, transform_id
 from toolchain.data.etl import ChunkOutcome, WorkerSetup, run_chunks
 from toolchain.data.manifest import Manifest, ManifestEntry
 from toolchain.data.neardup import UnionFind, hamming, near_duplicate_pairs
@@ -380,8 +380,3 @@ def _parent_version(workspace: Workspace, config: IngestConfig, header: dict[str
             manifest = Manifest.from_bytes(workspace.blobs.read_bytes(record.body["manifest"]))
             return record.id, manifest
     return None
-
-
-def reason_help() -> dict[str, str]:
-    """Human description of every quarantine reason."""
-    return dict(REASONS)
