@@ -1,0 +1,52 @@
+"""A tiny classifier ONNX made with onnx.helper (no training) and registered like `toolchain export` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from toolchain.artifacts import Artifact, register_file
+from toolchain.workspace import Workspace
+
+
+def write_tiny_onnx(path: Path, *, size: int = 16, batch: int | str = 1, opset: int = 17, seed: int = 0) -> Path:
+    """Conv 3->4 + ReLU + global average pool + Gemm 4->2 on a float NCHW input."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "conv_b"),
+        numpy_helper.from_array(rng.standard_normal((2, 4)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(rng.standard_normal(2).astype(np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "conv_w", "conv_b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 2])], initializer=weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def register_tiny_onnx(workspace: Workspace, tmp: Path, *, size: int = 16, batch: int | str = 1, opset: int = 17,
+                       name: str = "tiny-onnx") -> Artifact:
+    """Register :func:`write_tiny_onnx` as an ONNX artifact with the body fields export writes."""
+    path = write_tiny_onnx(tmp / f"{name}.onnx", size=size, batch=batch, opset=opset)
+    return register_file(workspace, path, name=name, type="onnx", body={
+        "format": "onnx", "opset": opset, "input": "float-nchw", "batch": str(batch),
+        "input_name": "input", "output_name": "logits", "input_shape": [batch, 3, size, size], "input_dtype": "float32",
+        "metadata": {"classes": ["car", "truck"], "input_size": size},
+    })

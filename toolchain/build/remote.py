@@ -1,0 +1,175 @@
+"""Run a self-contained builder script in a container on a Docker Engine (a roadside unit or build host).
+
+The steps: check the engine's architecture, find (or pull) the build image, create a container with no
+network, copy the builder script, the request and the ONNX in, start it, wait with a timeout, copy
+OUTDIR out (engine, log, result), check the engine's sha256 against what the builder computed on the
+unit, and remove the container whatever happened. Engine-specific runtime options (the NVIDIA runtime
+on Jetson) come from the caller.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolchain.errors import BadInputError, MissingEnvironmentError, QualityGateError
+from toolchain.hashing import sha256_file
+
+WORKDIR = "/toolchain-build"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerJob:
+    """One builder run in a container.
+
+    Attributes:
+        image: The build image (must hold python3 and the builder's runtime).
+        script: The builder script (copied in as ``builder.py``).
+        request: The request JSON (written as ``request.json``).
+        inputs: Files copied next to the request, by name.
+        runtime: Docker runtime (``nvidia`` on Jetson), or None for the default.
+        timeout_s: Seconds the build may run before the container is killed.
+        architecture: The architecture the engine host must have (``x86_64``/``aarch64``).
+        artifact_name: The file in OUTDIR that is the built engine/artifact.
+    """
+
+    image: str
+    artifact_name: str
+    script: Path
+    request: Mapping[str, Any]
+    inputs: Mapping[str, Path] = field(default_factory=dict)
+    runtime: str | None = None
+    timeout_s: float = 1800.0
+    architecture: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerOutcome:
+    """What came back: the OUTDIR files (saved under ``out_dir``), the result, the exit code and logs."""
+
+    out_dir: Path
+    result: dict[str, Any]
+    exit_code: int
+    logs: str
+    image_id: str
+    seconds: float
+
+
+def _tar(files: Mapping[str, bytes | Path]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, content in files.items():
+            data = content.read_bytes() if isinstance(content, Path) else content
+            info = tarfile.TarInfo(f"{WORKDIR.strip('/')}/{name}")
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _untar(chunks: Any, out_dir: Path) -> None:
+    """Extract the ``out`` folder from ``get_archive`` into ``out_dir`` (plain files only, no path tricks)."""
+    archive_bytes = b"".join(chunks)
+    with tarfile.open(fileobj=io.BytesIO(archive_bytes)) as archive:
+        for member in archive.getmembers():
+            if not member.isfile():
+                continue
+            name = Path(member.name).name  # flat: OUTDIR holds plain files only
+            source = archive.extractfile(member)
+            if source is not None and name:
+                (out_dir / name).write_bytes(source.read())
+
+
+def ensure_image(client: Any, image: str) -> Any:
+    """The image on the engine, pulled if missing; a clear error when neither works."""
+    import docker.errors
+
+    try:
+        return client.images.get(image)
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        return client.images.pull(image)
+    except docker.errors.DockerException as exc:
+        raise MissingEnvironmentError(
+            f"the build image {image} is not on the engine and could not be pulled ({exc}). Load it there "
+            "(`docker load` / `docker pull` on the unit), or pass --build-image with an image the engine has"
+        ) from exc
+
+
+def check_architecture(client: Any, architecture: str) -> None:
+    """Refuse an engine host whose CPU architecture is not the target's (its build would not run there)."""
+    from toolchain.docker_engine import engine_architecture
+
+    arch = engine_architecture(client)
+    if arch != architecture:
+        raise MissingEnvironmentError(
+            f"the Docker engine runs on {arch}, the target needs {architecture}: an engine or artifact built there "
+            "would not run on the unit. Point --on at a unit of the target"
+        )
+
+
+def run_in_container(client: Any, job: ContainerJob, out_dir: Path) -> ContainerOutcome:
+    """Run ``job`` on the engine behind ``client`` and bring OUTDIR back into ``out_dir``."""
+    import docker.errors
+
+    if job.architecture:
+        check_architecture(client, job.architecture)
+    image = ensure_image(client, job.image)
+    started = time.perf_counter()
+    files: dict[str, bytes | Path] = {"builder.py": job.script, "request.json": json.dumps(dict(job.request)).encode()}
+    files.update(job.inputs)
+    container = client.containers.create(
+        image.id, command=["python3", f"{WORKDIR}/builder.py", f"{WORKDIR}/request.json", f"{WORKDIR}/out"],
+        working_dir="/", network_disabled=True, runtime=job.runtime, labels={"org.toolchain.role": "build"},
+        environment={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    try:
+        container.put_archive("/", _tar(files))
+        container.start()
+        try:
+            status = container.wait(timeout=job.timeout_s)
+        except Exception as exc:  # noqa: BLE001 - requests raises ReadTimeout/ConnectionError subclasses
+            container.kill()
+            raise MissingEnvironmentError(
+                f"the build on the unit did not finish in {job.timeout_s:.0f} s and was stopped; raise --timeout "
+                "or check the unit's load"
+            ) from exc
+        code = int(status.get("StatusCode", 1))
+        logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            chunks, _ = container.get_archive(f"{WORKDIR}/out")
+            _untar(chunks, out_dir)
+        except docker.errors.NotFound:
+            pass  # the builder failed before writing anything; its logs say why
+    finally:
+        try:
+            container.remove(force=True)
+        except docker.errors.DockerException:
+            pass  # already gone (engine restarted); nothing of ours is left to clean
+    error_file = out_dir / "error.json"
+    if code != 0:
+        detail = json.loads(error_file.read_text())["error"]["message"] if error_file.is_file() else logs.strip()[-2000:]
+        if code == 3:
+            raise QualityGateError(f"the build on the unit failed its check: {detail}; nothing was registered")
+        if code == 5:
+            raise MissingEnvironmentError(f"the unit cannot build this: {detail}")
+        raise BadInputError(f"the build on the unit failed (exit {code}): {detail}")
+    result_file = out_dir / "result.json"
+    if not result_file.is_file():
+        raise BadInputError(f"the builder on the unit exited 0 but wrote no result.json; its output:\n{logs[-2000:]}")
+    result = json.loads(result_file.read_text())
+    engine = out_dir / job.artifact_name
+    if not engine.is_file() or sha256_file(engine) != result.get("engine_sha256"):
+        raise BadInputError(
+            "the engine copied back from the unit does not match the sha256 the unit computed; the transfer was "
+            "damaged or cut short, rerun the build"
+        )
+    return ContainerOutcome(out_dir=out_dir, result=result, exit_code=code, logs=logs, image_id=image.id,
+                            seconds=time.perf_counter() - started)

@@ -1,0 +1,81 @@
+"""Connect to a Docker Engine by URL (a roadside unit, a build host, or this machine) with the docker SDK.
+
+URLs: ``unix:///path/docker.sock``, ``ssh://user@unit`` (through the system ``ssh`` client, so keys and
+``~/.ssh/config`` apply), ``tcp://host:2376`` with TLS (``DOCKER_CERT_PATH`` holding ca.pem, cert.pem,
+key.pem, as the docker CLI uses). Plain unencrypted ``tcp://`` gives anyone on the network root on the
+unit, so it is refused unless ``insecure=True`` (``--insecure``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from toolchain.errors import MissingEnvironmentError, UsageError, missing_extra
+
+SCHEMES = ("unix", "ssh", "tcp", "https", "npipe")
+
+
+def engine_url(url: str | None) -> str:
+    """The engine URL to use: ``url``, else ``$DOCKER_HOST``, else the default local socket."""
+    return url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def redact(url: str) -> str:
+    """The URL without a password (records and logs keep only this)."""
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
+
+
+def connect(url: str | None = None, *, insecure: bool = False, timeout: float = 120.0) -> Any:
+    """A ``docker.DockerClient`` for ``url`` that has answered a ping.
+
+    Raises:
+        UsageError: An unknown scheme, or plain tcp:// without TLS and without ``insecure``.
+        MissingEnvironmentError: The docker SDK is missing, or the engine cannot be reached.
+    """
+    try:
+        import docker
+        import docker.errors
+        import docker.tls
+    except ImportError as exc:
+        raise missing_extra("the docker SDK", "deploy") from exc
+    url = engine_url(url)
+    scheme = urlparse(url).scheme
+    if scheme not in SCHEMES:
+        raise UsageError(f"unsupported Docker Engine URL {redact(url)!r}: use unix://, ssh://user@host or tcp:// with TLS")
+    kwargs: dict[str, Any] = {"base_url": url, "timeout": timeout}
+    if scheme == "ssh":
+        kwargs["use_ssh_client"] = True
+    if scheme in ("tcp", "https"):
+        cert_dir = os.environ.get("DOCKER_CERT_PATH")
+        if cert_dir:
+            certs = Path(cert_dir)
+            kwargs["tls"] = docker.tls.TLSConfig(
+                client_cert=(str(certs / "cert.pem"), str(certs / "key.pem")), ca_cert=str(certs / "ca.pem"), verify=True,
+            )
+            kwargs["base_url"] = url.replace("tcp://", "https://", 1)
+        elif not insecure:
+            raise UsageError(
+                f"{redact(url)} is plain, unencrypted tcp: anyone on that network could control the unit. Use ssh://user@unit, "
+                "or TLS (set DOCKER_CERT_PATH to a folder with ca.pem, cert.pem, key.pem), or pass --insecure on a closed test network"
+            )
+    try:
+        client = docker.DockerClient(**kwargs)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise MissingEnvironmentError(
+            f"cannot reach the Docker engine at {redact(url)}: {exc}. Check that the unit is up, that dockerd runs there, "
+            "and that you can `docker -H URL info` from here"
+        ) from exc
+    return client
+
+
+def engine_architecture(client: Any) -> str:
+    """The engine host's CPU architecture in target terms (``x86_64`` / ``aarch64``)."""
+    arch = str(client.info().get("Architecture", "")).lower()
+    return {"arm64": "aarch64", "amd64": "x86_64"}.get(arch, arch)
