@@ -102,6 +102,12 @@ class BlobStore:
         final = self.path(sha256)
         if final.is_file():
             tmp_path.unlink(missing_ok=True)
+            # The caller is about to reference this blob: refresh its mtime so a concurrent ``gc``
+            # (which spares blobs younger than its grace period) does not delete it first.
+            try:
+                os.utime(final)
+            except OSError:  # another user's blob: its age then decides, as before
+                pass
             return
         final.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp_path, 0o444)
@@ -134,6 +140,36 @@ class BlobStore:
             if sub.is_dir():
                 for blob in sorted(sub.iterdir()):
                     yield sub.name + blob.name
+
+    def files(self) -> Iterator[tuple[str, Path]]:
+        """Every blob file as ``(sha256, path)``, skipping anything that is not named like a blob."""
+        if not self.objects.is_dir():
+            return
+        for sub in sorted(self.objects.iterdir()):
+            if len(sub.name) != 2 or not sub.is_dir():
+                continue
+            for blob in sorted(sub.iterdir()):
+                sha = sub.name + blob.name
+                if is_sha256(sha) and blob.is_file():
+                    yield sha, blob
+
+    def remove(self, sha256: str) -> bool:
+        """Delete one blob (for ``gc``); True when a file was removed.
+
+        Empty ``objects/ab`` directories are left in place: removing one could race with a writer
+        that has just created it and is about to move its blob in.
+        """
+        path = self.path(sha256)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def temp_files(self) -> Iterator[Path]:
+        """Files in the temporary area (in-flight writes, or leftovers of crashed writers)."""
+        if self.tmp.is_dir():
+            yield from sorted(p for p in self.tmp.iterdir() if p.is_file())
 
     def clean_tmp(self) -> int:
         """Remove temporary files left by crashed writers. Returns how many were removed."""

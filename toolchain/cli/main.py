@@ -20,6 +20,7 @@ from toolchain.cli.doctor import doctor
 from toolchain.cli.export import export, quantize
 from toolchain.cli.output import AppContext, console
 from toolchain.cli.models import models
+from toolchain.cli.registry import registry
 from toolchain.cli.synth import synth
 from toolchain.cli.targets import targets
 from toolchain.cli.train import evaluate, train
@@ -57,6 +58,7 @@ cli.add_command(export)
 cli.add_command(quantize)
 cli.add_command(targets)
 cli.add_command(build)
+cli.add_command(registry)
 
 
 def _wants_json(argv: list[str]) -> bool:

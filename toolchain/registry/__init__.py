@@ -6,11 +6,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from toolchain.errors import UsageError
-from toolchain.registry.records import RECORD_KINDS, AliasChange, BlobRef, CachedImage, Link, NewRecord, Record, Version
+from toolchain.registry.records import RECORD_KINDS, Alias, AliasChange, BlobRef, CachedImage, Link, NewRecord, Record, Version
 from toolchain.registry.store import RegistryStore
 
 __all__ = [
-    "RECORD_KINDS", "AliasChange", "BlobRef", "CachedImage", "Link", "NewRecord", "Record", "RegistryStore",
+    "RECORD_KINDS", "Alias", "AliasChange", "BlobRef", "CachedImage", "Link", "NewRecord", "Record", "RegistryStore",
     "Version", "open_store",
 ]
 

@@ -16,6 +16,7 @@ RECORD_KINDS: tuple[str, ...] = (
     "benchmark",  # a latency report of an artifact on a device
     "image",  # a packaged runtime container image
     "deployment",  # a rollout of an image to roadside units
+    "stage",  # a finished pipeline stage: its cache key and the records it produced (toolchain pipeline)
 )
 
 
@@ -70,6 +71,17 @@ class Version:
     number: int
     record_id: str
     created_at: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Alias:
+    """Where an alias points now: ``name@alias`` (for one ``target``, or every target when empty)."""
+
+    kind: str
+    name: str
+    alias: str
+    target: str
+    record_id: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,6 +21,7 @@ from toolchain.errors import BadInputError, UsageError
 from toolchain.hashing import canonical_json, digest_json
 from toolchain.registry.records import (
     RECORD_KINDS,
+    Alias,
     AliasChange,
     BlobRef,
     CachedImage,
@@ -324,6 +325,16 @@ class SqliteStore(RegistryStore):
         )
         return rows[0]["record_id"] if rows else None
 
+    def aliases(self, *, kind: str | None = None, name: str | None = None, record_id: str | None = None) -> list[Alias]:
+        clauses, params = [], []
+        for column, value in (("kind", kind), ("name", name), ("record_id", record_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._query(f"SELECT * FROM aliases {where} ORDER BY kind, name, alias, target", params)
+        return [Alias(kind=r["kind"], name=r["name"], alias=r["alias"], target=r["target"], record_id=r["record_id"]) for r in rows]
+
     def alias_history(self, *, kind: str, name: str, alias: str | None = None) -> list[AliasChange]:
         sql = "SELECT * FROM alias_history WHERE kind = ? AND name = ?"
         params: list[object] = [kind, name]
@@ -372,6 +383,9 @@ class SqliteStore(RegistryStore):
                     for i in images
                 ],
             )
+
+    def indexed_shards(self) -> set[str]:
+        return {r["shard_sha256"] for r in self._query("SELECT DISTINCT shard_sha256 FROM image_index")}
 
     def close(self) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ import abc
 from collections.abc import Iterable, Sequence
 
 from toolchain.registry.records import (
+    Alias,
     AliasChange,
     BlobRef,
     CachedImage,
@@ -78,6 +79,10 @@ class RegistryStore(abc.ABC):
         """The record id an alias points at, or None."""
 
     @abc.abstractmethod
+    def aliases(self, *, kind: str | None = None, name: str | None = None, record_id: str | None = None) -> list[Alias]:
+        """Aliases as they point now, filtered by kind, name and/or the record they point at."""
+
+    @abc.abstractmethod
     def alias_history(self, *, kind: str, name: str, alias: str | None = None) -> list[AliasChange]:
         """Every change of the aliases of ``name``, oldest first."""
 
@@ -89,6 +94,10 @@ class RegistryStore(abc.ABC):
     @abc.abstractmethod
     def add_cached_images(self, transform: str, images: Sequence[CachedImage]) -> None:
         """Record images written to a shard; existing entries are kept."""
+
+    @abc.abstractmethod
+    def indexed_shards(self) -> set[str]:
+        """sha256 of every shard blob the image index points into (``gc`` must keep them)."""
 
     # -- lifecycle -----------------------------------------------------------------------------
     @abc.abstractmethod
