@@ -12,13 +12,16 @@ import traceback
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from toolchain import __version__
+from toolchain.cli.bench import bench
 from toolchain.cli.build import build
 from toolchain.cli.data import data
 from toolchain.cli.doctor import doctor
 from toolchain.cli.export import export, quantize
 from toolchain.cli.output import AppContext, console
+from toolchain.cli.pipeline import pipeline
 from toolchain.cli.models import models
 from toolchain.cli.registry import registry
 from toolchain.cli.synth import synth
@@ -49,6 +52,7 @@ def cli(ctx: click.Context, workspace: Path | None, as_json: bool) -> None:
 
 
 cli.add_command(doctor)
+cli.add_command(pipeline)
 cli.add_command(synth)
 cli.add_command(data)
 cli.add_command(models)
@@ -58,6 +62,7 @@ cli.add_command(export)
 cli.add_command(quantize)
 cli.add_command(targets)
 cli.add_command(build)
+cli.add_command(bench)
 cli.add_command(registry)
 
 
@@ -96,4 +101,4 @@ def main(argv: list[str] | None = None) -> None:
 def _report(args: list[str], kind: str, message: str, code: int, *, json_written: bool = False) -> None:
     if _wants_json(args) and not json_written:
         sys.stdout.write(json.dumps({"error": {"type": kind, "message": message, "exit_code": code}}) + "\n")
-    console.print(f"[bold red]error:[/bold red] {message}", markup=True, highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)

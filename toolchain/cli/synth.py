@@ -51,3 +51,36 @@ def lake(ctx: click.Context, out: Path, images: int, seed: int, corrupt: int, ca
         )
 
     emit(ctx, payload, render)
+
+
+@synth.command("video")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="Clip length.")
+@click.option("--fps", type=float, default=30.0, show_default=True, help="Frames per second.")
+@click.option("--size", default="640x352", show_default=True, help="WxH (even numbers: H.264 4:2:0).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same clip.")
+@click.option("--crf", type=click.IntRange(0, 51), default=23, show_default=True, help="x264 quality (lower: larger file).")
+@json_option
+@click.pass_context
+def video(ctx: click.Context, out: Path, seconds: float, fps: float, size: str, seed: int, crf: int) -> None:
+    """Write a synthetic CCTV clip OUT (.mp4/.mkv): cars and trucks driving along a multi-lane road,
+    H.264 (libx264) through PyAV. For `toolchain bench --source OUT`.
+    """
+    from toolchain.errors import UsageError
+    from toolchain.synth.video import VideoConfig, write_video
+
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError as exc:
+        raise UsageError(f"--size {size!r} is not WxH, e.g. 640x352") from exc
+    config = VideoConfig(width=width, height=height, fps=fps, seconds=seconds, seed=seed, crf=crf)
+    with progress_for(ctx) as progress:
+        progress.start("synth video", config.frames)
+        report = write_video(out, config, progress=progress.advance)
+        progress.finish()
+
+    def render(console: Console) -> None:
+        console.print(f"wrote {report['frames']} frames ({width}x{height} at {fps:g} fps, H.264) to {out} "
+                      f"({int(report['bytes']) / 1e6:.1f} MB) in {float(report['seconds']):.1f}s")
+
+    emit(ctx, {**report, "seconds": round(float(report["seconds"]), 2)}, render)

@@ -1,0 +1,260 @@
+"""``toolchain bench``: run an artifact on frame streams (or a fixed input) and report, plot and record it.
+
+The report answers "will this model keep up with my cameras on this device?": per-stage and
+end-to-end latency percentiles, throughput, dropped frames, deadline misses, CPU use, and a
+real-time verdict. Pipeline overhead is end-to-end p50 minus the sum of the stage p50s (time in
+queues and hand-overs), as a fraction of end-to-end p50.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.bench.stats import summarize
+from toolchain.bench.subject import RUNNERS, Subject, require_runner_available, resolve_subject
+from toolchain.errors import MissingEnvironmentError, UsageError
+from toolchain.registry import NewRecord
+from toolchain.runtime.pipeline import STAGES, NullSink, Pipeline, PipelineConfig, PipelineResult, pure_inference
+from toolchain.runtime.preprocess import Preprocessor, Roi
+from toolchain.runtime.sources import open_source
+from toolchain.workspace import Workspace
+
+DROP_TOLERANCE = 0.01
+"""Real time allows at most this fraction of frames dropped (and p99 within the budget)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """Options of ``toolchain bench`` (see the CLI help for each)."""
+
+    artifact: str
+    sources: tuple[str, ...] = ()
+    streams: int = 1
+    pace: str = "realtime"
+    runner: str = "auto"
+    duration_s: float = 10.0
+    warmup_s: float = 2.0
+    budget_ms: float | None = None
+    max_batch: int = 0
+    max_wait_ms: float = 0.0
+    queue: int = 2
+    roi: str | None = None
+    fps: float | None = None
+    loop: bool = False
+    pure: bool = False
+    batch: int = 1
+    threads: int = 0
+    plots_dir: str | None = None
+    record: bool = True
+
+    def __post_init__(self) -> None:
+        if self.runner not in RUNNERS:
+            raise UsageError(f"--runner must be one of {', '.join(RUNNERS)}")
+        if self.streams < 1 or self.batch < 1:
+            raise UsageError("--streams and --batch must be at least 1")
+        if not self.pure and not self.sources:
+            raise UsageError("pass --source FILE|URL|DIR|synthetic (or --pure for inference alone on a fixed input)")
+        if len(self.sources) > 1 and self.streams not in (1, len(self.sources)):
+            raise UsageError(f"--streams {self.streams} with {len(self.sources)} --source: give one source and "
+                             "--streams N, or N sources")
+        if self.roi:
+            Roi.parse(self.roi)
+        PipelineConfig(pace=self.pace, duration_s=self.duration_s, warmup_s=self.warmup_s, max_batch=self.max_batch,
+                       max_wait_ms=self.max_wait_ms, queue=self.queue, budget_ms=self.budget_ms)
+
+    @property
+    def stream_specs(self) -> tuple[str, ...]:
+        return self.sources if len(self.sources) > 1 else self.sources * self.streams
+
+
+def device_info(runner_device: str = "") -> dict[str, Any]:
+    """The machine a benchmark ran on (recorded with it)."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"host": platform.node(), "machine": platform.machine(), "system": platform.system(), "cpu": cpu,
+            "cores": os.cpu_count() or 1, "runner_device": runner_device, "python": platform.python_version()}
+
+
+def _budget(config: BenchConfig, subject: Subject) -> float | None:
+    if config.budget_ms is not None:
+        return config.budget_ms
+    if subject.target:
+        from toolchain.targets.profile import load_target
+
+        try:
+            return load_target(subject.target).latency_budget_ms
+        except Exception:  # noqa: BLE001 - a target profile that is gone: fall back to one frame interval
+            return None
+    return None
+
+
+def run_bench(workspace: Workspace, config: BenchConfig) -> dict[str, Any]:
+    """Benchmark one artifact; returns the JSON report (and records it unless ``config.record`` is off)."""
+    subject = resolve_subject(workspace, config.artifact)
+    runner_name = subject.default_runner() if config.runner == "auto" else config.runner
+    require_runner_available(runner_name)
+    runner = subject.make_runner(workspace, runner_name, threads=config.threads)
+    budget = _budget(config, subject)
+    roi = Roi.parse(config.roi) if config.roi else None
+    preprocess = Preprocessor(subject.preprocess_config(roi))
+    with runner:
+        if config.pure:
+            report = _pure_report(config, subject, runner, budget)
+        else:
+            sources = [open_source(spec, index=i, fps=config.fps, loop=config.loop) for i, spec in enumerate(config.stream_specs)]
+            pipeline = Pipeline(sources, runner, preprocess, subject.classes, NullSink(), PipelineConfig(
+                pace=config.pace, duration_s=config.duration_s, warmup_s=config.warmup_s, max_batch=config.max_batch,
+                max_wait_ms=config.max_wait_ms, queue=config.queue, budget_ms=budget, stall_s=5.0))
+            result = pipeline.run()
+            report = stream_report(result)
+    report = {"artifact": subject.ref, "artifact_id": subject.record.id if subject.record else None,
+              "artifact_kind": subject.kind, "target": subject.target, "runner": runner_name,
+              "size_mb": round(subject.size_bytes / 1e6, 3), "accuracy": subject.accuracy,
+              "device": device_info(runner.device), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "config": asdict(config), **report}
+    plots: dict[str, Path] = {}
+    if not config.pure:
+        try:
+            plots = _plots(result, report, config)
+        except MissingEnvironmentError as exc:  # a GPU box without matplotlib still gets the numbers
+            report["plots_error"] = str(exc)
+    report["plots"] = {name: str(path) for name, path in plots.items()}
+    if config.record:
+        report["benchmark"] = _record(workspace, subject, report, plots)
+    return report
+
+
+def stream_report(result: PipelineResult) -> dict[str, Any]:
+    """Percentiles, overhead, drops, misses and the verdict of one pipeline run."""
+    frames = result.frames
+    stage_ms = {s: np.array([f.stage_seconds()[s] for f in frames]) * 1e3 for s in STAGES}
+    e2e = np.array([f.e2e for f in frames]) * 1e3
+    stage_summary = {s: summarize(v) for s, v in stage_ms.items()}
+    e2e_summary = summarize(e2e)
+    stage_p50_sum = sum(v["p50"] or 0.0 for v in stage_summary.values())
+    e2e_p50 = e2e_summary["p50"] or 0.0
+    streams = result.streams
+    arrived = sum(s.arrived for s in streams)
+    dropped = sum(s.dropped for s in streams)
+    misses = int(np.count_nonzero(e2e > result.budget_ms))
+    fps = len(frames) / result.measure_seconds
+    demanded = sum(s.fps for s in streams if s.status != "broken")
+    healthy = all(s.status in ("ended", "stopped", "running") for s in streams)
+    cfg = result.config
+    if not frames:
+        realtime, reason = False, "no frame was measured"
+    elif cfg.pace == "realtime":
+        p99 = e2e_summary["p99"] or 0.0
+        realtime = bool(p99 <= result.budget_ms and dropped <= DROP_TOLERANCE * max(1, arrived) and healthy)
+        reason = (f"p99 end-to-end {p99:.1f} ms vs budget {result.budget_ms:.1f} ms, "
+                  f"{dropped} of {arrived} frames dropped")
+    else:
+        realtime = bool(fps >= demanded * 0.99 and healthy)
+        reason = f"throughput {fps:.1f} frames/s vs {demanded:.1f} needed"
+    if not healthy:
+        reason += "; " + ", ".join(f"{s.name}: {s.status}" for s in streams if s.status not in ("ended", "stopped", "running"))
+    per_stream_fps = [s.fps for s in streams]
+    rate = f"{min(per_stream_fps):g}" if per_stream_fps and len(set(per_stream_fps)) == 1 else "/".join(f"{f:g}" for f in per_stream_fps)
+    verdict = (f"real-time {'yes' if realtime else 'no'} for {len(streams)} stream{'s' * (len(streams) != 1)} at {rate} fps "
+               f"on this device ({reason})")
+    batch_sizes = np.array([f.batch_size for f in frames]) if frames else np.zeros(1)
+    return {
+        "mode": "stream", "pace": cfg.pace, "streams": len(streams),
+        "e2e_ms": e2e_summary, "infer_ms": stage_summary["infer"], "stage_ms": stage_summary,
+        "overhead": {"e2e_p50_ms": round(e2e_p50, 3), "stage_p50_sum_ms": round(stage_p50_sum, 3),
+                     "fraction": round((e2e_p50 - stage_p50_sum) / e2e_p50, 4) if e2e_p50 else None},
+        "stage_share": {s: round((v["p50"] or 0.0) / e2e_p50, 4) if e2e_p50 else None for s, v in stage_summary.items()},
+        "fps": round(fps, 2), "fps_per_stream": round(fps / max(1, len(streams)), 2), "frames": len(frames),
+        "arrived": arrived, "dropped": dropped, "deadline_misses": misses, "budget_ms": round(result.budget_ms, 3),
+        "cpu_percent": round(100 * result.cpu_seconds / result.measure_seconds, 1),
+        "cpu_utilisation": round(result.cpu_seconds / result.measure_seconds / (os.cpu_count() or 1), 3),
+        "batch": {"mean": round(float(batch_sizes.mean()), 2), "max": int(batch_sizes.max()), "count": result.batches},
+        "measured_seconds": round(result.measure_seconds, 3), "realtime": realtime, "verdict": verdict,
+        "stream_states": [s.to_json() for s in streams],
+    }
+
+
+def _pure_report(config: BenchConfig, subject: Subject, runner: Any, budget: float | None) -> dict[str, Any]:
+    size = subject.input_size
+    rng = np.random.default_rng(0)
+    if subject.layout == "uint8-nhwc":
+        feed = rng.integers(0, 256, (config.batch, size, size, 3), dtype=np.uint8)
+    else:
+        feed = rng.standard_normal((config.batch, 3, size, size)).astype(np.float32)
+    times, wall, cpu = pure_inference(runner, feed, duration_s=config.duration_s, warmup_s=config.warmup_s)
+    ms = times * 1e3
+    summary = summarize(ms)
+    budget_ms = budget or 1000.0 / 30
+    realtime = bool(summary["p99"] is not None and summary["p99"] <= budget_ms)
+    fps = config.batch * len(times) / wall
+    return {
+        "mode": "pure", "pace": "max", "streams": 0, "batch_size": config.batch,
+        "e2e_ms": summary, "infer_ms": summary, "stage_ms": {"infer": summary},
+        "fps": round(fps, 2), "frames": int(config.batch * len(times)), "dropped": 0,
+        "deadline_misses": int(np.count_nonzero(ms > budget_ms)), "budget_ms": round(budget_ms, 3),
+        "cpu_percent": round(100 * cpu / wall, 1), "cpu_utilisation": round(cpu / wall / (os.cpu_count() or 1), 3),
+        "realtime": realtime,
+        "verdict": (f"inference alone (batch {config.batch}, fixed input, no decode): p99 {summary['p99']:.2f} ms, "
+                    f"{fps:.0f} frames/s; within the {budget_ms:g} ms budget: {'yes' if realtime else 'no'}"),
+    }
+
+
+def _plots(result: PipelineResult, report: dict[str, Any], config: BenchConfig) -> dict[str, Path]:
+    from toolchain.bench.plots import plot_histograms, plot_timeline
+
+    if not result.frames:
+        return {}
+    out = Path(config.plots_dir) if config.plots_dir else Path(tempfile.mkdtemp(prefix="toolchain-bench-"))
+    frames = result.frames
+    stage_ms = {"e2e": np.array([f.e2e for f in frames]) * 1e3}
+    stage_ms.update({s: np.array([f.stage_seconds()[s] for f in frames]) * 1e3 for s in STAGES})
+    title = f"{report['artifact']} ({report['runner']}), {report['streams']} stream(s), pace {report['pace']}"
+    hist = plot_histograms(stage_ms, out / "latency_histograms.png", title=title, budget_ms=result.budget_ms)
+    timeline = plot_timeline(
+        np.array([f.t_arrival - result.measure_start for f in frames]), stage_ms["e2e"], np.array([f.stream for f in frames]),
+        [(k, t - result.measure_start) for k, t in result.drops], [s.name for s in result.streams],
+        out / "timeline.png", title=title, budget_ms=result.budget_ms)
+    return {"latency_histograms": hist, "timeline": timeline}
+
+
+def _record(workspace: Workspace, subject: Subject, report: dict[str, Any], plots: dict[str, Path]) -> str:
+    blobs = {name: workspace.blobs.put_file(path) for name, path in plots.items()}
+    body = {k: v for k, v in report.items() if k not in ("plots", "benchmark")}
+    body["plots"] = blobs
+    name = f"{(subject.record.name if subject.record and subject.record.name else subject.ref.split('@')[0])}-bench"
+    record, _, _ = workspace.registry.commit(NewRecord(
+        kind="benchmark", name=name, body=body,
+        links=((subject.record.id, "artifact"),) if subject.record else (),
+        blobs=tuple((sha, f"plot:{n}") for n, sha in blobs.items()), version=True,
+    ))
+    return record.id
+
+
+def compare(workspace: Workspace, configs: list[BenchConfig]) -> dict[str, Any]:
+    """One table across artifacts: size, test accuracy, inference ms (pure, batch 1), e2e p99 and fps (stream)."""
+    rows, runs = [], []
+    for config in configs:
+        pure = run_bench(workspace, BenchConfig(**{**asdict(config), "pure": True, "batch": 1, "record": False,
+                                                   "duration_s": min(config.duration_s, 3.0), "warmup_s": min(config.warmup_s, 1.0)}))
+        stream = run_bench(workspace, config) if config.sources else None
+        runs.append({"pure": pure, "stream": stream})
+        rows.append({
+            "artifact": pure["artifact"], "kind": pure["artifact_kind"], "runner": pure["runner"], "size_mb": pure["size_mb"],
+            "accuracy": pure["accuracy"], "infer_ms_p50": pure["infer_ms"]["p50"],
+            "e2e_ms_p99": stream["e2e_ms"]["p99"] if stream else None, "fps": stream["fps"] if stream else pure["fps"],
+            "realtime": stream["realtime"] if stream else pure["realtime"],
+            "benchmark": stream.get("benchmark") if stream else None,
+        })
+    return {"compare": rows, "runs": runs}

@@ -1,0 +1,237 @@
+"""Frame sources: where a stream's frames come from.
+
+* :class:`PyAVSource`: video files and network streams (``rtsp://``, ``http(s)://``...) through PyAV
+  (FFmpeg), and camera devices (``/dev/video0`` through FFmpeg's ``v4l2`` input on Linux).
+* :class:`ImageDirSource`: a directory of images, played in name order at a given fps.
+* :class:`SyntheticSource`: the road scene of :mod:`toolchain.synth.video` rendered in memory (no
+  decoder: used where PyAV is missing, e.g. a GPU box, and for controlled tests).
+
+A source yields RGB uint8 (H, W, 3) frames; :meth:`FrameSource.read` returns None at the end of the
+stream. ``live`` sources (cameras, network streams) deliver frames on their own clock; the
+pipeline paces the others at their ``fps`` when asked for real time.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+_SYNTHETIC_RE = re.compile(r"^synthetic(?::(\d+)x(\d+))?(?:@(\d+(?:\.\d+)?))?(?::(\d+))?$")
+
+
+class StreamError(RuntimeError):
+    """A stream broke while running (decode error, connection lost); reported, not fatal for other streams."""
+
+
+class FrameSource(abc.ABC):
+    """One stream of frames."""
+
+    def __init__(self, name: str, *, fps: float, live: bool = False, loop: bool = False) -> None:
+        self.name = name
+        self.fps = fps
+        self.live = live
+        self.loop = loop
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Connect / open the stream (may raise InputNotFoundError, MissingEnvironmentError)."""
+
+    @abc.abstractmethod
+    def read(self) -> np.ndarray | None:
+        """The next frame (RGB uint8 HxWx3, decoded), or None when the stream has ended."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the decoder / connection."""
+
+    def __enter__(self) -> FrameSource:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError as exc:
+        raise MissingEnvironmentError(
+            "PyAV is not installed, so video files, cameras and network streams cannot be decoded: pip install av "
+            "(or use --source synthetic)"
+        ) from exc
+    return av
+
+
+class PyAVSource(FrameSource):
+    """A video file, network stream or camera device decoded with PyAV.
+
+    Args:
+        uri: File path, URL, or camera device.
+        fmt: FFmpeg input format (``v4l2`` for Linux cameras); None lets FFmpeg guess.
+        loop: Start again at the end of a file (ignored for live sources).
+        timeout_s: Network open/read timeout; a stream silent for longer is reported as stalled.
+        threads: Decoder threads (1 keeps latency lowest: frame threading delays every frame).
+    """
+
+    def __init__(self, uri: str, *, fmt: str | None = None, loop: bool = False, timeout_s: float = 10.0,
+                 threads: int = 1) -> None:
+        live = uri.startswith(NETWORK_SCHEMES) or fmt in ("v4l2", "avfoundation", "dshow")
+        super().__init__(uri, fps=0.0, live=live, loop=loop and not live)
+        self.uri, self.fmt, self.timeout_s, self.threads = uri, fmt, timeout_s, threads
+        self._container: Any = None
+        self._stream: Any = None
+        self._frames: Any = None
+        self.arrival = 0.0
+
+    def open(self) -> None:
+        av = _av()
+        if not self.live and not Path(self.uri).exists():
+            raise InputNotFoundError(f"video {self.uri} does not exist; pass a file, a URL, a camera or an image directory")
+        options = {"rtsp_transport": "tcp"} if self.uri.startswith(("rtsp://", "rtsps://")) else {}
+        try:
+            self._container = av.open(self.uri, format=self.fmt, options=options,
+                                      timeout=(self.timeout_s, self.timeout_s) if self.live else None)
+        except (av.error.FileNotFoundError, av.error.OSError) as exc:
+            raise InputNotFoundError(f"cannot open {self.uri}: {exc}") from exc
+        except av.error.FFmpegError as exc:
+            raise BadInputError(f"FFmpeg cannot read {self.uri}: {exc}; is it a video file or stream?") from exc
+        if not self._container.streams.video:
+            self._container.close()
+            raise BadInputError(f"{self.uri} has no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_count = self.threads
+        rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
+        self.fps = float(rate) if rate else 25.0
+        self._frames = self._decode()
+
+    def _decode(self) -> Any:
+        # demux, then decode: ``arrival`` is when the frame's data came in, so a live stream's wait for the
+        # network is not counted as decoding.
+        for packet in self._container.demux(self._stream):
+            self.arrival = time.perf_counter()
+            yield from packet.decode()
+
+    def read(self) -> np.ndarray | None:
+        av = _av()
+        while True:
+            try:
+                frame = next(self._frames)
+                return frame.to_ndarray(format="rgb24")
+            except StopIteration:
+                if not self.loop:
+                    return None
+                self._container.seek(0)
+                self._frames = self._decode()
+            except av.error.FFmpegError as exc:
+                raise StreamError(f"{self.name}: {exc}") from exc
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+class ImageDirSource(FrameSource):
+    """The images of a directory in name order, decoded with PyAV (no Pillow on the roadside image)."""
+
+    def __init__(self, path: Path, *, fps: float = 15.0, loop: bool = False) -> None:
+        super().__init__(str(path), fps=fps, loop=loop)
+        self.path = Path(path)
+        self._files: list[Path] = []
+        self._next = 0
+
+    def open(self) -> None:
+        _av()
+        if not self.path.is_dir():
+            raise InputNotFoundError(f"image directory {self.path} does not exist")
+        self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self._files:
+            raise BadInputError(f"{self.path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        self._next = 0
+
+    def read(self) -> np.ndarray | None:
+        av = _av()
+        if self._next >= len(self._files):
+            if not self.loop:
+                return None
+            self._next = 0
+        path = self._files[self._next]
+        self._next += 1
+        try:
+            with av.open(str(path)) as container:
+                frame = next(container.decode(video=0))
+                return frame.to_ndarray(format="rgb24")
+        except (av.error.FFmpegError, StopIteration) as exc:
+            raise StreamError(f"{path.name} is not a readable image: {exc}") from exc
+
+
+class SyntheticSource(FrameSource):
+    """Frames rendered in memory by :class:`toolchain.synth.video.SceneRenderer` (the "decode" is the render).
+
+    Args:
+        width, height, fps: Frame size and rate.
+        frames: Frames before the stream ends (None: endless).
+        seed: Scene seed; several streams get different seeds.
+    """
+
+    def __init__(self, *, width: int = 640, height: int = 352, fps: float = 30.0, frames: int | None = None,
+                 seed: int = 0) -> None:
+        super().__init__(f"synthetic:{width}x{height}@{fps:g}:{seed}", fps=fps)
+        self.width, self.height, self.frames, self.seed = width, height, frames, seed
+        self._renderer: Any = None
+        self._next = 0
+
+    def open(self) -> None:
+        from toolchain.synth.video import SceneRenderer
+
+        self._renderer = SceneRenderer(self.width, self.height, self.fps, seed=self.seed)
+        self._next = 0
+
+    def read(self) -> np.ndarray | None:
+        if self.frames is not None and self._next >= self.frames:
+            return None
+        frame = self._renderer.frame(self._next)
+        self._next += 1
+        return frame
+
+
+def open_source(spec: str, *, index: int = 0, fps: float | None = None, loop: bool = False) -> FrameSource:
+    """A source from what the user typed.
+
+    Args:
+        spec: ``synthetic[:WxH][@FPS][:SEED]``, a camera device (``/dev/video0``, ``v4l2:/dev/video0``),
+            a network URL, a directory of images, or a video file.
+        index: The stream number (gives synthetic streams distinct seeds).
+        fps: Frame rate for image directories (and an override for synthetic streams).
+        loop: Replay files and directories from the start when they end.
+    """
+    match = _SYNTHETIC_RE.match(spec)
+    if match:
+        w, h, rate, seed = match.groups()
+        return SyntheticSource(width=int(w or 640), height=int(h or 352), fps=float(rate or fps or 30.0),
+                               seed=int(seed or 0) + index)
+    if spec.startswith("v4l2:") or (spec.startswith("/dev/video") and os.name == "posix"):
+        device = spec.removeprefix("v4l2:")
+        if not Path(device).exists():
+            raise InputNotFoundError(f"camera {device} does not exist on this machine (no such device)")
+        return PyAVSource(device, fmt="v4l2")
+    if spec.startswith(NETWORK_SCHEMES):
+        return PyAVSource(spec)
+    path = Path(spec)
+    if path.is_dir():
+        return ImageDirSource(path, fps=fps or 15.0, loop=loop)
+    if path.is_file():
+        return PyAVSource(spec, loop=loop)
+    raise UsageError(
+        f"--source {spec!r} is not a file, directory, URL, camera or synthetic[:WxH][@FPS]; check the path"
+    )
