@@ -1,0 +1,1 @@
+"""``toolchain pipeline``: every stage from lake to latency report, with stage caching and resume."""
