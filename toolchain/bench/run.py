@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -132,7 +133,10 @@ def run_bench(workspace: Workspace, config: BenchConfig) -> dict[str, Any]:
             report["plots_error"] = str(exc)
     report["plots"] = {name: str(path) for name, path in plots.items()}
     if config.record:
-        report["benchmark"] = _record(workspace, subject, report, plots)
+        report["benchmark"], blobs = _record(workspace, subject, report, plots)
+        if plots and not config.plots_dir:  # the drawn copies were temporary: point at the stored ones
+            report["plots"] = {name: str(workspace.blobs.path(sha)) for name, sha in blobs.items()}
+            shutil.rmtree(next(iter(plots.values())).parent, ignore_errors=True)
     return report
 
 
@@ -229,7 +233,7 @@ def _plots(result: PipelineResult, report: dict[str, Any], config: BenchConfig) 
     return {"latency_histograms": hist, "timeline": timeline}
 
 
-def _record(workspace: Workspace, subject: Subject, report: dict[str, Any], plots: dict[str, Path]) -> str:
+def _record(workspace: Workspace, subject: Subject, report: dict[str, Any], plots: dict[str, Path]) -> tuple[str, dict[str, str]]:
     blobs = {name: workspace.blobs.put_file(path) for name, path in plots.items()}
     body = {k: v for k, v in report.items() if k not in ("plots", "benchmark")}
     body["plots"] = blobs
@@ -239,7 +243,7 @@ def _record(workspace: Workspace, subject: Subject, report: dict[str, Any], plot
         links=((subject.record.id, "artifact"),) if subject.record else (),
         blobs=tuple((sha, f"plot:{n}") for n, sha in blobs.items()), version=True,
     ))
-    return record.id
+    return record.id, blobs
 
 
 def compare(workspace: Workspace, configs: list[BenchConfig]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from toolchain.workspace import Workspace
 
-console = Console(stderr=True)
+# Off a terminal (CI logs, pipes) rich would wrap everything at 80 columns; tables and trees read
+# better whole. $COLUMNS still wins.
+console = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 160)
 
 
 @dataclass

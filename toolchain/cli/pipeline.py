@@ -62,8 +62,7 @@ def pipeline(ctx: click.Context, config_file: Path | None, print_default: bool) 
             table.add_row(row.target, row.precision, _fmt(row.size_mb, ".2f"), _fmt(row.accuracy, ".4f"),
                           _fmt(row.precision_macro, ".4f"), _fmt(row.recall_min, ".4f"), _fmt(row.p99_ms, ".1f"),
                           _fmt(row.fps, ".1f"), _fmt(row.realtime), row.build[:10], (row.benchmark or "-")[:10])
-        # Off a terminal (CI logs, pipes) draw the whole table rather than squeezing it into 80 columns.
-        (out if out.is_terminal else Console(stderr=True, width=160)).print(table)
+        out.print(table)
         out.print(f"{len(result.stages)} stages, {result.skipped} skipped as unchanged, {result.seconds:.1f} s"
                   + (f"; alias {result.alias}" if result.alias else ""))
 
