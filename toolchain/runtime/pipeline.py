@@ -26,6 +26,7 @@ import abc
 import collections
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,10 @@ from toolchain.runtime.runners import BaseRunner
 from toolchain.runtime.sources import FrameSource
 
 PACES = ("realtime", "max")
+SWITCH_INTERVAL_S = 0.0005
+"""GIL switch interval while a pipeline runs (see :meth:`Pipeline.run`)."""
+SPIN_S = 0.0015
+"""How long before a paced frame's release time a source thread stops sleeping and yields instead."""
 STAGES = ("decode", "preprocess", "batch", "infer", "postprocess", "sink")
 """Stage names, in order. ``batch`` is assembling the batch (the stack), not waiting for it."""
 
@@ -220,8 +225,7 @@ class Pipeline:
                     t_arrival = t0 + i * period
                     if t_arrival >= end:
                         break
-                    wait = t_arrival - time.perf_counter()
-                    if wait > 0 and self._stop.wait(wait):
+                    if _wait_until(t_arrival, self._stop):
                         break
                 t_d0 = time.perf_counter()
                 if not realtime_paced and t_d0 >= end:
@@ -307,6 +311,11 @@ class Pipeline:
         budget_ms = cfg.budget_ms or (1000.0 / min(fps) if fps else 1000.0 / 30)
 
         self.sink.open()
+        # Hand-overs between the source threads and this one wait for the GIL; CPython's default
+        # 5 ms switch interval made them ~20% of end-to-end p50 on 2 cores, 0.5 ms halves that
+        # (BENCHMARKS.md, "Streaming latency"). Restored when the run ends.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_S))
         t0 = time.perf_counter() + 0.02
         measure_start = t0 + cfg.warmup_s
         end = measure_start + cfg.duration_s
@@ -368,6 +377,7 @@ class Pipeline:
                 except Exception:  # noqa: BLE001 - closing a broken stream may fail too; already reported
                     pass
             self.sink.close()
+            sys.setswitchinterval(switch_interval)
         now = time.perf_counter()
         measured_end = min(end, now) if any(s.status == "stopped" for s in self.streams) else max(last_sink, measure_start)
         window = max(1e-9, measured_end - measure_start)
@@ -377,6 +387,23 @@ class Pipeline:
             measure_seconds=window, cpu_seconds=cpu, budget_ms=budget_ms, batches=batches,
             runner_device=self.runner.device,
         )
+
+
+def _wait_until(when: float, stop: threading.Event) -> bool:
+    """Sleep until ``perf_counter() >= when`` (True if ``stop`` was set meanwhile).
+
+    A timed wait wakes up late by up to a millisecond on a busy 2-core machine, which a paced
+    source would count as latency no real camera adds; so sleep to ``SPIN_S`` before the frame's
+    time, then yield in a short loop (at most 1.5 ms a frame: under 5% of one core at 30 fps).
+    """
+    left = when - time.perf_counter()
+    if left > SPIN_S and stop.wait(left - SPIN_S):
+        return True
+    while time.perf_counter() < when:
+        if stop.is_set():
+            return True
+        time.sleep(0)
+    return False
 
 
 def _cpu_seconds() -> float:
