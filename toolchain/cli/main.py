@@ -18,12 +18,15 @@ from toolchain import __version__
 from toolchain.cli.bench import bench
 from toolchain.cli.build import build
 from toolchain.cli.data import data
+from toolchain.cli.deploy import deploy
 from toolchain.cli.doctor import doctor
 from toolchain.cli.export import export, quantize
 from toolchain.cli.output import AppContext, console
 from toolchain.cli.pipeline import pipeline
 from toolchain.cli.models import models
 from toolchain.cli.registry import registry
+from toolchain.cli.package import package
+from toolchain.cli.serve import serve
 from toolchain.cli.synth import synth
 from toolchain.cli.targets import targets
 from toolchain.cli.train import evaluate, train
@@ -64,6 +67,9 @@ cli.add_command(targets)
 cli.add_command(build)
 cli.add_command(bench)
 cli.add_command(registry)
+cli.add_command(serve)
+cli.add_command(package)
+cli.add_command(deploy)
 
 
 def _wants_json(argv: list[str]) -> bool:

@@ -1,0 +1,46 @@
+"""A tiny registered ONNX built for x86-64-cpu (no training), and media files for camera tests."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+
+from tests.onnx_fixtures import register_tiny_onnx
+from toolchain.workspace import Workspace
+
+
+def tiny_build(workspace: Workspace, tmp: Path, *, name: str = "tiny-onnx") -> str:
+    """Register the tiny ONNX and build it for x86-64-cpu here; the build record id."""
+    from toolchain.build.service import BuildConfig, build
+
+    onnx = register_tiny_onnx(workspace, tmp, name=name)
+    return build(workspace, BuildConfig(onnx=onnx.id, target="x86-64-cpu", verify_images=4)).build
+
+
+def write_video(path: Path, *, frames: int = 20, fps: int = 10, size: tuple[int, int] = (96, 64),
+                fmt: str | None = None) -> Path:
+    """A short H.264 video of a bar moving across the frame (``fmt="mpegts"`` makes it streamable over HTTP)."""
+    import av
+
+    width, height = size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            image = np.full((height, width, 3), 40, np.uint8)
+            x = (i * 7) % max(1, width - 16)
+            image[:, x : x + 16] = (230, 200, 30)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,148 @@
+"""``toolchain deploy`` and ``toolchain deploy status``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from toolchain.cli.output import app, emit, json_option, progress_for
+from toolchain.errors import MissingEnvironmentError, QualityGateError
+
+_STYLE = {"deployed": "green", "unchanged": "green", "rolled-back": "yellow", "failed": "red", "refused": "red",
+          "unreachable": "magenta", "skipped": "dim"}
+
+
+class DeployGroup(click.Group):
+    """``deploy REF --fleet F`` runs a rollout; ``deploy status --fleet F`` is a subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["rollout", *args]
+        elif args and args[0].startswith("-") and not any(a in self.commands for a in args) and \
+                not {"-h", "--help"} & set(args):
+            args = ["rollout", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DeployGroup)
+def deploy() -> None:
+    """Roll a packaged model out to roadside units, and see what runs where.
+
+    \b
+    toolchain deploy MODEL@ALIAS --fleet fleet.toml [--canary N] [--parallel K]
+    toolchain deploy status --fleet fleet.toml [--lineage]
+    """
+
+
+@deploy.command("rollout")
+@click.argument("ref", metavar="MODEL@ALIAS")
+@click.option("--fleet", "fleet", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="fleet.toml: units with name, url, target, cameras.")
+@click.option("--canary", type=int, default=0, show_default=True,
+              help="The first N units go first (plus units with canary = true); a failed canary stops the rollout.")
+@click.option("--parallel", type=int, default=1, show_default=True, help="Units deployed at once.")
+@click.option("--unit", "units", multiple=True, help="Only this unit (repeatable).")
+@click.option("--insecure", is_flag=True, help="Allow plain, unencrypted tcp:// engine URLs (closed test networks).")
+@click.option("--image-tar", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="`docker save` tarball of the image to load on units (default: package --save's, else exported).")
+@click.option("--from", "source_host", default=None, metavar="URL",
+              help="Engine that holds the packaged image (default: where package built it, else $DOCKER_HOST).")
+@click.option("--health-timeout", "health_timeout_s", type=float, default=None,
+              help="Seconds a new container may take to become healthy (default: per unit, 120).")
+@json_option
+@click.pass_context
+def rollout(ctx: click.Context, ref: str, fleet: Path, canary: int, parallel: int, units: tuple[str, ...], insecure: bool,
+            image_tar: Path | None, source_host: str | None, health_timeout_s: float | None) -> None:
+    """Deploy MODEL@ALIAS (or an image record) to every unit of the fleet.
+
+    \b
+    Per unit: check its target and CPU architecture, transfer the image (docker load through the Engine
+    API, or pull), start the new container (NVIDIA runtime on Jetson) next to the old one, wait for its
+    HEALTHCHECK, then stop the old one (kept as toolchain-MODEL-previous). A release that does not become
+    healthy is removed and the old container keeps serving (rolled-back). Unreachable units are reported;
+    the others go on. Each unit's outcome is a `deployment` record. Rerunning finishes an interrupted
+    rollout. Exit 0 when every unit runs the release, 3 when one failed or was rolled back, 5 when the
+    only problem is unreachable units.
+    """
+    from toolchain.deploy.rollout import DeployConfig, deploy as run_deploy
+
+    config = DeployConfig(ref=ref, fleet=fleet, canary=canary, parallel=parallel, units=units, insecure=insecure,
+                          image_tar=image_tar, source_host=source_host, health_timeout_s=health_timeout_s)
+    with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:
+        report = run_deploy(workspace, config, progress)
+
+    def render(out: Console) -> None:
+        table = Table(title=f"deployment {report.deployment} of {escape(report.ref)}")
+        for column in ("unit", "target", "result", "port", "seconds", "message"):
+            table.add_column(column)
+        for unit in report.units:
+            style = _STYLE.get(unit.result, "")
+            table.add_row(unit.unit + (" (canary)" if unit.canary else ""), unit.target,
+                          f"[{style}]{unit.result}[/{style}]", str(unit.http_port or ""), f"{unit.seconds:.1f}",
+                          escape(unit.message[:300]))
+        out.print(table)
+        if report.stopped:
+            out.print(f"[red]{escape(report.stopped)}[/red]")
+
+    emit(ctx, report.to_json(), render)
+    if not report.ok:
+        counts = ", ".join(f"{n} {result}" for result, n in sorted(report.counts().items()))
+        bad = [u for u in report.units if not u.ok and u.result not in ("unreachable", "skipped")]
+        error: Exception
+        if bad:
+            error = QualityGateError(f"not every unit runs {ref} ({counts}); see the messages above, fix, and rerun the "
+                                     "same command (units already done are left as they are)")
+        else:
+            error = MissingEnvironmentError(f"{counts}: bring the unreachable units up and rerun the same command "
+                                            "(units already done are left as they are)")
+        error.reported_json = True  # type: ignore[attr-defined]  # main() then writes no second document
+        raise error
+
+
+@deploy.command("status")
+@click.option("--fleet", "fleet", type=click.Path(dir_okay=False, path_type=Path), required=True, help="fleet.toml.")
+@click.option("--unit", "units", multiple=True, help="Only this unit (repeatable).")
+@click.option("--lineage", is_flag=True, help="Print each running artifact's lineage from its container labels.")
+@click.option("--insecure", is_flag=True, help="Allow plain, unencrypted tcp:// engine URLs.")
+@json_option
+@click.pass_context
+def status(ctx: click.Context, fleet: Path, units: tuple[str, ...], lineage: bool, insecure: bool) -> None:
+    """What runs on each unit: containers, health, model and artifact from their labels, last deployment."""
+    from toolchain.deploy.rollout import fleet_status
+
+    workspace_path = app(ctx).workspace_path
+    if (workspace_path / "registry.db").exists():
+        with app(ctx).open_workspace() as workspace:
+            rows = fleet_status(workspace, fleet, units=units, insecure=insecure)
+    else:
+        rows = fleet_status(None, fleet, units=units, insecure=insecure)
+
+    def render(out: Console) -> None:
+        table = Table(title=f"fleet {escape(str(fleet))}")
+        for column in ("unit", "target", "container", "status", "health", "model", "artifact", "port", "last deployment"):
+            table.add_column(column)
+        for row in rows:
+            last = row.get("last_deployment") or {}
+            last_text = f"{last.get('result', '')} {last.get('finished_at', '')}".strip()
+            if not row["reachable"]:
+                table.add_row(row["unit"], row["target"], "", "[magenta]unreachable[/magenta]", "", "", "", "", last_text)
+                continue
+            if not row["containers"]:
+                table.add_row(row["unit"], row["target"], "(none)", "", "", "", "", "", last_text)
+            for c in row["containers"]:
+                table.add_row(row["unit"], row["target"], c["name"], str(c["status"]), c["health"], escape(c["model"] or ""),
+                              (c["artifact"] or "")[:12], str(c["http_port"] or ""), last_text)
+        out.print(table)
+        if lineage:
+            for row in rows:
+                for c in row["containers"]:
+                    out.print(f"[bold]{row['unit']} {c['name']}[/bold] ({c['status']}):")
+                    for node in c["lineage"]:
+                        role = f" ({node.get('role')})" if node.get("role") else ""
+                        out.print(f"  {node.get('kind')} {escape(str(node.get('ref')))} {node.get('id', '')[:12]}{role}")
+
+    emit(ctx, {"fleet": str(fleet), "units": rows}, render)

@@ -1,0 +1,60 @@
+"""``toolchain package``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from toolchain.cli.output import app, emit, json_option, progress_for
+
+
+@click.command()
+@click.argument("ref", metavar="MODEL@ALIAS")
+@click.option("--target", required=True, help="Hardware target (see `toolchain targets list`).")
+@click.option("--tag", "tags", multiple=True, help="Image tag (repeatable). Default: toolchain/MODEL:TARGET-BUILD.")
+@click.option("--save", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a `docker save` tarball (and FILE.sha256) for units without registry access.")
+@click.option("--base-image", default=None, help="Base image (default: the target profile's runtime_image).")
+@click.option("--docker-host", default=None, metavar="URL",
+              help="Engine to build on (default $DOCKER_HOST); Jetson images need an arm64 engine (ssh://user@jetson).")
+@click.option("--insecure", is_flag=True, help="Allow a plain, unencrypted tcp:// engine URL (closed test networks).")
+@click.option("--dockerfile", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Dockerfile (default: Dockerfile.jetson of the toolchain's repository).")
+@click.option("--python-version", default=None, help="Python of the base image (default: per target).")
+@click.option("--port", "http_port", type=int, default=8080, show_default=True, help="Service port inside the container.")
+@json_option
+@click.pass_context
+def package(ctx: click.Context, ref: str, target: str, tags: tuple[str, ...], save: Path | None, base_image: str | None,
+            docker_host: str | None, insecure: bool, dockerfile: Path | None, python_version: str | None,
+            http_port: int) -> None:
+    """Build the runtime image of MODEL@ALIAS (or NAME@vN, or a build id) for one target.
+
+    \b
+    The alias is resolved per target to the build that matches it; the engine blob is re-hashed first.
+    The image (Dockerfile.jetson, built through the Docker Engine API) runs `toolchain serve` on that
+    engine, carries OCI and org.toolchain.* labels (model, artifact sha256s, target, lineage) and a
+    HEALTHCHECK on /healthz. Jetson targets give linux/arm64 images, built on an arm64 engine.
+    An `image` record linked to the build is kept in the registry.
+    """
+    from toolchain.package.image import PackageConfig, package as run_package
+
+    config = PackageConfig(ref=ref, target=target, tags=tags, base_image=base_image, save=save, docker_host=docker_host,
+                           insecure=insecure, dockerfile=dockerfile, python_version=python_version, http_port=http_port)
+    with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:
+        result = run_package(workspace, config, progress)
+
+    def render(out: Console) -> None:
+        out.print(f"[bold]image {result.image[:12]}[/bold] {escape(', '.join(result.tags))} ({result.platform}, "
+                  f"{result.target})" + (" (cached)" if result.cached else ""))
+        out.print(f"image id: {result.image_id}")
+        out.print(f"model {escape(result.model)}, build {result.build[:12]}, engine sha256 "
+                  f"{result.labels['org.toolchain.artifact_sha256'][:12]}")
+        if result.save:
+            out.print(f"saved: {escape(result.save['path'])} sha256 {result.save['sha256']}")
+        for warning in result.warnings:
+            out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+
+    emit(ctx, result.to_json(), render)

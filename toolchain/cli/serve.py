@@ -1,0 +1,66 @@
+"""``toolchain serve``."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from toolchain.cli.output import app, console, emit, json_option
+from toolchain.errors import UsageError
+
+
+@click.command()
+@click.argument("artifact")
+@click.option("--source", "sources", multiple=True, required=True, metavar="[NAME=]URL",
+              help="A camera: rtsp://..., a video file, /dev/videoN, an image directory or synthetic. Repeat per camera.")
+@click.option("--target", default=None, help="Resolve ARTIFACT (e.g. MODEL@ALIAS) to the build for this target.")
+@click.option("--loop", is_flag=True, help="Replay video files from the start when they end.")
+@click.option("--events", default="-", show_default=True, help="JSON-lines event file (appended), or - for stdout.")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address of /healthz and /metrics.")
+@click.option("--port", type=int, default=8080, show_default=True, envvar="TOOLCHAIN_SERVE_PORT",
+              help="Port of /healthz and /metrics (env TOOLCHAIN_SERVE_PORT).")
+@click.option("--stale-after", "stale_s", type=float, default=15.0, show_default=True,
+              help="Seconds without a frame after which a camera counts as down.")
+@click.option("--require", type=click.Choice(["any", "all", "none"]), default="any", show_default=True,
+              help="Cameras that must be up for /healthz to answer 200.")
+@click.option("--threads", type=int, default=0, show_default=True, help="Inference threads (0: backend default).")
+@click.option("--max-batch", type=int, default=0, show_default=True, help="Largest batch across cameras (0: one per camera).")
+@click.option("--reconnect-min", type=float, default=0.5, show_default=True, help="First reconnect delay (s).")
+@click.option("--reconnect-max", type=float, default=30.0, show_default=True, help="Longest reconnect delay (s).")
+@click.option("--duration", "duration_s", type=float, default=None, help="Stop after this many seconds (default: SIGTERM).")
+@json_option
+@click.pass_context
+def serve(ctx: click.Context, artifact: str, sources: tuple[str, ...], target: str | None, loop: bool, events: str,
+          host: str, port: int, stale_s: float, require: str, threads: int, max_batch: int, reconnect_min: float,
+          reconnect_max: float, duration_s: float | None) -> None:
+    """Classify camera streams with ARTIFACT and write one JSON event per frame: the roadside service.
+
+    \b
+    ARTIFACT is the bundle directory `toolchain package` puts in the image (/opt/toolchain/model), or on a
+    workstation a registry reference to a build (id prefix, NAME, or MODEL@ALIAS with --target).
+    Events (camera, time, label, score) go to --events; GET /healthz (200 or 503) and /metrics (Prometheus)
+    on --port. A camera that drops is reconnected with backoff; SIGTERM stops cleanly (exit 0).
+    """
+    from toolchain.serve.reconnect import Backoff
+    from toolchain.serve.service import ServeConfig, load_model, serve as run_serve
+
+    if app(ctx).json and events == "-":
+        raise UsageError("--json prints one document on stdout, so events cannot go there too: pass --events FILE")
+    config = ServeConfig(sources=sources, loop=loop, events=events, host=host, port=port, stale_s=stale_s, require=require,
+                         threads=threads, max_batch=max_batch, backoff=Backoff(initial_s=reconnect_min, max_s=reconnect_max),
+                         duration_s=duration_s)
+    model = load_model(artifact, workspace_path=app(ctx).workspace_path, target=target)
+
+    def ready(bound: int) -> None:
+        console.print(f"serving {escape(model.info.get('model', artifact))} ({model.backend}, {model.info.get('target', '')}) "
+                      f"on {len(sources)} camera(s); http://{host}:{bound}/healthz and /metrics")
+
+    result = run_serve(model, config, on_ready=ready)
+
+    def render(out: Console) -> None:
+        out.print(f"stopped ({result.stopped_by}) after {result.seconds:.1f} s: {result.frames} frames classified")
+        for stream in result.streams:
+            out.print(f"  {escape(stream['name'])}: {stream['status']} {escape(stream.get('error') or '')}")
+
+    emit(ctx, result.to_json(), render)

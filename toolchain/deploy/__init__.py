@@ -1,0 +1,1 @@
+"""``toolchain deploy``: roll a packaged image out to roadside units (fleet.toml), with canaries and rollback."""

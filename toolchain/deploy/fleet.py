@@ -1,0 +1,169 @@
+"""``fleet.toml``: the roadside units a deployment goes to, parsed into frozen configs with clear errors.
+
+Example::
+
+    [defaults]                     # optional; any unit field except name and url
+    network = "host"
+    health_timeout_s = 180
+
+    [[unit]]
+    name = "a1-km12-north"
+    url = "ssh://deploy@10.0.12.7"   # unix://..., ssh://user@host, tcp://host:2376 with TLS
+    target = "jetson-orin-nano"
+    cameras = ["rtsp://10.0.12.20/stream1", "north=rtsp://10.0.12.21/stream1"]
+    canary = true
+
+Unit fields: ``name``, ``url``, ``target``, ``cameras`` (required); ``canary`` (false), ``network``
+("host": cameras on the unit's LAN, /metrics scrapable), ``http_port`` (8080; the new container of a
+rollout uses ``http_port + 1`` while the old one still serves on ``http_port``, they alternate),
+``loop`` (replay video-file cameras), ``mounts`` (``"HOST:CONTAINER[:ro]"``), ``env`` (table),
+``runtime`` (default ``nvidia`` for TensorRT targets), ``transfer`` (``load``: ``docker load`` through
+the Engine API; ``pull``: the unit pulls the image's tag from a registry it can reach),
+``health_timeout_s`` (120), ``serve_args`` (extra ``toolchain serve`` options).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolchain.errors import BadInputError, InputNotFoundError
+from toolchain.targets.profile import load_target
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_FIELDS = {"name", "url", "target", "cameras", "canary", "network", "http_port", "loop", "mounts", "env", "runtime",
+           "transfer", "health_timeout_s", "serve_args"}
+TRANSFERS = ("load", "pull")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unit:
+    """One roadside unit."""
+
+    name: str
+    url: str
+    target: str
+    cameras: tuple[str, ...]
+    canary: bool = False
+    network: str = "host"
+    http_port: int = 8080
+    loop: bool = False
+    mounts: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    runtime: str | None = None
+    transfer: str = "load"
+    health_timeout_s: float = 120.0
+    serve_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fleet:
+    """The units of a fleet file, in file order."""
+
+    path: Path
+    units: tuple[Unit, ...] = field(default_factory=tuple)
+
+    def unit(self, name: str) -> Unit:
+        for unit in self.units:
+            if unit.name == name:
+                return unit
+        raise InputNotFoundError(f"{self.path} has no unit {name!r}; units: {', '.join(u.name for u in self.units)}")
+
+
+def _where(path: Path, index: int, name: str | None) -> str:
+    return f"{path}: unit {index + 1}" + (f" ({name})" if name else "")
+
+
+def _str_list(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise BadInputError(f"{what} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _parse_unit(path: Path, index: int, raw: dict[str, Any], defaults: dict[str, Any]) -> Unit:
+    name = raw.get("name")
+    where = _where(path, index, name if isinstance(name, str) else None)
+    unknown = sorted(set(raw) - _FIELDS)
+    if unknown:
+        raise BadInputError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS))}")
+    merged = {**defaults, **raw}
+    for required in ("name", "url", "target", "cameras"):
+        if required not in merged:
+            raise BadInputError(f"{where}: '{required}' is missing (every unit needs name, url, target, cameras)")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise BadInputError(f"{where}: name {name!r} must be letters, digits, '.', '_', '-' (it names containers)")
+    url = merged["url"]
+    if not isinstance(url, str) or "://" not in url:
+        raise BadInputError(f"{where}: url {url!r} is not a Docker Engine URL (unix:///path, ssh://user@host, tcp://host:2376)")
+    try:
+        target = load_target(str(merged["target"])).name
+    except Exception as exc:  # noqa: BLE001 - re-raised with the unit named
+        raise BadInputError(f"{where}: {exc}") from exc
+    cameras = _str_list(merged["cameras"], f"{where}: cameras")
+    if not cameras:
+        raise BadInputError(f"{where}: cameras is empty; list at least one camera URL")
+    port = merged.get("http_port", 8080)
+    if not isinstance(port, int) or not 1 <= port < 65535:
+        raise BadInputError(f"{where}: http_port {port!r} must be a port number below 65535 (port+1 is used too)")
+    env = merged.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, (str, int, float, bool)) for v in env.values()):
+        raise BadInputError(f"{where}: env must be a table of strings")
+    transfer = merged.get("transfer", "load")
+    if transfer not in TRANSFERS:
+        raise BadInputError(f"{where}: transfer must be one of {', '.join(TRANSFERS)}")
+    mounts = _str_list(merged.get("mounts", []), f"{where}: mounts") if merged.get("mounts") else ()
+    for mount in mounts:
+        parts = mount.split(":")
+        if len(parts) not in (2, 3) or not parts[0].startswith("/") or not parts[1].startswith("/") or \
+                (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise BadInputError(f"{where}: mount {mount!r} must be /host/path:/container/path[:ro]")
+    timeout = merged.get("health_timeout_s", 120.0)
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise BadInputError(f"{where}: health_timeout_s must be a positive number of seconds")
+    for flag in ("canary", "loop"):
+        if not isinstance(merged.get(flag, False), bool):
+            raise BadInputError(f"{where}: {flag} must be true or false")
+    runtime = merged.get("runtime")
+    if runtime is not None and not isinstance(runtime, str):
+        raise BadInputError(f"{where}: runtime must be a string (e.g. nvidia)")
+    return Unit(
+        name=name, url=url, target=target, cameras=cameras, canary=merged.get("canary", False),
+        network=str(merged.get("network", "host")), http_port=port, loop=merged.get("loop", False), mounts=mounts,
+        env=tuple(sorted((str(k), str(v)) for k, v in env.items())), runtime=runtime, transfer=transfer,
+        health_timeout_s=float(timeout),
+        serve_args=_str_list(merged["serve_args"], f"{where}: serve_args") if merged.get("serve_args") else (),
+    )
+
+
+def load_fleet(path: Path) -> Fleet:
+    """Parse a fleet file.
+
+    Raises:
+        InputNotFoundError: no such file.
+        BadInputError: invalid TOML, unknown or missing fields, duplicate unit names.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"fleet file {path} does not exist; write one with [[unit]] tables (see `toolchain deploy --help`)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInputError(f"{path} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - {"unit", "defaults"})
+    if unknown:
+        raise BadInputError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; use [defaults] and [[unit]]")
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict) or {"name", "url"} & set(defaults) or set(defaults) - _FIELDS:
+        raise BadInputError(f"{path}: [defaults] may hold unit fields other than name and url")
+    raw_units = data.get("unit", [])
+    if not isinstance(raw_units, list) or not raw_units:
+        raise BadInputError(f"{path} lists no units; add [[unit]] tables with name, url, target, cameras")
+    units = tuple(_parse_unit(path, i, raw, defaults) for i, raw in enumerate(raw_units))
+    names = [u.name for u in units]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise BadInputError(f"{path}: unit name(s) {', '.join(duplicates)} appear more than once")
+    return Fleet(path=path, units=units)

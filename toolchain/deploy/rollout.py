@@ -1,0 +1,336 @@
+"""``toolchain deploy``: resolve the release per target, verify it, roll it out to a fleet, record each unit.
+
+Order: canary units first (``canary = true`` in the fleet file, plus the first ``--canary N`` units);
+when a canary fails, or no canary could be reached, the rest are skipped. Then the other units,
+``--parallel K`` at a time. A unit that cannot be reached is reported and the others go on. Every
+unit's outcome is committed as a ``deployment`` record (unit, image digest, artifact, result, time)
+linked to the image and the build.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolchain.deploy.fleet import Fleet, Unit, load_fleet
+from toolchain.deploy.unit import SKIPPED, UNREACHABLE, Release, UnitResult, deploy_unit, serving_containers
+from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
+from toolchain.progress import NullProgress, Progress
+from toolchain.registry import NewRecord, Record
+from toolchain.targets.profile import load_target
+from toolchain.workspace import Workspace
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeployConfig:
+    """Options of ``toolchain deploy``.
+
+    Attributes:
+        ref: ``MODEL@ALIAS`` (resolved per unit target to a build and its newest image), or an image record.
+        fleet: The fleet file.
+        canary: The first N units (fleet order) are canaries too.
+        parallel: Units deployed at once.
+        units: Only these units (default: all).
+        insecure: Allow plain tcp:// engine URLs.
+        image_tar: A ``docker save`` tarball of the image to load on units (default: the one
+            ``package --save`` wrote, else exported from the engine that built the image).
+        source_host: Engine holding the packaged image (default: where ``package`` built it, else $DOCKER_HOST).
+        health_timeout_s: Override every unit's health timeout.
+    """
+
+    ref: str
+    fleet: Path
+    canary: int = 0
+    parallel: int = 1
+    units: tuple[str, ...] = ()
+    insecure: bool = False
+    image_tar: Path | None = None
+    source_host: str | None = None
+    health_timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.parallel < 1:
+            raise UsageError("--parallel must be at least 1")
+        if self.canary < 0:
+            raise UsageError("--canary must be >= 0")
+        if self.health_timeout_s is not None and self.health_timeout_s <= 0:
+            raise UsageError("--health-timeout must be positive (seconds)")
+
+
+@dataclass
+class DeployReport:
+    """The outcome of one ``deploy`` run."""
+
+    deployment: str
+    ref: str
+    fleet: str
+    releases: dict[str, dict[str, Any]]
+    units: list[UnitResult] = field(default_factory=list)
+    stopped: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(u.ok for u in self.units)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for unit in self.units:
+            counts[unit.result] = counts.get(unit.result, 0) + 1
+        return counts
+
+    def to_json(self) -> dict[str, Any]:
+        return {"deployment": self.deployment, "ref": self.ref, "fleet": self.fleet, "ok": self.ok,
+                "counts": self.counts(), "stopped": self.stopped, "releases": self.releases,
+                "units": [u.to_json() for u in self.units]}
+
+
+def find_image_record(workspace: Workspace, build: Record, target: str) -> Record | None:
+    """The image to ship for ``build`` on ``target``: the newest packaged from it, passing over images that
+    already failed their health check on a unit (rolled back) while another exists; name an image record
+    to deploy such an image anyway.
+    """
+    images = []
+    for link in workspace.registry.links_to(build.id):
+        record = workspace.registry.get(link.record_id)
+        if record is not None and record.kind == "image" and record.body.get("target") == target:
+            images.append(record)
+    if not images:
+        return None
+
+    def rolled_back(image: Record) -> bool:
+        for link in workspace.registry.links_to(image.id):
+            other = workspace.registry.get(link.record_id)
+            if other is not None and other.kind == "deployment" and other.body.get("result") == "rolled-back":
+                return True
+        return False
+
+    images.sort(key=lambda r: (not rolled_back(r), r.created_at, r.id))
+    return images[-1]
+
+
+def _image_ref(workspace: Workspace, ref: str) -> Record | None:
+    from toolchain.registry.ops import resolve_record
+
+    try:
+        return resolve_record(workspace, ref, kind="image").record
+    except InputNotFoundError:
+        return None
+
+
+class _Tarball:
+    """A ``docker save`` tarball of one image, found or made once (thread-safe), removed at the end if made."""
+
+    def __init__(self, image: Record, config: DeployConfig, work: Path) -> None:
+        self.image, self.config, self.work = image, config, work
+        self._lock = threading.Lock()
+        self._path: Path | None = None
+
+    def __call__(self) -> Path:
+        with self._lock:
+            if self._path is None:
+                self._path = self._find_or_make()
+            return self._path
+
+    def _find_or_make(self) -> Path:
+        if self.config.image_tar is not None:
+            return _checked_tar(self.config.image_tar, None)
+        saved = self.image.body.get("save") or {}
+        if saved.get("path") and Path(saved["path"]).is_file():
+            return _checked_tar(Path(saved["path"]), saved.get("sha256"))
+        from toolchain.docker_engine import connect
+        from toolchain.package.image import save_image
+
+        host = self.config.source_host or self.image.body.get("docker_host") or None
+        client = connect(host, insecure=self.config.insecure)
+        try:
+            import docker.errors
+
+            try:
+                image = client.images.get(self.image.body["image_id"])
+            except docker.errors.ImageNotFound as exc:
+                raise MissingEnvironmentError(
+                    f"the engine {host or '$DOCKER_HOST'} no longer has image {self.image.body['image_id'][:19]}; repackage "
+                    "it (`toolchain package`), pass --image-tar with its saved tarball, or --from the engine that has it"
+                ) from exc
+            return Path(save_image(image, self.work / "image.tar", self.image.body["tag"])["path"])
+        finally:
+            client.close()
+
+
+def _checked_tar(path: Path, sha256: str | None) -> Path:
+    """The tarball, after checking it against its recorded sha256 (or its ``.sha256`` file)."""
+    if not path.is_file():
+        raise InputNotFoundError(f"image tarball {path} does not exist")
+    sidecar = path.with_name(path.name + ".sha256")
+    expected = sha256 or (sidecar.read_text().split()[0] if sidecar.is_file() else None)
+    if expected:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != expected:
+            from toolchain.errors import CorruptStoreError
+
+            raise CorruptStoreError(f"image tarball {path} does not match its sha256 ({expected[:12]}...); "
+                                    "it was altered or cut short: package it again with --save")
+    return path
+
+
+def prepare_releases(workspace: Workspace, config: DeployConfig, targets: list[str], work: Path
+                     ) -> tuple[dict[str, Release], dict[str, dict[str, Any]]]:
+    """The release for each target, after blob verification; and a JSON description of each."""
+    from toolchain.package.image import resolve_build, verify_engine
+
+    image_named = _image_ref(workspace, config.ref)
+    releases: dict[str, Release] = {}
+    described: dict[str, dict[str, Any]] = {}
+    for target_name in targets:
+        target = load_target(target_name)
+        if image_named is not None:
+            image = image_named
+            if image.body.get("target") != target.name:
+                raise BadInputError(f"image {image.id[:12]} is for {image.body.get('target')}, but the fleet has "
+                                    f"{target.name} units; deploy with --unit, or MODEL@ALIAS to pick per target")
+            build = workspace.registry.get(image.body["build"])
+            if build is None:
+                raise InputNotFoundError(f"image {image.id[:12]}'s build {image.body['build'][:12]} is not in the registry")
+        else:
+            build, _ = resolve_build(workspace, config.ref, target)
+            image = find_image_record(workspace, build, target.name)
+            if image is None:
+                raise MissingEnvironmentError(
+                    f"{config.ref} is build {build.id[:12]} for {target.name}, which has not been packaged: run "
+                    f"`toolchain package {config.ref} --target {target.name}` first"
+                )
+        verify_engine(workspace, build)  # nothing is deployed from a blob that fails verification
+        body = image.body
+        releases[target.name] = Release(
+            image_record=image.id, image_id=body["image_id"], tag=body["tag"], model=body["model"], build=build.id,
+            target=target.name, artifact_sha256=body["artifact_sha256"], backend=body.get("backend", "onnxruntime"),
+            tarball=_Tarball(image, config, work),
+        )
+        described[target.name] = {"image": image.id, "image_id": body["image_id"], "tag": body["tag"],
+                                  "model": body["model"], "build": build.id, "artifact_sha256": body["artifact_sha256"]}
+    return releases, described
+
+
+def _record(workspace: Workspace, report: DeployReport, result: UnitResult, release: Release | None) -> None:
+    body = {"deployment": report.deployment, "ref": report.ref, **result.to_json(),
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    links: tuple[tuple[str, str], ...] = ()
+    if release is not None:
+        body.update({"image": release.image_record, "image_id": release.image_id, "tag": release.tag,
+                     "model": release.model, "build": release.build, "artifact_sha256": release.artifact_sha256})
+        links = ((release.image_record, "image"), (release.build, "build"))
+    workspace.registry.commit(NewRecord(kind="deployment", name=result.unit, body=body, links=links))
+
+
+def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None = None,
+           on_unit: Callable[[UnitResult], None] | None = None) -> DeployReport:
+    """Roll ``config.ref`` out to the fleet; returns every unit's result (see :class:`DeployReport`)."""
+    progress = progress or NullProgress()
+    fleet = load_fleet(config.fleet)
+    units = _select(fleet, config.units)
+    canaries = {u.name for u in units if u.canary} | {u.name for u in units[: config.canary]}
+    with tempfile.TemporaryDirectory(prefix="toolchain-deploy-") as tmp:
+        releases, described = prepare_releases(workspace, config, sorted({u.target for u in units}), Path(tmp))
+        report = DeployReport(deployment=uuid.uuid4().hex[:16], ref=config.ref, fleet=str(fleet.path), releases=described)
+        progress.start(f"deploy {config.ref} to {len(units)} unit(s)", len(units))
+
+        def run(batch: list[Unit]) -> list[UnitResult]:
+            done = []
+            with ThreadPoolExecutor(max_workers=config.parallel, thread_name_prefix="deploy") as pool:
+                futures = {pool.submit(deploy_unit, unit, releases[unit.target], deployment=report.deployment,
+                                       insecure=config.insecure, canary=unit.name in canaries,
+                                       health_timeout_s=config.health_timeout_s): unit for unit in batch}
+                for future in as_completed(futures):
+                    result = future.result()
+                    _record(workspace, report, result, releases[result.target])  # main thread: one writer
+                    report.units.append(result)
+                    done.append(result)
+                    progress.advance()
+                    progress.note(f"{result.unit}: {result.result}")
+                    if on_unit is not None:
+                        on_unit(result)
+            return done
+
+        first = [u for u in units if u.name in canaries]
+        rest = [u for u in units if u.name not in canaries]
+        if first:
+            outcome = run(first)
+            failed = [r for r in outcome if not r.ok and r.result != UNREACHABLE]
+            if failed or not any(r.ok for r in outcome):
+                why = (f"canary {failed[0].unit} {failed[0].result}: {failed[0].message}" if failed
+                       else "no canary could be reached")
+                report.stopped = f"rollout stopped: {why}"
+                for unit in rest:
+                    skipped = UnitResult(unit=unit.name, url=_redact(unit.url), target=unit.target, result=SKIPPED,
+                                         message=report.stopped)
+                    _record(workspace, report, skipped, releases[unit.target])
+                    report.units.append(skipped)
+                    if on_unit is not None:
+                        on_unit(skipped)
+                rest = []
+        if rest:
+            run(rest)
+        progress.finish()
+    order = {u.name: i for i, u in enumerate(units)}
+    report.units.sort(key=lambda r: order[r.unit])
+    return report
+
+
+def _redact(url: str) -> str:
+    from toolchain.docker_engine import redact
+
+    return redact(url)
+
+
+def _select(fleet: Fleet, names: tuple[str, ...]) -> list[Unit]:
+    if not names:
+        return list(fleet.units)
+    return [fleet.unit(name) for name in names]
+
+
+def fleet_status(workspace: Workspace | None, fleet_path: Path, *, units: tuple[str, ...] = (), insecure: bool = False,
+                 parallel: int = 4) -> list[dict[str, Any]]:
+    """What runs on each unit (from its engine and the containers' labels) and its last recorded deployment."""
+    from toolchain.docker_engine import connect, redact
+
+    fleet = load_fleet(fleet_path)
+    selected = _select(fleet, units)
+
+    def one(unit: Unit) -> dict[str, Any]:
+        row: dict[str, Any] = {"unit": unit.name, "url": redact(unit.url), "target": unit.target, "reachable": False,
+                               "containers": [], "error": ""}
+        try:
+            client = connect(unit.url, insecure=insecure, timeout=30)
+        except Exception as exc:  # noqa: BLE001 - an unreachable unit is a row, not a failure of the command
+            row["error"] = str(exc)
+            return row
+        try:
+            row["reachable"] = True
+            row["containers"] = serving_containers(client)
+        finally:
+            client.close()
+        return row
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        rows = list(pool.map(one, selected))
+    if workspace is not None:
+        for row in rows:
+            recorded = workspace.registry.find(kind="deployment", name=row["unit"])
+            if recorded:
+                last = max(recorded, key=lambda r: (r.created_at, r.id))
+                row["last_deployment"] = {k: last.body.get(k) for k in
+                                          ("deployment", "ref", "result", "message", "image", "image_id", "tag",
+                                           "finished_at", "artifact_sha256")}
+                row["last_deployment"]["record"] = last.id
+    return rows

@@ -1,0 +1,360 @@
+"""One unit's rollout: check, transfer, start new, wait for health, stop old; roll back on failure.
+
+Containers are named per model on every unit: ``toolchain-<model>`` is the one serving,
+``toolchain-<model>-next`` the release being checked, ``toolchain-<model>-previous`` the one it
+replaced (stopped, kept for a rollback). The old container keeps serving until the new one is
+healthy, so a failed release leaves the unit as it was.
+
+Every step looks at what is on the unit before acting, so a rerun after a crash finishes the job: a
+unit that already runs the image healthily is ``unchanged``; a healthy ``-next`` of the same image is
+adopted and promoted; anything else left over is removed and redone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolchain.deploy.fleet import Unit
+from toolchain.errors import MissingEnvironmentError, ToolchainError
+
+# Results: ok ones first.
+DEPLOYED, UNCHANGED = "deployed", "unchanged"
+ROLLED_BACK, FAILED, REFUSED, UNREACHABLE, SKIPPED = "rolled-back", "failed", "refused", "unreachable", "skipped"
+OK_RESULTS = (DEPLOYED, UNCHANGED)
+STOP_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True, kw_only=True)
+class Release:
+    """What goes to the units of one target.
+
+    Attributes:
+        image_record: The ``image`` record id.
+        image_id: The image's id (``sha256:`` of its config): checked on the unit after transfer.
+        tag: The image's tag (``pull`` transfers, ``docker ps``).
+        model, build, target, artifact_sha256: Identity (container labels, deployment records).
+        backend: ``tensorrt`` engines get the NVIDIA container runtime by default.
+        tarball: Callable giving a ``docker save`` tarball of the image (made once, on first need).
+    """
+
+    image_record: str
+    image_id: str
+    tag: str
+    model: str
+    build: str
+    target: str
+    artifact_sha256: str
+    backend: str
+    tarball: Callable[[], Path]
+
+
+@dataclass
+class UnitResult:
+    """What happened on one unit."""
+
+    unit: str
+    url: str
+    target: str
+    result: str
+    message: str = ""
+    canary: bool = False
+    container: str = ""
+    container_id: str = ""
+    http_port: int | None = None
+    previous_image: str = ""
+    transferred: bool = False
+    health: dict[str, Any] = field(default_factory=dict)
+    started_at: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.result in OK_RESULTS
+
+    def to_json(self) -> dict[str, Any]:
+        return {"unit": self.unit, "url": self.url, "target": self.target, "result": self.result, "ok": self.ok,
+                "message": self.message, "canary": self.canary, "container": self.container,
+                "container_id": self.container_id, "http_port": self.http_port, "previous_image": self.previous_image,
+                "transferred": self.transferred, "health": self.health, "started_at": self.started_at,
+                "seconds": round(self.seconds, 3)}
+
+
+def slug(text: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "_.-" else "-" for c in text.lower().split("@")[0]).strip("-._")
+    return cleaned or "model"
+
+
+def container_names(model: str) -> tuple[str, str, str]:
+    """``(serving, previous, next)`` container names of ``model`` on a unit."""
+    base = f"toolchain-{slug(model)}"
+    return base, f"{base}-previous", f"{base}-next"
+
+
+def _get(client: Any, name: str) -> Any | None:
+    import docker.errors
+
+    try:
+        return client.containers.get(name)
+    except docker.errors.NotFound:
+        return None
+
+
+def _state(container: Any) -> tuple[str, str, int]:
+    """``(status, health status, restart count)`` fresh from the engine."""
+    container.reload()
+    state = container.attrs.get("State", {})
+    health = (state.get("Health") or {}).get("Status", "")
+    return str(state.get("Status", "")), str(health), int(container.attrs.get("RestartCount", 0) or 0)
+
+
+def _health_log(container: Any) -> str:
+    log = ((container.attrs.get("State") or {}).get("Health") or {}).get("Log") or []
+    return str(log[-1].get("Output", "")).strip()[-600:] if log else ""
+
+
+def _logs_tail(container: Any, lines: int = 15) -> str:
+    try:
+        return container.logs(tail=lines).decode(errors="replace").strip()[-1500:]
+    except Exception:  # noqa: BLE001 - logs are a courtesy in an error message
+        return ""
+
+
+def wait_healthy(container: Any, timeout_s: float, *, poll_s: float = 1.0) -> tuple[bool, str]:
+    """Wait for the container's HEALTHCHECK to say healthy; ``(ok, why not)``.
+
+    Fails at once when the container exits, restarts (crash loop) or is reported unhealthy.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, health, restarts = _state(container)
+        if health == "healthy":
+            return True, ""
+        if status in ("exited", "dead") or restarts > 0:
+            code = container.attrs.get("State", {}).get("ExitCode")
+            return False, f"the container {status if not restarts else 'restarted'} (exit code {code}): {_logs_tail(container)}"
+        if health == "unhealthy":
+            return False, f"its health check failed: {_health_log(container)}"
+        if not health:
+            return False, "the image has no HEALTHCHECK; package it with `toolchain package` (Dockerfile.jetson)"
+        if time.monotonic() >= deadline:
+            return False, f"not healthy after {timeout_s:.0f} s: {_health_log(container) or _logs_tail(container)}"
+        time.sleep(poll_s)
+
+
+_LOAD_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _unit_lock(url: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOAD_LOCKS.setdefault(url, threading.Lock())
+
+
+def ensure_image(client: Any, unit: Unit, release: Release) -> bool:
+    """Put the release's image on the unit (``docker load`` or pull); True when it had to be transferred.
+
+    Raises:
+        MissingEnvironmentError: the transfer failed, or what arrived is not the packaged image.
+    """
+    import docker.errors
+
+    try:
+        client.images.get(release.image_id)
+        return False
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        if unit.transfer == "pull":
+            client.images.pull(release.tag)
+        else:
+            with open(release.tarball(), "rb") as tar:
+                client.images.load(tar)
+    except (docker.errors.DockerException, OSError) as exc:
+        how = f"pull {release.tag}" if unit.transfer == "pull" else "docker load"
+        raise MissingEnvironmentError(f"could not transfer the image to {unit.name} ({how}): {exc}") from exc
+    try:
+        client.images.get(release.image_id)
+    except docker.errors.ImageNotFound as exc:
+        raise MissingEnvironmentError(
+            f"after the transfer {unit.name} has no image {release.image_id[:19]}: the tag {release.tag} there is another "
+            "image (a registry holding a different build under that tag?); deploy with transfer = \"load\""
+        ) from exc
+    return True
+
+
+def _port_of(container: Any | None) -> int | None:
+    if container is None:
+        return None
+    value = (container.attrs.get("Config", {}).get("Labels") or {}).get("org.toolchain.http_port")
+    return int(value) if value and value.isdigit() else None
+
+
+def _create(client: Any, unit: Unit, release: Release, name: str, port: int, deployment: str) -> Any:
+    command: list[str] = []
+    for camera in unit.cameras:
+        command += ["--source", camera]
+    if unit.loop:
+        command.append("--loop")
+    command += list(unit.serve_args)
+    runtime = unit.runtime if unit.runtime is not None else ("nvidia" if release.backend == "tensorrt" else None)
+    labels = {
+        "org.toolchain.deployment": deployment, "org.toolchain.unit": unit.name, "org.toolchain.http_port": str(port),
+        "org.toolchain.image_record": release.image_record,
+        "org.toolchain.deployed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return client.containers.create(
+        release.image_id, command=command, name=name, labels=labels, detach=True,
+        environment={**dict(unit.env), "TOOLCHAIN_SERVE_PORT": str(port)}, network_mode=unit.network,
+        runtime=runtime, restart_policy={"Name": "unless-stopped"}, volumes=list(unit.mounts) or None,
+        stop_signal="SIGTERM",
+    )
+
+
+def deploy_unit(unit: Unit, release: Release, *, deployment: str, insecure: bool = False, canary: bool = False,
+                health_timeout_s: float | None = None, connect_timeout_s: float = 30.0) -> UnitResult:
+    """Roll ``release`` out to ``unit``; never raises for the unit's own problems (they are the result)."""
+    from toolchain.docker_engine import connect, engine_architecture, redact
+    from toolchain.targets.profile import load_target
+
+    started = time.monotonic()
+    result = UnitResult(unit=unit.name, url=redact(unit.url), target=unit.target, result=FAILED, canary=canary,
+                        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    try:
+        client = connect(unit.url, insecure=insecure, timeout=max(connect_timeout_s, 120.0))
+    except MissingEnvironmentError as exc:
+        result.result, result.message = UNREACHABLE, str(exc)
+        result.seconds = time.monotonic() - started
+        return result
+    except ToolchainError as exc:  # plain tcp:// without --insecure, unknown scheme
+        result.result, result.message = REFUSED, str(exc)
+        result.seconds = time.monotonic() - started
+        return result
+    try:
+        _deploy(client, unit, release, result, deployment=deployment,
+                health_timeout_s=health_timeout_s or unit.health_timeout_s,
+                architecture=load_target(unit.target).architecture, engine_architecture=engine_architecture)
+    except ToolchainError as exc:
+        result.result, result.message = FAILED, str(exc)
+    except Exception as exc:  # noqa: BLE001 - an engine that breaks mid-way (connection lost) fails this unit only
+        result.result, result.message = FAILED, f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+        result.seconds = time.monotonic() - started
+    return result
+
+
+def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, deployment: str, health_timeout_s: float,
+            architecture: str, engine_architecture: Callable[[Any], str]) -> None:
+    if unit.target != release.target:
+        result.result = REFUSED
+        result.message = f"{unit.name} is a {unit.target} unit; the image is for {release.target}"
+        return
+    arch = engine_architecture(client)
+    if arch != architecture:
+        result.result = REFUSED
+        result.message = (f"{unit.name} says it is {unit.target} ({architecture}) but its engine runs on {arch}; "
+                          "fix its target in the fleet file")
+        return
+    serving_name, previous_name, next_name = container_names(release.model)
+    current = _get(client, serving_name)
+    if current is not None:
+        result.previous_image = str(current.attrs.get("Image", ""))
+        status, health, _ = _state(current)
+        if result.previous_image == release.image_id and status == "running" and health == "healthy":
+            leftover = _get(client, next_name)
+            if leftover is not None:
+                leftover.remove(force=True)
+            result.result, result.message = UNCHANGED, "already serving this image, healthy"
+            result.container, result.container_id, result.http_port = serving_name, current.id, _port_of(current)
+            return
+
+    with _unit_lock(unit.url):  # two units on one engine (tests) load the image once
+        result.transferred = ensure_image(client, unit, release)
+
+    candidate = _get(client, next_name)
+    if candidate is not None:
+        status, _, _ = _state(candidate)
+        if not (candidate.attrs.get("Image") == release.image_id and status == "running"):
+            candidate.remove(force=True)  # left by an interrupted run of another release: redo
+            candidate = None
+    current_port = _port_of(current) if current is not None and _state(current)[0] == "running" else None
+    if candidate is None:
+        port = unit.http_port + 1 if current_port == unit.http_port else unit.http_port
+        candidate = _create(client, unit, release, next_name, port, deployment)
+        candidate.start()
+    result.http_port = _port_of(candidate)
+    healthy, why = wait_healthy(candidate, health_timeout_s)
+    if not healthy:
+        _, health_status, _ = _state(candidate)
+        result.health = {"status": health_status, "log": _health_log(candidate)}
+        candidate.remove(force=True)
+        old_running = current is not None and _state(current)[0] == "running"
+        result.result = ROLLED_BACK if old_running else FAILED
+        result.message = f"the new container was not healthy ({why}); " + (
+            f"removed it, {serving_name} ({result.previous_image[:19]}) still serves" if old_running
+            else "removed it; no previous container to keep serving")
+        return
+    result.health = {"status": "healthy", "log": _health_log(candidate)}
+    _promote(client, current, candidate, serving_name, previous_name, result)
+
+
+def _promote(client: Any, current: Any | None, candidate: Any, serving_name: str, previous_name: str,
+             result: UnitResult) -> None:
+    """Stop the old container, keep it as ``-previous``, name the new one ``serving_name``; undo on failure."""
+    stopped = renamed = False
+    try:
+        if current is not None:
+            current.stop(timeout=STOP_TIMEOUT_S)
+            stopped = True
+            older = _get(client, previous_name)
+            if older is not None:
+                older.remove(force=True)
+            current.rename(previous_name)
+            renamed = True
+        candidate.rename(serving_name)
+    except Exception as exc:  # noqa: BLE001 - put the old container back whatever went wrong
+        if current is not None:
+            if renamed:
+                current.rename(serving_name)
+            if stopped:
+                current.start()
+        candidate.remove(force=True)
+        result.result = ROLLED_BACK
+        result.message = f"switching containers failed ({type(exc).__name__}: {exc}); the previous container serves again"
+        return
+    result.result = DEPLOYED
+    result.container, result.container_id = serving_name, candidate.id
+    result.message = "healthy; " + (f"previous container kept as {previous_name} (stopped)" if current is not None
+                                    else "first deployment on this unit")
+
+
+def serving_containers(client: Any) -> list[dict[str, Any]]:
+    """The toolchain service containers on a unit (any state), with their labels' lineage parsed."""
+    rows = []
+    for container in client.containers.list(all=True, filters={"label": "org.toolchain.role=serve"}):
+        attrs = container.attrs
+        labels = attrs.get("Config", {}).get("Labels") or {}
+        state = attrs.get("State", {})
+        try:
+            lineage = json.loads(labels.get("org.toolchain.lineage", "[]"))
+        except ValueError:
+            lineage = []
+        rows.append({
+            "name": container.name, "id": container.id, "status": state.get("Status"),
+            "health": (state.get("Health") or {}).get("Status", ""), "image_id": attrs.get("Image"),
+            "image": (attrs.get("Config") or {}).get("Image"), "started_at": state.get("StartedAt"),
+            "model": labels.get("org.toolchain.model"), "artifact": labels.get("org.toolchain.artifact"),
+            "artifact_sha256": labels.get("org.toolchain.artifact_sha256"),
+            "onnx_sha256": labels.get("org.toolchain.onnx_sha256"), "target": labels.get("org.toolchain.target"),
+            "toolchain_version": labels.get("org.toolchain.toolchain_version"),
+            "http_port": labels.get("org.toolchain.http_port"), "deployment": labels.get("org.toolchain.deployment"),
+            "lineage": lineage,
+        })
+    return sorted(rows, key=lambda r: r["name"])

@@ -1,0 +1,1 @@
+"""``toolchain package``: the runtime image of one engine for one target (Dockerfile.jetson, Docker Engine API)."""

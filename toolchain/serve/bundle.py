@@ -1,0 +1,193 @@
+"""The model bundle a container serves: the engine file plus ``model.json`` (how to feed and read it).
+
+``toolchain package`` writes a bundle into the image from a ``build`` record; ``toolchain serve`` reads
+one from a directory, or makes one in memory from a registry reference on a workstation. The bundle
+holds everything serving needs (backend, input layout and size, normalisation, class names) so the
+container needs no registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolchain.errors import BadInputError, InputNotFoundError
+
+MANIFEST = "model.json"
+SCHEMA = 1
+DEFAULT_MEAN = (0.485, 0.456, 0.406)
+DEFAULT_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServingModel:
+    """What ``serve`` needs to know about the engine it runs.
+
+    Attributes:
+        engine: Path of the engine file (ONNX Runtime model or TensorRT plan).
+        backend: ``onnxruntime`` or ``tensorrt``.
+        layout: Input layout (``float-nchw`` or ``uint8-nhwc``).
+        size: Square input side.
+        classes: Class names, in output order.
+        mean, std: Normalisation on the 0..1 scale (float layout only).
+        build: The ``build`` record body (TensorRT engines are checked against the device with it).
+        info: Identity for labels, metrics and events: model, build id, target, sha256s.
+    """
+
+    engine: Path
+    backend: str
+    layout: str
+    size: int
+    classes: tuple[str, ...]
+    mean: tuple[float, ...] = DEFAULT_MEAN
+    std: tuple[float, ...] = DEFAULT_STD
+    build: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, str] = field(default_factory=dict)
+
+    def manifest(self, engine_name: str) -> dict[str, Any]:
+        """``model.json`` for a bundle whose engine file is called ``engine_name``."""
+        return {
+            "schema": SCHEMA, "engine": engine_name, "backend": self.backend, "layout": self.layout, "size": self.size,
+            "classes": list(self.classes), "mean": list(self.mean), "std": list(self.std), "build": self.build,
+            "info": dict(self.info),
+        }
+
+
+def _json_list(value: Any) -> list[Any] | None:
+    """Export metadata keeps lists as JSON strings; test fixtures keep them as lists."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return list(value) if isinstance(value, (list, tuple)) else None
+
+
+def model_from_build(build: dict[str, Any], onnx_body: dict[str, Any], engine: Path, info: dict[str, str]) -> ServingModel:
+    """The serving description of an engine from its ``build`` record body and its ONNX artifact's body.
+
+    Raises:
+        BadInputError: the records lack the input size.
+    """
+    metadata = onnx_body.get("metadata") or {}
+    layout = str(build.get("input") or onnx_body.get("input") or metadata.get("input_layout") or "float-nchw")
+    shape = onnx_body.get("input_shape") or (build.get("shapes") or {}).get("opt") or []
+    size = metadata.get("input_size")
+    if size is None and len(shape) == 4:
+        size = shape[3] if layout == "float-nchw" else shape[1]
+    if size is None or not str(size).isdigit():
+        raise BadInputError(f"the build {info.get('build', '')[:12]} does not record its input size; rebuild it from an "
+                            "ONNX made by `toolchain export`")
+    classes = _json_list(metadata.get("classes")) or []
+    mean = _json_list(metadata.get("mean")) or list(DEFAULT_MEAN)
+    std = _json_list(metadata.get("std")) or list(DEFAULT_STD)
+    backend = str(build.get("backend") or "onnxruntime")
+    return ServingModel(engine=engine, backend=backend, layout=layout, size=int(size), classes=tuple(map(str, classes)),
+                        mean=tuple(map(float, mean)), std=tuple(map(float, std)), build=dict(build), info=dict(info))
+
+
+def engine_file_name(backend: str) -> str:
+    """The engine's name inside a bundle (TensorRT tools expect ``.plan``/``.engine``, ONNX Runtime ``.onnx``)."""
+    return "model.plan" if backend == "tensorrt" else "model.onnx"
+
+
+def write_bundle(model: ServingModel, directory: Path) -> Path:
+    """Copy the engine into ``directory`` and write ``model.json`` next to it (atomically); returns the directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = engine_file_name(model.backend)
+    _atomic_write(directory / name, model.engine.read_bytes())
+    _atomic_write(directory / MANIFEST, json.dumps(model.manifest(name), indent=2, sort_keys=True).encode())
+    return directory
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_bundle(directory: Path) -> ServingModel:
+    """Read a bundle written by :func:`write_bundle`.
+
+    Raises:
+        InputNotFoundError: no ``model.json`` or engine file.
+        BadInputError: the manifest is unreadable or of another schema.
+    """
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise InputNotFoundError(f"{directory} has no {MANIFEST}: pass a bundle made by `toolchain package`, or a registry "
+                                 "reference to a build on a workstation")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError as exc:
+        raise BadInputError(f"{manifest_path} is not valid JSON ({exc}); repackage the image") from exc
+    if manifest.get("schema") != SCHEMA:
+        raise BadInputError(f"{manifest_path} has schema {manifest.get('schema')}, this toolchain reads {SCHEMA}; "
+                            "serve it with the toolchain version that packaged it")
+    engine = directory / str(manifest.get("engine", ""))
+    if not engine.is_file():
+        raise InputNotFoundError(f"the bundle's engine {engine} is missing; repackage the image")
+    return ServingModel(
+        engine=engine, backend=str(manifest["backend"]), layout=str(manifest["layout"]), size=int(manifest["size"]),
+        classes=tuple(manifest.get("classes") or ()), mean=tuple(manifest.get("mean") or DEFAULT_MEAN),
+        std=tuple(manifest.get("std") or DEFAULT_STD), build=dict(manifest.get("build") or {}),
+        info={str(k): str(v) for k, v in (manifest.get("info") or {}).items()},
+    )
+
+
+def model_from_registry(workspace: Any, ref: str, *, target: str | None = None) -> ServingModel:
+    """The serving description of a registered build (workstation use: ``toolchain serve BUILD``).
+
+    ``ref`` names a build (id prefix, NAME) or, with ``target``, anything ``registry resolve`` takes
+    (``MODEL@ALIAS``). The engine blob is re-hashed first.
+    """
+    from toolchain.hashing import sha256_file
+    from toolchain.registry.ops import resolve_record
+
+    if target:
+        from toolchain.registry.aliases import resolve_for_target
+
+        record = None
+        for kind in ("build", "model", "artifact"):
+            try:
+                record = resolve_for_target(workspace, ref, target, kind=kind).build
+                break
+            except InputNotFoundError:
+                continue
+        if record is None:
+            raise InputNotFoundError(f"nothing named {ref} resolves to a build for {target}; see `toolchain registry "
+                                     f"resolve {ref} --target {target}`")
+    else:
+        record = resolve_record(workspace, ref, kind="build").record
+    body = record.body
+    engine = workspace.blobs.path(body["blob"])
+    if not engine.is_file() or sha256_file(engine) != body["blob"]:
+        from toolchain.errors import CorruptStoreError
+
+        raise CorruptStoreError(f"the engine blob of build {record.id[:12]} is missing or altered; run `toolchain registry "
+                                "verify` and rebuild it")
+    onnx = workspace.registry.get(body.get("onnx", "")) if body.get("onnx") else None
+    info = build_info(record, onnx)
+    return model_from_build(body, onnx.body if onnx else {}, engine, info)
+
+
+def build_info(build: Any, onnx: Any) -> dict[str, str]:
+    """The identity of a build as flat strings (labels, metrics, events)."""
+    body = build.body
+    onnx_body = onnx.body if onnx is not None else {}
+    model = str(onnx_body.get("model_ref") or onnx_body.get("model") or (onnx.name if onnx is not None else "") or build.name)
+    return {
+        "model": model, "build": build.id, "build_name": build.name, "artifact_sha256": str(body.get("blob", "")),
+        "onnx": str(body.get("onnx", "")), "onnx_sha256": str(body.get("onnx_sha256", "")),
+        "target": str(body.get("target", "")), "precision": str(body.get("precision", "")),
+        "backend": str(body.get("backend", "")),
+    }

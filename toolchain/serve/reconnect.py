@@ -1,0 +1,131 @@
+"""A frame source that survives a camera dropping: reopen with exponential backoff until told to stop.
+
+Wraps the sources of :mod:`toolchain.runtime.sources`. A live camera or network stream that fails to
+open, raises while reading, or ends (a camera does not end on its own: the connection dropped) is
+closed and reopened after a delay that doubles from ``initial_s`` up to ``max_s`` and resets once a
+frame arrives. A file that ends ends (or restarts, with ``loop``). ``read`` returns None as soon as
+the stop event is set, which is how ``serve`` stops the pipeline's camera threads on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from toolchain.errors import UsageError
+from toolchain.runtime.sources import FrameSource
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backoff:
+    """Reconnect delays: ``initial_s``, doubled after each failure, at most ``max_s``."""
+
+    initial_s: float = 0.5
+    max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.initial_s <= 0 or self.max_s < self.initial_s:
+            raise UsageError("--reconnect-min must be > 0 and --reconnect-max >= --reconnect-min (seconds)")
+
+    def delays(self) -> Callable[[], float]:
+        """A function giving the next delay each time it is called."""
+        current = [self.initial_s]
+
+        def following() -> float:
+            delay = current[0]
+            current[0] = min(self.max_s, current[0] * 2)
+            return delay
+
+        return following
+
+
+class ReconnectingSource(FrameSource):
+    """Reopens ``factory()`` whenever the stream it gives breaks.
+
+    Args:
+        name: Camera name (metrics, events).
+        factory: Makes a fresh, unopened source each time it is called.
+        stop: Set to end the stream (``read`` returns None).
+        backoff: Reconnect delays.
+        on_connect: Called with ``(name, reconnect)`` after each successful open.
+        on_error: Called with ``(name, message)`` after each failure (open error, read error, drop).
+    """
+
+    def __init__(self, name: str, factory: Callable[[], FrameSource], *, stop: threading.Event, backoff: Backoff,
+                 on_connect: Callable[[str, bool], None] | None = None,
+                 on_error: Callable[[str, str], None] | None = None) -> None:
+        self._factory = factory
+        probe = factory()
+        super().__init__(name, fps=probe.fps, live=probe.live, loop=probe.loop)
+        self._pending: FrameSource | None = probe  # the first source is used for the first open
+        self._inner: FrameSource | None = None
+        self._stop = stop
+        self._backoff = backoff
+        self._next_delay = backoff.delays()
+        self._on_connect = on_connect or (lambda _name, _again: None)
+        self._on_error = on_error or (lambda _name, _message: None)
+        self._opened_once = False
+        self.reconnects = 0
+
+    def _try_open(self) -> bool:
+        source = self._pending or self._factory()
+        self._pending = None
+        try:
+            source.open()
+        except Exception as exc:  # noqa: BLE001 - any open failure of a camera is retried
+            self._on_error(self.name, f"open failed: {type(exc).__name__}: {exc}")
+            return False
+        self._inner = source
+        self.fps, self.live = source.fps, source.live
+        again = self._opened_once
+        self._opened_once = True
+        if again:
+            self.reconnects += 1
+        self._on_connect(self.name, again)
+        return True
+
+    def _drop(self, message: str) -> None:
+        if self._inner is not None:
+            try:
+                self._inner.close()
+            except Exception:  # noqa: BLE001 - the connection is already broken
+                pass
+            self._inner = None
+        self._on_error(self.name, message)
+
+    def open(self) -> None:
+        """Try once; a camera that is not there yet is retried by ``read`` (a unit may boot before its cameras)."""
+        if not self._try_open() and not self.live:
+            raise UsageError(f"cannot open {self.name}; check the --source path")  # a file that is not there stays so
+
+    def read(self) -> np.ndarray | None:
+        while not self._stop.is_set():
+            if self._inner is None:
+                if self._stop.wait(self._next_delay()):
+                    return None
+                if not self._try_open():
+                    continue
+            assert self._inner is not None
+            try:
+                frame = self._inner.read()
+            except Exception as exc:  # noqa: BLE001 - decode errors and lost connections alike
+                self._drop(f"stream broke: {type(exc).__name__}: {exc}")
+                continue
+            if frame is None:
+                if not self.live:
+                    return None  # a file ended (``--loop`` restarts inside the file source instead)
+                self._drop("stream ended (camera dropped)")
+                continue
+            self._next_delay = self._backoff.delays()  # healthy again: start from the shortest delay next time
+            return frame
+        return None
+
+    def close(self) -> None:
+        if self._inner is not None:
+            try:
+                self._inner.close()
+            finally:
+                self._inner = None

@@ -1,0 +1,254 @@
+"""``toolchain serve``: cameras -> pipeline -> JSON-lines events, with /healthz, /metrics, reconnects, SIGTERM.
+
+The runtime pipeline (:class:`toolchain.runtime.pipeline.Pipeline`) does the work: one thread per camera
+decodes and preprocesses, the calling thread batches across cameras and infers. ``serve`` adds what a
+service on a roadside unit needs around it: cameras wrapped in :class:`ReconnectingSource`, an
+:class:`EventSink` that writes one event per frame and feeds the metrics, the HTTP server, and a stop
+event set by SIGTERM/SIGINT that ends every camera stream so the pipeline drains and returns.
+
+The pipeline keeps every *measured* frame in memory (it is built for benchmarks); a service runs for
+months, so ``serve`` starts it with the measurement window beyond the run (nothing is retained) and
+counts frames in its own sink instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+from toolchain.errors import MissingEnvironmentError, UsageError
+from toolchain.runtime.pipeline import FrameRecord, Pipeline, PipelineConfig, Sink
+from toolchain.runtime.preprocess import PreprocessConfig, Preprocessor
+from toolchain.runtime.runners import BaseRunner, OnnxRuntimeRunner, TensorRTRunner
+from toolchain.runtime.sources import FrameSource, open_source
+from toolchain.serve.bundle import ServingModel
+from toolchain.serve.http import HttpServer, ServiceState
+from toolchain.serve.reconnect import Backoff, ReconnectingSource
+
+FOREVER_S = 10 * 365 * 86400.0
+REQUIRE = ("any", "all", "none")
+_NAMED_SOURCE = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]{0,63})=(.+)$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeConfig:
+    """Options of ``toolchain serve``.
+
+    Attributes:
+        sources: ``URL`` or ``NAME=URL`` per camera (files, rtsp://..., /dev/videoN, synthetic).
+        loop: Replay file sources from the start when they end (keeps a test container running).
+        events: Where events go: a file path (appended, one JSON object per line) or ``-`` for stdout.
+        host, port: HTTP address of /healthz and /metrics (port 0: any free port).
+        stale_s: A camera with no frame for this long is down.
+        require: Cameras that must be up for /healthz to answer 200: any, all or none.
+        threads: Inference threads (0: the backend's default).
+        max_batch: Largest batch across cameras (0: one frame per camera).
+        backoff: Camera reconnect delays.
+        duration_s: Stop after this long (None: until SIGTERM); for tests and soak runs.
+    """
+
+    sources: tuple[str, ...]
+    loop: bool = False
+    events: str = "-"
+    host: str = "0.0.0.0"
+    port: int = 8080
+    stale_s: float = 15.0
+    require: str = "any"
+    threads: int = 0
+    max_batch: int = 0
+    backoff: Backoff = Backoff()
+    duration_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise UsageError("serve needs at least one --source (a camera URL, a video file, or synthetic)")
+        if self.require not in REQUIRE:
+            raise UsageError(f"--require must be one of {', '.join(REQUIRE)}")
+        if not 0 <= self.port <= 65535:
+            raise UsageError(f"--port {self.port} is not a TCP port")
+        if self.stale_s <= 0 or (self.duration_s is not None and self.duration_s <= 0):
+            raise UsageError("--stale-after and --duration must be positive (seconds)")
+        names = [camera_name(spec, i)[0] for i, spec in enumerate(self.sources)]
+        if len(set(names)) != len(names):
+            raise UsageError(f"two --source entries have the same camera name ({', '.join(names)}); name them NAME=URL")
+
+
+def redact_url(url: str) -> str:
+    """A camera URL without its password (events, metrics and logs are shipped off the unit)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def camera_name(spec: str, index: int) -> tuple[str, str]:
+    """``(name, url)`` of a ``--source``: ``NAME=URL`` names it, else the URL (password removed) is the name."""
+    match = _NAMED_SOURCE.match(spec)
+    if match and "://" not in match.group(1) and not spec.startswith(("/", ".")):
+        return match.group(1), match.group(2)
+    return redact_url(spec), spec
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeResult:
+    """How a serve run ended."""
+
+    frames: int
+    events_by_camera: dict[str, dict[str, int]]
+    reconnects: dict[str, int]
+    streams: list[dict[str, Any]]
+    seconds: float
+    stopped_by: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"frames": self.frames, "events": self.events_by_camera, "reconnects": self.reconnects,
+                "streams": self.streams, "seconds": round(self.seconds, 3), "stopped_by": self.stopped_by}
+
+
+class EventSink(Sink):
+    """One JSON line per classified frame (camera, time, label, score, frame, latency_ms), flushed at once.
+
+    Flushing every line means an event is on disk (or in the container log) when its metrics count it,
+    and a crash loses at most the frame in flight.
+    """
+
+    def __init__(self, out: TextIO, state: ServiceState, names: list[str], *, close_out: bool) -> None:
+        self.out, self.state, self.names, self.close_out = out, state, names, close_out
+
+    def write(self, frame: FrameRecord, stream_name: str) -> None:
+        camera = self.names[frame.stream]
+        latency = time.perf_counter() - frame.t_arrival
+        event = {"camera": camera, "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+                 "label": frame.label, "score": round(float(frame.score), 5), "frame": frame.index,
+                 "latency_ms": round(latency * 1e3, 3)}
+        self.out.write(json.dumps(event) + "\n")
+        self.out.flush()
+        self.state.frame(camera, frame.label, float(frame.score), latency)
+
+    def close(self) -> None:
+        self.out.flush()
+        if self.close_out:
+            self.out.close()
+
+
+def make_runner(model: ServingModel, *, threads: int = 0) -> BaseRunner:
+    """The runner for the bundle's backend (ONNX Runtime on CPU targets, TensorRT + pycuda on Jetson)."""
+    if model.backend == "onnxruntime":
+        return OnnxRuntimeRunner(model.engine, threads=threads)
+    if model.backend == "tensorrt":
+        return TensorRTRunner(model.engine, build=model.build)
+    raise MissingEnvironmentError(f"this toolchain cannot serve a {model.backend!r} engine; use onnxruntime or tensorrt")
+
+
+def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | None = None,
+          on_ready: Callable[[int], None] | None = None, install_signals: bool = True) -> ServeResult:
+    """Serve ``model`` on ``config.sources`` until SIGTERM/SIGINT, ``stop``, ``duration_s``, or every file ends.
+
+    Args:
+        model: The engine and how to feed it.
+        config: Sources, events, HTTP, health policy.
+        stop: Set it to stop (tests, embedding); SIGTERM sets it too.
+        on_ready: Called with the HTTP port once the model is loaded and the server listens.
+        install_signals: Handle SIGTERM/SIGINT (only possible on the main thread).
+    """
+    stop = stop or threading.Event()
+    specs = [camera_name(spec, i) for i, spec in enumerate(config.sources)]
+    names = [name for name, _ in specs]
+    state = ServiceState(names, {k: v for k, v in model.info.items() if k in
+                                 ("model", "build", "target", "precision", "backend", "artifact_sha256")},
+                         stale_s=config.stale_s, require=config.require)
+    stopped_by = ["end of streams"]
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopped_by[0] = signal.Signals(signum).name
+        state.stopping = True
+        stop.set()
+
+    previous: dict[int, Any] = {}
+    if install_signals and threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, on_signal)
+    server = HttpServer(state, host=config.host, port=config.port).start()
+    started = time.monotonic()
+    timer: threading.Timer | None = None
+    out: TextIO
+    out, close_out = (sys.stdout, False) if config.events == "-" else (_open_events(config.events), True)
+    try:
+        preprocess = Preprocessor(PreprocessConfig(size=model.size, layout=model.layout, mean=model.mean, std=model.std))
+
+        def factory(url: str) -> Callable[[], FrameSource]:
+            return lambda: open_source(url, loop=config.loop)
+
+        sources = [ReconnectingSource(name, factory(url), stop=stop, backoff=config.backoff,
+                                      on_connect=state.connected, on_error=state.disconnected) for name, url in specs]
+        with make_runner(model, threads=config.threads) as runner:
+            state.model_ready = True
+            if on_ready is not None:
+                on_ready(server.port)
+            if config.duration_s is not None:
+                def expire() -> None:
+                    stopped_by[0] = "duration"
+                    stop.set()
+
+                timer = threading.Timer(config.duration_s, expire)
+                timer.daemon = True
+                timer.start()
+            pipeline = Pipeline(sources, runner, preprocess, model.classes,
+                                EventSink(out, state, names, close_out=close_out),
+                                PipelineConfig(pace="realtime", duration_s=FOREVER_S, warmup_s=FOREVER_S,
+                                               max_batch=config.max_batch, stall_s=config.stale_s))
+            result = pipeline.run()
+    finally:
+        state.stopping = True
+        if timer is not None:
+            timer.cancel()
+        server.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if stopped_by[0] == "end of streams" and stop.is_set():
+        stopped_by[0] = "stop requested"
+    _, report = state.health()
+    return ServeResult(
+        frames=sum(c["frames"] for c in report["cameras"].values()),
+        events_by_camera={name: dict(state.cameras[name].events) for name in names},
+        reconnects={name: state.cameras[name].reconnects for name in names},
+        streams=[s.to_json() for s in result.streams], seconds=time.monotonic() - started, stopped_by=stopped_by[0],
+    )
+
+
+def _open_events(path: str) -> TextIO:
+    target = Path(path)
+    if target.parent and not target.parent.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+    return open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed by the sink
+
+
+def load_model(artifact: str, *, workspace_path: Path | None = None, target: str | None = None) -> ServingModel:
+    """A bundle directory (in the container), or a registry reference resolved in the workspace (workstation)."""
+    from toolchain.serve.bundle import load_bundle, model_from_registry
+
+    path = Path(artifact)
+    if path.is_dir():
+        return load_bundle(path)
+    if workspace_path is None or not (workspace_path / "registry.db").exists() and not os.environ.get("TOOLCHAIN_REGISTRY"):
+        raise UsageError(f"{artifact} is not a bundle directory and there is no workspace to resolve it in; pass the "
+                         "directory `toolchain package` put in the image, or --workspace with the registry")
+    from toolchain.workspace import Workspace
+
+    with Workspace(workspace_path) as workspace:
+        return model_from_registry(workspace, artifact, target=target)
