@@ -82,7 +82,8 @@ def test_builtin_target_loads_and_round_trips(name: str) -> None:
     assert set(target.precisions) <= set(PRECISIONS) and "fp32" in target.precisions
     assert target.runtime_image and target.build_image
     assert target.camera_fps == 15 and target.latency_budget_ms == 66
-    assert target.verified_on_hardware is False, "nothing here has run on a device yet"
+    # Only the workstation target has run the toolchain's artifacts (here and in CI); no device has.
+    assert target.verified_on_hardware is (name == "x86-64-cpu")
     assert 7 <= max_opset_for(target) <= 21
     assert parse_target(target.to_dict(), source=target.source) == target
     text = Path(target.source).read_text()

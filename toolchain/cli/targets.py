@@ -48,7 +48,7 @@ def list_command(ctx: click.Context) -> None:
         )
         console.print("Details: `toolchain targets show NAME`; add your own targets with TOOLCHAIN_TARGETS=DIR")
 
-    emit(ctx, {"targets": rows}, render)
+    emit(ctx, rows, render)  # a list of objects, as the issue specifies
 
 
 @targets.command("show")
