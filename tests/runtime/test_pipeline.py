@@ -119,3 +119,13 @@ def test_json_lines_sink_writes_one_event_per_frame() -> None:
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [e["frame"] for e in events] == list(range(10)) == [f.index for f in result.frames]
     assert {e["label"] for e in events} == {"car"} and all(e["score"] == 1.0 for e in events)
+
+
+def test_a_service_keeps_counts_but_no_frame_records() -> None:
+    """keep_frames=False (toolchain serve): memory stays flat however long it runs; counts still add up."""
+    runner = SleepyRunner((0.04,))
+    result = _run([CountingSource(fps=100)], runner, pace="realtime", duration_s=1.0, warmup_s=0.0, queue=2,
+                  keep_frames=False)
+    state = result.streams[0]
+    assert result.frames == [] and result.drops == []
+    assert state.arrived == state.frames + state.dropped == 100 and state.dropped > 0

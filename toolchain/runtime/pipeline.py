@@ -124,6 +124,8 @@ class PipelineConfig:
         queue: Preprocessed frames a stream may hold before the oldest is dropped (realtime).
         budget_ms: End-to-end deadline per frame (None: one frame interval of the slowest stream).
         stall_s: A stream with no frame for this long is reported as stalled.
+        keep_frames: Keep every measured frame's record for the report (a benchmark); a service that
+            runs for months sets it off and reads the counts in :class:`StreamState` and its sink.
     """
 
     pace: str = "realtime"
@@ -134,6 +136,7 @@ class PipelineConfig:
     queue: int = 2
     budget_ms: float | None = None
     stall_s: float = 5.0
+    keep_frames: bool = True
 
     def __post_init__(self) -> None:
         if self.pace not in PACES:
@@ -264,7 +267,8 @@ class Pipeline:
                     old = queue.popleft()
                     if old.measured:
                         state.dropped += 1
-                        self._drops.append((k, old.t_arrival))
+                        if self.config.keep_frames:
+                            self._drops.append((k, old.t_arrival))
             else:
                 while len(queue) >= self.config.queue and not self._stop.is_set():
                     self._cv.wait(0.05)
@@ -362,7 +366,8 @@ class Pipeline:
                     self.sink.write(record, self.streams[record.stream].name)
                     record.t_sink1 = time.perf_counter()
                     if record.measured:
-                        frames.append(record)
+                        if cfg.keep_frames:
+                            frames.append(record)
                         self.streams[record.stream].frames += 1
                         last_sink = record.t_sink1
         finally:

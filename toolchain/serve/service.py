@@ -210,7 +210,7 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
                 timer.start()
             pipeline = Pipeline(sources, runner, preprocess, model.classes,
                                 EventSink(out, state, names, close_out=close_out),
-                                PipelineConfig(pace="realtime", duration_s=FOREVER_S, warmup_s=FOREVER_S,
+                                PipelineConfig(pace="realtime", duration_s=FOREVER_S, warmup_s=0.0, keep_frames=False,
                                                max_batch=config.max_batch, stall_s=config.stale_s))
             result = pipeline.run()
     finally:
