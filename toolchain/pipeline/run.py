@@ -127,7 +127,9 @@ class PipelineRunner:
                 onnx = onnx_for[precision]
                 assert onnx is not None  # config validation: int8 needs [quantize] enabled
                 built = self._build(target, precision, onnx)
-                bench = self._bench(built["build"], clip, target.name, precision)
+                bench = (self._bench(built["build"], clip, target.name, precision) if _runs_here(target.name)
+                         else {"benchmark": None, "note": f"bench {target.name} engines on the device: toolchain bench "
+                                                          f"{built['build'][:12]} --source CAMERA"})
                 metrics = accuracy[precision]
                 rows.append(SummaryRow(
                     target=target.name, precision=precision, size_mb=built["size_mb"], accuracy=metrics.get("accuracy"),
@@ -330,6 +332,15 @@ class PipelineRunner:
 
         return self.stage("deploy", self.config.section("deploy"), {"model": model}, ("deploy", "package"), work,
                           cache=False)
+
+
+def _runs_here(target_name: str) -> bool:
+    """Whether this machine can run the target's engines (a CPU target of this architecture)."""
+    from toolchain.build.onnxruntime_builder import machine_architecture
+    from toolchain.targets.profile import load_target
+
+    target = load_target(target_name)
+    return not target.is_tensorrt and target.architecture == machine_architecture()
 
 
 def _metric_summary(report: dict[str, Any]) -> dict[str, Any]:
