@@ -45,7 +45,7 @@ def main() -> int:
         (out / f"streams-{n}.json").write_text(json.dumps(report, indent=2))
         e2e, st = report["e2e_ms"], report["stage_ms"]
         print(f"streams={n} e2e p50={e2e['p50']:.2f} p99={e2e['p99']:.2f} ms, fps={report['fps']:.1f}, dropped={report['dropped']}"
-              f", misses={report['deadline_misses']}, overhead={report['overhead']['fraction']:.1%}, cpu={report['cpu_percent']}%"
+              f", misses={report['deadline_misses']}, overhead={report['overhead']['fraction']:.1%} (wait {report['overhead']['wait_fraction']:.1%}), cpu={report['cpu_percent']}%"
               f", p50 decode/pre/infer={st['decode']['p50']:.2f}/{st['preprocess']['p50']:.2f}/{st['infer']['p50']:.2f} ms"
               f", realtime={report['realtime']}", flush=True)
         if not report["realtime"]:

@@ -68,6 +68,9 @@ def test_stage_timestamps_are_ordered_and_inside_end_to_end() -> None:
     assert e2e["p50"] <= e2e["p90"] <= e2e["p95"] <= e2e["p99"] <= e2e["max"]
     expected = (e2e["p50"] - sum(s["p50"] for s in report["stage_ms"].values())) / e2e["p50"]
     assert report["overhead"]["fraction"] == pytest.approx(expected, abs=1e-3)
+    waits = sorted((f.e2e - sum(f.stage_seconds().values())) * 1e3 for f in result.frames)
+    assert report["overhead"]["wait_p50_ms"] == pytest.approx(float(np.percentile(waits, 50)), abs=2e-3)
+    assert 0 <= report["overhead"]["wait_fraction"] < 1
 
 
 def test_warmup_frames_are_run_but_not_measured() -> None:

@@ -146,6 +146,7 @@ def stream_report(result: PipelineResult) -> dict[str, Any]:
     stage_ms = {s: np.array([f.stage_seconds()[s] for f in frames]) * 1e3 for s in STAGES}
     e2e = np.array([f.e2e for f in frames]) * 1e3
     stage_summary = {s: summarize(v) for s, v in stage_ms.items()}
+    wait_summary = summarize(e2e - sum(stage_ms.values())) if frames else summarize([])
     e2e_summary = summarize(e2e)
     stage_p50_sum = sum(v["p50"] or 0.0 for v in stage_summary.values())
     e2e_p50 = e2e_summary["p50"] or 0.0
@@ -178,7 +179,11 @@ def stream_report(result: PipelineResult) -> dict[str, Any]:
         "mode": "stream", "pace": cfg.pace, "streams": len(streams),
         "e2e_ms": e2e_summary, "infer_ms": stage_summary["infer"], "stage_ms": stage_summary,
         "overhead": {"e2e_p50_ms": round(e2e_p50, 3), "stage_p50_sum_ms": round(stage_p50_sum, 3),
-                     "fraction": round((e2e_p50 - stage_p50_sum) / e2e_p50, 4) if e2e_p50 else None},
+                     "fraction": round((e2e_p50 - stage_p50_sum) / e2e_p50, 4) if e2e_p50 else None,
+                     # Measured per frame: e2e minus that frame's own stage times (queues, hand-overs). The
+                     # formula above also counts skew (a median of sums is not the sum of medians).
+                     "wait_p50_ms": wait_summary["p50"],
+                     "wait_fraction": round((wait_summary["p50"] or 0.0) / e2e_p50, 4) if e2e_p50 else None},
         "stage_share": {s: round((v["p50"] or 0.0) / e2e_p50, 4) if e2e_p50 else None for s, v in stage_summary.items()},
         "fps": round(fps, 2), "fps_per_stream": round(fps / max(1, len(streams)), 2), "frames": len(frames),
         "arrived": arrived, "dropped": dropped, "deadline_misses": misses, "budget_ms": round(result.budget_ms, 3),

@@ -89,7 +89,8 @@ def _render(out: Console, report: dict[str, Any]) -> None:
     out.print(table)
     extra = ""
     if "overhead" in report and report["overhead"]["fraction"] is not None:
-        extra = f", pipeline overhead {report['overhead']['fraction']:.0%} of e2e p50"
+        extra = (f", pipeline overhead {report['overhead']['fraction']:.0%} of e2e p50 (frames waiting, measured per frame: "
+                 f"{report['overhead']['wait_fraction']:.0%})")
     out.print(f"{report['fps']:.1f} frames/s, {report['dropped']} dropped, {report['deadline_misses']} deadline misses "
               f"(budget {report['budget_ms']:g} ms), CPU {report['cpu_percent']:.0f}% of one core{extra}")
     for state in report.get("stream_states", []):
