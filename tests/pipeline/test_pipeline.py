@@ -141,3 +141,21 @@ def test_pipeline_killed_mid_training_resumes_from_training(tmp_path: Path) -> N
     assert not by_name["train"]["skipped"], by_name["train"]
     assert by_name["train"]["outputs"]["resumed_from_epoch"] >= 2
     assert len(result["rows"]) == 2
+
+
+def test_a_lake_generation_killed_halfway_is_discarded_and_redone(tmp_path: Path) -> None:
+    from toolchain.pipeline.config import parse_pipeline
+    from toolchain.pipeline.run import PipelineRunner
+    from toolchain.workspace import Workspace
+
+    config = parse_pipeline({"pipeline": {"workdir": "out"}, "data": {"images": 120, "corrupt": 0}},
+                            base=tmp_path, source="test")
+    partial = tmp_path / "out" / "lake-120-seed7-corrupt0.partial"
+    (partial / "car").mkdir(parents=True)
+    (partial / "car" / "half-written.jpg").write_bytes(b"\xff\xd8")  # what a killed generator leaves
+    with Workspace(tmp_path / "ws") as ws:
+        lake = Path(PipelineRunner(ws, config)._lake())
+        assert (lake / "manifest.csv").is_file() and not partial.exists()
+        assert not (lake / "car" / "half-written.jpg").exists()
+        again = PipelineRunner(ws, config)
+        assert Path(again._lake()) == lake and again.outcomes[0].skipped

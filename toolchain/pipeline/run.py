@@ -9,6 +9,7 @@ changing) but decodes only new images and returns the same version when nothing 
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,20 +149,28 @@ class PipelineRunner:
         data = self.config.data
         if data.source != "synthetic":
             return str(self.config.path(data.source)) if "://" not in data.source else data.source
-        out = self.config.work_path / "lake"
+        # One folder per lake config: the generator is deterministic, so a finished folder is reused.
+        out = self.config.work_path / f"lake-{data.images}-seed{data.seed}-corrupt{data.corrupt}"
 
         def work() -> tuple[dict[str, Any], list[str]]:
             from toolchain.synth.lake import LakeConfig, generate_lake
 
+            if (out / "manifest.csv").is_file():
+                return {"lake": str(out)}, []
+            # Generated beside the final folder and renamed when complete: a run killed halfway leaves
+            # only the partial folder, which the rerun discards (the generator never overwrites files).
+            partial = out.with_name(out.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
             self.progress.start(f"synth lake: {data.images} images", data.images)
-            generate_lake(out, LakeConfig(images=data.images, seed=data.seed, corrupt=data.corrupt),
+            generate_lake(partial, LakeConfig(images=data.images, seed=data.seed, corrupt=data.corrupt),
                           progress=lambda n: self.progress.advance(n))
             self.progress.finish()
+            partial.rename(out)
             return {"lake": str(out)}, []
 
         section = {k: v for k, v in self.config.section("data").items() if k != "group_by"}
         outputs = self.stage("lake", {**section, "out": str(out)}, {}, ("synth",), work,
-                             cache=(out / "manifest.csv").is_file())
+                             cache=(out / "manifest.csv").is_file())  # a deleted lake is generated again
         return str(outputs["lake"])
 
     def _ingest(self, lake: str) -> str:
