@@ -132,3 +132,154 @@ def test_a_service_keeps_counts_but_no_frame_records() -> None:
     state = result.streams[0]
     assert result.frames == [] and result.drops == []
     assert state.arrived == state.frames + state.dropped == 100 and state.dropped > 0
+
+
+# --------------------------------------------------------------------------- shutdown and edge cases
+
+
+class _Tracked(CountingSource):
+    """Records open/close and whether close came while a read was still running in another thread."""
+
+    def __init__(self, *args, read_delay: float = 0.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_delay, self.reading, self.closed, self.closed_while_reading = read_delay, False, 0, False
+
+    def read(self):
+        self.reading = True
+        try:
+            if self.read_delay:
+                import time
+
+                time.sleep(self.read_delay)
+            return super().read()
+        finally:
+            self.reading = False
+
+    def close(self) -> None:
+        self.closed += 1
+        self.closed_while_reading |= self.reading
+
+
+class _FailingRunner(SleepyRunner):
+    def infer_impl(self, feed):
+        if self.calls >= 3:
+            raise RuntimeError("GPU fell off the bus")
+        return super().infer_impl(feed)
+
+
+def _source_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("source-") and t.is_alive()]
+
+
+def test_a_runner_that_raises_mid_run_stops_every_thread_and_closes_sources_and_sink() -> None:
+    import sys
+
+    class Sink(NullSink):
+        closed = 0
+
+        def close(self) -> None:
+            Sink.closed += 1
+
+    interval = sys.getswitchinterval()
+    sources = [_Tracked(f"s{i}", fps=100) for i in range(3)]
+    runner = _FailingRunner()
+    with runner, pytest.raises(RuntimeError, match="fell off the bus"):
+        Pipeline(sources, runner, lambda f: f.astype(np.float32), ("car", "truck"), Sink(),
+                 PipelineConfig(pace="max", duration_s=5, warmup_s=0)).run()
+    assert _source_threads() == []
+    assert [s.closed for s in sources] == [1, 1, 1] and Sink.closed == 1
+    assert sys.getswitchinterval() == interval
+
+
+def test_a_sink_that_cannot_open_leaves_no_source_open() -> None:
+    class Unopenable(NullSink):
+        def open(self) -> None:
+            raise BadInputError("cannot write events")
+
+    sources = [_Tracked("a", fps=50), _Tracked("b", fps=50)]
+    runner = SleepyRunner()
+    with runner, pytest.raises(BadInputError, match="cannot write events"):
+        Pipeline(sources, runner, lambda f: f.astype(np.float32), ("car", "truck"), Unopenable(),
+                 PipelineConfig(duration_s=0.2, warmup_s=0)).run()
+    assert [s.closed for s in sources] == [1, 1]
+    assert _source_threads() == []
+
+
+def test_a_source_still_reading_at_shutdown_is_closed_by_its_own_thread(monkeypatch) -> None:
+    """Closing a decoder while another thread is inside read() can crash FFmpeg: wait for the read to end."""
+    import time
+
+    import toolchain.runtime.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "JOIN_TIMEOUT_S", 0.05)
+    slow = _Tracked("slow", fps=100, read_delay=0.4)
+    runner = _FailingRunner()
+    with runner, pytest.raises(RuntimeError):
+        Pipeline([_Tracked("fast", fps=200), slow], runner, lambda f: f.astype(np.float32), ("car", "truck"), NullSink(),
+                 PipelineConfig(pace="max", duration_s=5, warmup_s=0)).run()
+    deadline = time.perf_counter() + 3
+    while _source_threads() and time.perf_counter() < deadline:
+        time.sleep(0.02)
+    assert _source_threads() == []
+    assert slow.closed == 1 and not slow.closed_while_reading
+
+
+def test_a_live_stream_does_not_count_its_wait_for_the_network_as_latency() -> None:
+    """A live source's frame arrives when its data does (``arrival``), not when the decoder began to wait."""
+    import time
+
+    class Live(CountingSource):
+        def __init__(self) -> None:
+            super().__init__("rtsp://cam", fps=25)
+            self.live = True
+            self.arrival = 0.0
+
+        def read(self):
+            time.sleep(0.03)  # the next packet is 30 ms away
+            self.arrival = time.perf_counter()
+            return super().read()
+
+    result = _run([Live()], SleepyRunner(), pace="realtime", duration_s=0.5, warmup_s=0.0)
+    assert len(result.frames) >= 5
+    decode = [f.stage_seconds()["decode"] for f in result.frames]
+    e2e = [f.e2e for f in result.frames]
+    assert max(decode) < 0.015 and float(np.median(e2e)) < 0.02
+
+
+def test_no_measured_frame_gives_a_sane_cpu_figure_and_verdict() -> None:
+    """Every frame arrives in the warm-up and is still being run after it: nothing measured, no absurd CPU %."""
+    import time
+
+    class Spinning(SleepyRunner):  # burns CPU, so the CPU figure has something to divide
+        def infer_impl(self, feed):
+            end = time.perf_counter() + 0.06
+            while time.perf_counter() < end:
+                pass
+            return super().infer_impl(feed)
+
+    result = _run([CountingSource(fps=100, frames=4)], Spinning(), pace="max", duration_s=1.0, warmup_s=0.1, queue=1)
+    report = stream_report(result)
+    assert report["frames"] == 0 and report["arrived"] == 0 and report["e2e_ms"]["p99"] is None
+    assert report["realtime"] is False and "no frame was measured" in report["verdict"]
+    assert 0 <= report["cpu_percent"] <= 100 * (__import__("os").cpu_count() or 1)
+    json.dumps(report, allow_nan=False)
+
+
+def test_every_frame_dropped_is_accounted_and_not_real_time() -> None:
+    runner = SleepyRunner((0.5,))  # one batch takes longer than the whole measured second
+    result = _run([CountingSource(fps=100)], runner, pace="realtime", duration_s=0.3, warmup_s=0.3, queue=1)
+    report = stream_report(result)
+    state = result.streams[0]
+    assert state.arrived == state.frames + state.dropped and state.dropped > 0
+    assert report["realtime"] is False
+    json.dumps(report, allow_nan=False)
+
+
+@pytest.mark.parametrize("field", ["duration_s", "warmup_s", "budget_ms", "max_wait_ms"])
+def test_pipeline_config_refuses_non_finite_numbers(field: str) -> None:
+    with pytest.raises(UsageError):
+        PipelineConfig(**{field: float("nan")})
+    with pytest.raises(UsageError):
+        PipelineConfig(**{field: float("inf")})

@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import collections
 import json
+import math
 import os
 import sys
 import threading
@@ -43,6 +44,8 @@ from toolchain.runtime.sources import FrameSource
 PACES = ("realtime", "max")
 SWITCH_INTERVAL_S = 0.0005
 """GIL switch interval while a pipeline runs (see :meth:`Pipeline.run`)."""
+JOIN_TIMEOUT_S = 5.0
+"""How long a finished run waits for each source thread; one still inside ``read`` closes its own source."""
 SPIN_S = 0.0015
 """How long before a paced frame's release time a source thread stops sleeping and yields instead."""
 STAGES = ("decode", "preprocess", "batch", "infer", "postprocess", "sink")
@@ -141,6 +144,10 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.pace not in PACES:
             raise UsageError(f"--pace must be one of {', '.join(PACES)}, got {self.pace!r}")
+        numbers = (self.duration_s, self.warmup_s, self.max_wait_ms, self.stall_s,
+                   *(() if self.budget_ms is None else (self.budget_ms,)))
+        if not all(math.isfinite(v) for v in numbers):  # nan passes every comparison below; inf never ends
+            raise UsageError("--duration, --warmup, --max-wait-ms and --budget-ms must be finite numbers")
         if self.duration_s <= 0 or self.warmup_s < 0:
             raise UsageError("--duration must be > 0 and --warmup >= 0 (seconds)")
         if self.max_batch < 0 or self.max_wait_ms < 0 or self.queue < 1:
@@ -211,6 +218,9 @@ class Pipeline:
         self._queues: list[collections.deque[FrameRecord]] = [collections.deque() for _ in self.sources]
         self._drops: list[tuple[int, float]] = []
         self.streams = [StreamState(name=s.name, fps=s.fps, live=s.live) for s in self.sources]
+        self._close_lock = threading.Lock()
+        self._finished: set[int] = set()  # source threads that have ended
+        self._abandoned: set[int] = set()  # source threads run() stopped waiting for (they close their source)
 
     # -- source threads ------------------------------------------------------------------------------
 
@@ -239,8 +249,11 @@ class Pipeline:
                     state.status = "ended"
                     break
                 if not realtime_paced:
-                    # Live: the frame arrived when its data did (the source says when); max: when decode began.
-                    t_arrival = min(getattr(src, "arrival", 0.0) or t_d0, t_d0) if src.live else t_d0
+                    # Live: the frame arrived when its data did (the source stamps ``arrival`` when a packet
+                    # comes in, so waiting for the network is neither decode time nor latency); max: when
+                    # decode began.
+                    arrival = getattr(src, "arrival", 0.0) if src.live else 0.0
+                    t_arrival = min(arrival, t_d1) if arrival else t_d0
                 record = FrameRecord(k, i, t_arrival)
                 record.t_decode0, record.t_decode1 = max(t_d0, t_arrival), t_d1
                 record.measured = measure_start <= t_arrival < end
@@ -256,6 +269,11 @@ class Pipeline:
                 state.status = "stopped"
             with self._cv:
                 self._cv.notify_all()
+            with self._close_lock:
+                self._finished.add(k)
+                abandoned = k in self._abandoned
+            if abandoned:  # run() stopped waiting for this thread: close the source now that read() returned
+                self._close_source(k)
 
     def _push(self, k: int, record: FrameRecord) -> None:
         state, queue = self.streams[k], self._queues[k]
@@ -296,46 +314,60 @@ class Pipeline:
                 state.status = "stalled"
                 state.stalls += 1
 
+    def _close_source(self, k: int) -> None:
+        try:
+            self.sources[k].close()
+        except Exception:  # noqa: BLE001 - closing a broken stream may fail too; already reported
+            pass
+
     def run(self) -> PipelineResult:
-        """Run until the duration is over or every stream has ended; returns the measured frames."""
+        """Run until the duration is over or every stream has ended; returns the measured frames.
+
+        Whatever happens (a runner or sink that raises, Ctrl-C), every source thread is stopped, every
+        opened source and the sink are closed and the GIL switch interval is restored before returning.
+        """
         cfg = self.config
         opened: list[int] = []
-        for k, src in enumerate(self.sources):
-            try:
-                src.open()
-                self.streams[k].fps = src.fps
-                self.streams[k].live = src.live
-                opened.append(k)
-            except Exception as exc:  # noqa: BLE001 - one bad stream must not stop the others
-                self.streams[k].status, self.streams[k].error = "broken", f"{type(exc).__name__}: {exc}"
-        if not opened:
-            errors = "; ".join(s.error for s in self.streams)
-            raise BadInputError(f"no stream could be opened: {errors}")
-        fps = [self.streams[k].fps for k in opened if self.streams[k].fps > 0]
-        budget_ms = cfg.budget_ms or (1000.0 / min(fps) if fps else 1000.0 / 30)
-
-        self.sink.open()
-        # Hand-overs between the source threads and this one wait for the GIL; CPython's default
-        # 5 ms switch interval made them ~20% of end-to-end p50 on 2 cores, 0.5 ms halves that
-        # (BENCHMARKS.md, "Streaming latency"). Restored when the run ends.
+        threads: dict[int, threading.Thread] = {}
+        sink_open = False
         switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_S))
-        t0 = time.perf_counter() + 0.02
-        measure_start = t0 + cfg.warmup_s
-        end = measure_start + cfg.duration_s
-        threads = [threading.Thread(target=self._source_loop, args=(k, t0, measure_start, end), name=f"source-{k}",
-                                    daemon=True) for k in opened]
-        for thread in threads:
-            thread.start()
         frames: list[FrameRecord] = []
         batches = 0
+        measured_any = False
         cpu_start: float | None = None
-        last_sink = measure_start
         try:
+            for k, src in enumerate(self.sources):
+                try:
+                    src.open()
+                    self.streams[k].fps = src.fps
+                    self.streams[k].live = src.live
+                    opened.append(k)
+                except Exception as exc:  # noqa: BLE001 - one bad stream must not stop the others
+                    self.streams[k].status, self.streams[k].error = "broken", f"{type(exc).__name__}: {exc}"
+            if not opened:
+                errors = "; ".join(s.error for s in self.streams)
+                raise BadInputError(f"no stream could be opened: {errors}")
+            fps = [self.streams[k].fps for k in opened if self.streams[k].fps > 0]
+            budget_ms = cfg.budget_ms or (1000.0 / min(fps) if fps else 1000.0 / 30)
+
+            self.sink.open()
+            sink_open = True
+            # Hand-overs between the source threads and this one wait for the GIL; CPython's default
+            # 5 ms switch interval made them ~20% of end-to-end p50 on 2 cores, 0.5 ms halves that
+            # (BENCHMARKS.md, "Streaming latency"). Restored when the run ends.
+            sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_S))
+            t0 = time.perf_counter() + 0.02
+            measure_start = t0 + cfg.warmup_s
+            end = measure_start + cfg.duration_s
+            for k in opened:
+                threads[k] = threading.Thread(target=self._source_loop, args=(k, t0, measure_start, end),
+                                              name=f"source-{k}", daemon=True)
+                threads[k].start()
+            last_sink = measure_start
             while True:
                 with self._cv:
                     while not any(self._queues):
-                        if not any(t.is_alive() for t in threads):
+                        if not any(t.is_alive() for t in threads.values()):
                             break
                         self._cv.wait(0.05)
                         self._check_stalls(time.perf_counter())
@@ -369,29 +401,45 @@ class Pipeline:
                         if cfg.keep_frames:
                             frames.append(record)
                         self.streams[record.stream].frames += 1
+                        measured_any = True
                         last_sink = record.t_sink1
         finally:
-            self._stop.set()
-            with self._cv:
-                self._cv.notify_all()
-            for thread in threads:
-                thread.join(timeout=5)
-            for k in opened:
-                try:
-                    self.sources[k].close()
-                except Exception:  # noqa: BLE001 - closing a broken stream may fail too; already reported
-                    pass
-            self.sink.close()
-            sys.setswitchinterval(switch_interval)
+            self._shutdown(opened, threads, sink_open, switch_interval)
         now = time.perf_counter()
-        measured_end = min(end, now) if any(s.status == "stopped" for s in self.streams) else max(last_sink, measure_start)
+        if measured_any and not any(s.status == "stopped" for s in self.streams):
+            measured_end = max(last_sink, measure_start)  # every stream ended: up to the last measured frame
+        else:  # ran the full duration, or measured nothing (then CPU over the time that was measured, if any)
+            measured_end = min(end, now)
         window = max(1e-9, measured_end - measure_start)
-        cpu = _cpu_seconds() - cpu_start if cpu_start is not None else 0.0
+        cpu = _cpu_seconds() - cpu_start if cpu_start is not None and measured_end > measure_start else 0.0
         return PipelineResult(
             config=cfg, frames=frames, drops=list(self._drops), streams=self.streams, measure_start=measure_start,
             measure_seconds=window, cpu_seconds=cpu, budget_ms=budget_ms, batches=batches,
             runner_device=self.runner.device,
         )
+
+    def _shutdown(self, opened: list[int], threads: dict[int, threading.Thread], sink_open: bool,
+                  switch_interval: float) -> None:
+        """Stop the source threads, close the sources and the sink, restore the switch interval."""
+        try:
+            self._stop.set()
+            with self._cv:
+                self._cv.notify_all()
+            for thread in threads.values():
+                thread.join(timeout=JOIN_TIMEOUT_S)
+            for k in opened:
+                with self._close_lock:
+                    # A thread still inside read() (a network stream waiting out its timeout) closes its own
+                    # source when the read returns: closing a decoder under a running read can crash FFmpeg.
+                    running = k in threads and k not in self._finished
+                    if running:
+                        self._abandoned.add(k)
+                if not running:
+                    self._close_source(k)
+            if sink_open:
+                self.sink.close()
+        finally:
+            sys.setswitchinterval(switch_interval)
 
 
 def _wait_until(when: float, stop: threading.Event) -> bool:
