@@ -9,6 +9,7 @@ queues and hand-overs), as a fraction of end-to-end p50.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import platform
 import shutil
@@ -66,6 +67,8 @@ class BenchConfig:
         if len(self.sources) > 1 and self.streams not in (1, len(self.sources)):
             raise UsageError(f"--streams {self.streams} with {len(self.sources)} --source: give one source and "
                              "--streams N, or N sources")
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            raise UsageError(f"--fps must be a positive frame rate, got {self.fps}")
         if self.roi:
             Roi.parse(self.roi)
         PipelineConfig(pace=self.pace, duration_s=self.duration_s, warmup_s=self.warmup_s, max_batch=self.max_batch,
