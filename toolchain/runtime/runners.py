@@ -283,6 +283,7 @@ class TensorRTRunner(BaseRunner):
         self._trt: Any = None
         self._cuda: Any = None
         self._cuda_context: Any = None
+        self._runtime: Any = None
         self._engine: Any = None
         self._context: Any = None
         self._stream: Any = None
@@ -304,16 +305,33 @@ class TensorRTRunner(BaseRunner):
             import pycuda.driver as cuda
         except ImportError as exc:
             raise MissingEnvironmentError("pycuda is not installed: pip install 'toolchain[trt]'") from exc
-        cuda.init()
-        dev = cuda.Device(self.device_index)
-        major, minor = dev.compute_capability()
+        try:
+            cuda.init()
+            dev = cuda.Device(self.device_index)
+            major, minor = dev.compute_capability()
+            gpu_name = dev.name()
+        except Exception as exc:  # noqa: BLE001 - pycuda.driver.Error and its kin: no driver, no such device
+            raise MissingEnvironmentError(
+                f"CUDA device {self.device_index} cannot be used here ({exc}); check the NVIDIA driver is loaded "
+                "(nvidia-smi or tegrastats) and, in a container, that it runs with the NVIDIA runtime"
+            ) from exc
         check_build_matches_machine(self.build, tensorrt_version=trt.__version__, compute_capability=f"{major}.{minor}")
-        self._trt, self._cuda, self._gpu_name = trt, cuda, dev.name()
+        self._trt, self._cuda, self._gpu_name = trt, cuda, gpu_name
         self._cuda_context = dev.make_context()  # made current on this thread; popped below
         try:
             logger = trt.Logger(trt.Logger.WARNING)
-            runtime = trt.Runtime(logger)
-            self._engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
+            # Kept for the engine's lifetime: TensorRT requires the runtime to outlive what it deserialized.
+            self._runtime = trt.Runtime(logger)
+            dla = self.build.get("dla_core")
+            if dla is not None and int(dla) >= 0:
+                # A DLA engine runs on the core the runtime names (default 0), so set the one it was built for.
+                available = int(getattr(self._runtime, "num_DLA_cores", 0))
+                if int(dla) >= available:
+                    raise MissingEnvironmentError(
+                        f"{self.path.name} was built for DLA core {dla} but this device has {available} DLA cores; "
+                        "rebuild it for the GPU (no --dla) or for a DLA core this device has")
+                self._runtime.DLA_core = int(dla)
+            self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
             if self._engine is None:
                 raise MissingEnvironmentError(
                     f"TensorRT {trt.__version__} could not deserialize {self.path.name}: it was built by another "
@@ -329,8 +347,14 @@ class TensorRTRunner(BaseRunner):
                 names = [self._engine.get_binding_name(i) for i in range(self._engine.num_bindings)]
                 self._inputs = [n for i, n in enumerate(names) if self._engine.binding_is_input(i)]
                 self._outputs = [n for n in names if n not in self._inputs]
-        finally:
+        except BaseException:
+            # Activation failed, so deactivate() will not run: release the context made above here.
+            self._context = self._engine = self._stream = self._runtime = None
             self._cuda_context.pop()
+            self._cuda_context.detach()
+            self._cuda_context = None
+            raise
+        self._cuda_context.pop()
 
     @property
     def device(self) -> str:
@@ -370,9 +394,18 @@ class TensorRTRunner(BaseRunner):
             self._device_mem[name] = cuda.mem_alloc(host.nbytes)
         self._capacity = batch
 
+    @property
+    def max_batch(self) -> int | None:
+        """The largest batch of the engine's optimization profile, as its build record states it."""
+        try:
+            largest = int(self.build["shapes"]["max"][0])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+        return largest if largest > 0 else None
+
     def infer_impl(self, feed: np.ndarray) -> np.ndarray:
         batch = self.fixed_batch
-        chunk = batch or max(1, len(feed))
+        chunk = batch or self.max_batch or max(1, len(feed))
         outputs = [self._run(np.ascontiguousarray(part))[:real] for part, real in padded_chunks(feed, chunk, static=batch is not None)]
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
@@ -389,11 +422,15 @@ class TensorRTRunner(BaseRunner):
             np.copyto(host_in, part, casting="same_kind")
             shape = (n, *part.shape[1:])
             if self._v10:
-                self._context.set_input_shape(name_in, shape)
+                accepted = self._context.set_input_shape(name_in, shape)
                 for name, mem in self._device_mem.items():
                     self._context.set_tensor_address(name, int(mem))
             else:
-                self._context.set_binding_shape(self._engine.get_binding_index(name_in), shape)
+                accepted = self._context.set_binding_shape(self._engine.get_binding_index(name_in), shape)
+            if accepted is False:  # both calls return False for a shape outside the optimization profile
+                raise BadInputError(
+                    f"{self.path.name} refuses input shape {shape}: it is outside the engine's optimization profile; "
+                    "use a smaller --max-batch, or rebuild with a larger batch range")
             cuda.memcpy_htod_async(self._device_mem[name_in], host_in, self._stream)
             if self._v10:
                 ok = self._context.execute_async_v3(stream_handle=self._stream.handle)
@@ -416,7 +453,7 @@ class TensorRTRunner(BaseRunner):
                 for mem in self._device_mem.values():
                     mem.free()
                 self._device_mem, self._host = {}, {}
-                self._context = self._engine = self._stream = None
+                self._context = self._engine = self._stream = self._runtime = None
             finally:
                 self._cuda_context.pop()
                 self._cuda_context.detach()
