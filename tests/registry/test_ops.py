@@ -393,3 +393,18 @@ def test_parse_duration() -> None:
     assert [parse_duration(t) for t in ("90", "90s", "30m", "2h", "1d", "0")] == [90, 90, 1800, 7200, 86400, 0]
     with pytest.raises(UsageError):
         parse_duration("soon")
+
+
+def test_resolve_skips_a_newer_build_whose_engine_blob_is_gone(ws: Workspace) -> None:
+    """Two matching INT8 builds; the newer one's engine was deleted: resolve hands out the one that can ship."""
+    chain = make_chain(ws)
+    newer = _build(ws, chain.int8, "cls-onnx-int8", "jetson-orin-nano", "int8", "rebuilt", **ORIN_NANO)
+    ws.blobs.path(ws.registry.get(newer).body["blob"]).unlink()
+    result = resolve_for_target(ws, "cls@v1", "jetson-orin-nano")
+    assert result.build.id == chain.builds["orin-int8"] and result.blob_present
+    assert any("missing" in w and newer[:12] in w for w in result.warnings)
+    # With no intact build left, the newest match is still named (marked missing) rather than none.
+    ws.blobs.path(ws.registry.get(chain.builds["orin-int8"]).body["blob"]).unlink()
+    ws.blobs.path(ws.registry.get(chain.builds["orin-fp32"]).body["blob"]).unlink()
+    fallback = resolve_for_target(ws, "cls@v1", "jetson-orin-nano")
+    assert fallback.build.id == newer and not fallback.blob_present

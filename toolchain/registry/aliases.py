@@ -333,7 +333,8 @@ def resolve_for_target(
         target: Target name, path or profile.
         kind: Kind of record the reference names.
         precision: Only builds of this precision; default: the fastest matching (int8, fp16, fp32),
-            newest first among equals.
+            newest first among equals. A build whose engine blob is missing is passed over (with a
+            warning) while another matching build has its engine.
 
     Raises:
         InputNotFoundError: the reference or alias does not exist.
@@ -354,18 +355,38 @@ def resolve_for_target(
     rank = {p: i for i, p in enumerate(_PRECISION_PREFERENCE)}
     matching.sort(key=lambda b: (b.created_at, b.id), reverse=True)  # newest first ...
     matching.sort(key=lambda b: rank.get(str(b.body.get("precision")), len(rank)))  # ... within each precision
-    chosen = matching[0]
-    blob = str(chosen.body.get("blob") or next(
-        (b.sha256 for b in workspace.registry.blob_refs(chosen.id) if b.role == "engine"), ""))
-    warnings = []
+    # A build whose engine blob is gone cannot be packaged or benched: hand out the best one that can,
+    # and say which newer ones were passed over (verify tells how to restore them).
+    present = [b for b in matching if _engine_present(workspace, b)]
+    chosen = present[0] if present else matching[0]
+    blob = _engine_blob(workspace, chosen)
+    warnings = [
+        f"build {record_ref(workspace, b)} ({b.body.get('precision')}) also matches but its engine blob is missing; "
+        "run `toolchain registry verify` and rebuild it"
+        for b in matching[: matching.index(chosen)]
+    ]
     dla = _field(chosen.body, "dla_core")
     if dla is not None and int(dla) >= 0 and not profile.dla_cores_verified:
         warnings.append(f"build uses DLA core {dla}; {profile.name}'s DLA count is unverified: query num_DLA_cores on the unit")
     return TargetResolution(
         target=profile.name, ref=ref, alias_target=alias_target, source=source, source_ref=source_ref,
         build=chosen, build_ref=record_ref(workspace, chosen), blob=blob,
-        blob_present=bool(blob) and workspace.blobs.has(blob), candidates=candidates, warnings=tuple(warnings),
+        blob_present=_engine_present(workspace, chosen), candidates=candidates, warnings=tuple(warnings),
     )
+
+
+def _engine_blob(workspace: Workspace, build: Record) -> str:
+    """The sha256 of a build's engine (``blob`` in its body, else its ``engine`` blob ref), or ''."""
+    return str(build.body.get("blob") or next(
+        (b.sha256 for b in workspace.registry.blob_refs(build.id) if b.role == "engine"), ""))
+
+
+def _engine_present(workspace: Workspace, build: Record) -> bool:
+    blob = _engine_blob(workspace, build)
+    try:
+        return bool(blob) and workspace.blobs.has(blob)
+    except InputNotFoundError:  # a body whose blob field is not a digest
+        return False
 
 
 def _no_match_error(
