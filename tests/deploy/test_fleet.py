@@ -82,3 +82,20 @@ def test_container_names_are_predictable_per_model() -> None:
     assert container_names("highway-cls@v7") == ("toolchain-highway-cls", "toolchain-highway-cls-previous",
                                                  "toolchain-highway-cls-next")
     assert slug("My Model/x") == "my-model-x" and slug("@@") == "model"
+
+
+def test_container_names_are_valid_docker_names_for_any_model_name() -> None:
+    import re
+
+    for model in ("modèle-voiture@v2", "車両", "Ünïcode model", "a/b:c"):
+        for name in container_names(model):
+            assert re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", name), name
+
+
+def test_two_units_on_one_engine_are_refused(tmp_path: Path) -> None:
+    """Containers are named per model on an engine: two units there would take each other's containers."""
+    text = ("[defaults]\ntarget='x86-64-cpu'\ncameras=['c']\n"
+            "[[unit]]\nname='a'\nurl='ssh://deploy@10.0.0.7'\n"
+            "[[unit]]\nname='b'\nurl='ssh://deploy@10.0.0.7/'\n")
+    with pytest.raises(BadInputError, match="same Docker engine"):
+        load_fleet(_write(tmp_path, text))

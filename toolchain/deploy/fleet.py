@@ -20,6 +20,9 @@ rollout uses ``http_port + 1`` while the old one still serves on ``http_port``, 
 ``runtime`` (default ``nvidia`` for TensorRT targets), ``transfer`` (``load``: ``docker load`` through
 the Engine API; ``pull``: the unit pulls the image's tag from a registry it can reach),
 ``health_timeout_s`` (120), ``serve_args`` (extra ``toolchain serve`` options).
+
+One unit per Docker engine: a unit's containers are named per model (``toolchain-<model>``), so two
+units sharing an engine would replace each other's; such a fleet file is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from toolchain.errors import BadInputError, InputNotFoundError
 from toolchain.targets.profile import load_target
@@ -166,4 +170,20 @@ def load_fleet(path: Path) -> Fleet:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise BadInputError(f"{path}: unit name(s) {', '.join(duplicates)} appear more than once")
+    engines: dict[str, str] = {}
+    for unit in units:
+        key = _engine_key(unit.url)
+        if key in engines:
+            raise BadInputError(
+                f"{path}: units {engines[key]} and {unit.name} are on the same Docker engine ({unit.url}); containers are "
+                "named per model on an engine, so they would replace each other's. One [[unit]] per engine: list all its "
+                "cameras in that unit"
+            )
+        engines[key] = unit.name
     return Fleet(path=path, units=units)
+
+
+def _engine_key(url: str) -> str:
+    """``url`` without the differences that name the same engine (case of scheme and host, a trailing slash)."""
+    parsed = urlsplit(url)
+    return urlunsplit((parsed.scheme.lower(), parsed.netloc.lower(), parsed.path.rstrip("/"), "", ""))

@@ -6,13 +6,17 @@ replaced (stopped, kept for a rollback). The old container keeps serving until t
 healthy, so a failed release leaves the unit as it was.
 
 Every step looks at what is on the unit before acting, so a rerun after a crash finishes the job: a
-unit that already runs the image healthily is ``unchanged``; a healthy ``-next`` of the same image is
-adopted and promoted; anything else left over is removed and redone.
+switch that was cut short (the old container stopped, the healthy new one still ``-next``) is finished
+first, so the unit serves again whatever the rerun deploys; a unit that already runs the image healthily
+with the same settings (cameras, env, mounts: the ``org.toolchain.config`` label) is ``unchanged``; a
+healthy ``-next`` of the same image and settings is adopted and promoted; anything else left over is
+removed and redone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import threading
 import time
@@ -87,7 +91,9 @@ class UnitResult:
 
 
 def slug(text: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in "_.-" else "-" for c in text.lower().split("@")[0]).strip("-._")
+    """``text`` (a model name, without ``@version``) as a Docker container name part: ASCII letters, digits, ``_.-``."""
+    cleaned = "".join(c if (c.isascii() and c.isalnum()) or c in "_.-" else "-"
+                      for c in text.lower().split("@")[0]).strip("-._")
     return cleaned or "model"
 
 
@@ -182,10 +188,12 @@ def ensure_image(client: Any, unit: Unit, release: Release) -> bool:
     try:
         client.images.get(release.image_id)
     except docker.errors.ImageNotFound as exc:
-        raise MissingEnvironmentError(
-            f"after the transfer {unit.name} has no image {release.image_id[:19]}: the tag {release.tag} there is another "
-            "image (a registry holding a different build under that tag?); deploy with transfer = \"load\""
-        ) from exc
+        if unit.transfer == "pull":
+            why = (f"the tag {release.tag} there is another image (a registry holding a different build under that "
+                   "tag?); deploy with transfer = \"load\"")
+        else:
+            why = "the tarball holds another image; pass --image-tar with the tarball `toolchain package --save` wrote"
+        raise MissingEnvironmentError(f"after the transfer {unit.name} has no image {release.image_id[:19]}: {why}") from exc
     return True
 
 
@@ -196,23 +204,46 @@ def _port_of(container: Any | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def _create(client: Any, unit: Unit, release: Release, name: str, port: int, deployment: str) -> Any:
+def _command(unit: Unit) -> list[str]:
     command: list[str] = []
     for camera in unit.cameras:
         command += ["--source", camera]
     if unit.loop:
         command.append("--loop")
-    command += list(unit.serve_args)
-    runtime = unit.runtime if unit.runtime is not None else ("nvidia" if release.backend == "tensorrt" else None)
+    return command + list(unit.serve_args)
+
+
+def _runtime(unit: Unit, release: Release) -> str | None:
+    return unit.runtime if unit.runtime is not None else ("nvidia" if release.backend == "tensorrt" else None)
+
+
+def container_config(unit: Unit, release: Release) -> str:
+    """Digest of what a service container is made of (image and the unit's settings, not its alternating port).
+
+    Stored as the ``org.toolchain.config`` label: a container whose label differs (the fleet file changed its
+    cameras, env, mounts...) is replaced, not kept as ``unchanged``.
+    """
+    settings = {"image": release.image_id, "command": _command(unit), "env": sorted(unit.env), "network": unit.network,
+                "runtime": _runtime(unit, release), "mounts": list(unit.mounts)}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _config_of(container: Any | None) -> str:
+    if container is None:
+        return ""
+    return str((container.attrs.get("Config", {}).get("Labels") or {}).get("org.toolchain.config", ""))
+
+
+def _create(client: Any, unit: Unit, release: Release, name: str, port: int, deployment: str) -> Any:
     labels = {
         "org.toolchain.deployment": deployment, "org.toolchain.unit": unit.name, "org.toolchain.http_port": str(port),
-        "org.toolchain.image_record": release.image_record,
+        "org.toolchain.image_record": release.image_record, "org.toolchain.config": container_config(unit, release),
         "org.toolchain.deployed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     return client.containers.create(
-        release.image_id, command=command, name=name, labels=labels, detach=True,
+        release.image_id, command=_command(unit), name=name, labels=labels, detach=True,
         environment={**dict(unit.env), "TOOLCHAIN_SERVE_PORT": str(port)}, network_mode=unit.network,
-        runtime=runtime, restart_policy={"Name": "unless-stopped"}, volumes=list(unit.mounts) or None,
+        runtime=_runtime(unit, release), restart_policy={"Name": "unless-stopped"}, volumes=list(unit.mounts) or None,
         stop_signal="SIGTERM",
     )
 
@@ -263,11 +294,13 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
                           "fix its target in the fleet file")
         return
     serving_name, previous_name, next_name = container_names(release.model)
+    _finish_interrupted_switch(client, serving_name, previous_name, next_name)
+    config = container_config(unit, release)
     current = _get(client, serving_name)
     if current is not None:
         result.previous_image = str(current.attrs.get("Image", ""))
         status, health, _ = _state(current)
-        if result.previous_image == release.image_id and status == "running" and health == "healthy":
+        if _config_of(current) == config and status == "running" and health == "healthy":
             leftover = _get(client, next_name)
             if leftover is not None:
                 leftover.remove(force=True)
@@ -275,14 +308,19 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
             result.container, result.container_id, result.http_port = serving_name, current.id, _port_of(current)
             return
 
-    with _unit_lock(unit.url):  # two units on one engine (tests) load the image once
-        result.transferred = ensure_image(client, unit, release)
+    try:
+        with _unit_lock(unit.url):  # the image is loaded once per engine
+            result.transferred = ensure_image(client, unit, release)
+    except MissingEnvironmentError as exc:
+        serves = current is not None and _state(current)[0] == "running"
+        raise MissingEnvironmentError(f"{exc}; nothing was changed on {unit.name}" + (
+            f": {serving_name} ({result.previous_image[:19]}) still serves" if serves else "")) from exc
 
     candidate = _get(client, next_name)
     if candidate is not None:
         status, _, _ = _state(candidate)
-        if not (candidate.attrs.get("Image") == release.image_id and status == "running"):
-            candidate.remove(force=True)  # left by an interrupted run of another release: redo
+        if not (_config_of(candidate) == config and status == "running"):
+            candidate.remove(force=True)  # left by an interrupted run of another release or fleet entry: redo
             candidate = None
     current_port = _port_of(current) if current is not None and _state(current)[0] == "running" else None
     if candidate is None:
@@ -305,6 +343,31 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
     _promote(client, current, candidate, serving_name, previous_name, result)
 
 
+def _finish_interrupted_switch(client: Any, serving_name: str, previous_name: str, next_name: str) -> None:
+    """Finish a switch a crash cut short, so a rerun starts from a unit that serves.
+
+    :func:`_promote` runs only once ``-next`` was healthy; it stops the old container, renames it
+    ``-previous``, then renames ``-next``. A crash in between leaves a healthy, running ``-next`` and no
+    running ``serving_name``: without this, a rerun of another release would remove the only container
+    able to serve before its own candidate proved healthy.
+    """
+    candidate = _get(client, next_name)
+    if candidate is None:
+        return
+    status, health, _ = _state(candidate)
+    if status != "running" or health != "healthy":
+        return
+    current = _get(client, serving_name)
+    if current is not None and _state(current)[0] in ("running", "restarting"):
+        return  # the old one still serves: -next is an unfinished candidate, judged by the caller
+    if current is not None:
+        older = _get(client, previous_name)
+        if older is not None:
+            older.remove(force=True)
+        current.rename(previous_name)
+    candidate.rename(serving_name)
+
+
 def _promote(client: Any, current: Any | None, candidate: Any, serving_name: str, previous_name: str,
              result: UnitResult) -> None:
     """Stop the old container, keep it as ``-previous``, name the new one ``serving_name``; undo on failure."""
@@ -320,11 +383,21 @@ def _promote(client: Any, current: Any | None, candidate: Any, serving_name: str
             renamed = True
         candidate.rename(serving_name)
     except Exception as exc:  # noqa: BLE001 - put the old container back whatever went wrong
-        if current is not None:
-            if renamed:
-                current.rename(serving_name)
-            if stopped:
-                current.start()
+        undo: list[str] = []
+        if current is not None and (renamed or stopped):
+            try:
+                if renamed:
+                    current.rename(serving_name)
+                if stopped:
+                    current.start()
+            except Exception as undo_exc:  # noqa: BLE001 - reported; the healthy new container is kept then
+                undo.append(f"{type(undo_exc).__name__}: {undo_exc}")
+        if undo or current is None:
+            why = f" and the previous container could not be restored ({undo[0]})" if undo else ""
+            result.result = FAILED
+            result.message = (f"switching containers failed ({type(exc).__name__}: {exc}){why}; the new, healthy "
+                              "container was left running as -next: rerun the deployment to finish the switch")
+            return
         candidate.remove(force=True)
         result.result = ROLLED_BACK
         result.message = f"switching containers failed ({type(exc).__name__}: {exc}); the previous container serves again"
