@@ -110,3 +110,19 @@ def test_records_are_immutable_in_sqlite(tmp_path: Path) -> None:
 def test_unknown_scheme_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="sqlite"):
         open_store("postgres://db/registry")
+
+
+def test_a_failed_commit_leaves_the_sqlite_store_usable(tmp_path: Path) -> None:
+    """COMMIT itself can fail (disk full, I/O error, a deferred constraint): the store must roll back, not
+    stay inside a transaction that makes every later write fail."""
+    import sqlite3
+
+    from toolchain.registry.sqlite_store import SqliteStore
+
+    with SqliteStore(tmp_path / "r.db") as store:
+        with pytest.raises(sqlite3.IntegrityError):
+            with store._transaction() as db:
+                db.execute("PRAGMA defer_foreign_keys = ON")  # the violation surfaces at COMMIT
+                db.execute("INSERT INTO links(record_id, input_id, role) VALUES ('x', 'y', 'z')")
+        record, _, created = store.commit(NewRecord(kind="run", name="after", body={"n": 1}))
+        assert created and store.get(record.id) is not None and store.links_from("x") == []
