@@ -408,3 +408,15 @@ def test_resolve_skips_a_newer_build_whose_engine_blob_is_gone(ws: Workspace) ->
     ws.blobs.path(ws.registry.get(chain.builds["orin-fp32"]).body["blob"]).unlink()
     fallback = resolve_for_target(ws, "cls@v1", "jetson-orin-nano")
     assert fallback.build.id == newer and not fallback.blob_present
+
+
+def test_verify_all_covers_shards_only_the_image_index_points_into(ws: Workspace) -> None:
+    """Ingest reuses decoded rows from indexed shards; a damaged one must show up before it is reused."""
+    make_chain(ws, builds=False)
+    shard = _blob(ws, "shard recorded in the image index before its dataset version")
+    ws.registry.add_cached_images("t", [CachedImage(content_sha256="c" * 64, shard_sha256=shard, row=0, width=1,
+                                                    height=1, phash=0, pixel_sha256="d" * 64)])
+    assert verify(ws).passed
+    _tamper(ws.blobs.path(shard), b"torn write")
+    problems = {p.sha256: p.problem for p in verify(ws).problems}
+    assert problems == {shard: "altered"}

@@ -143,9 +143,11 @@ def verify_blobs(workspace: Workspace, shas: Iterable[str], *, workers: int | No
 
 
 def verify(workspace: Workspace, ref: str | None = None, *, kind: str | None = None, target: str | None = None) -> VerifyReport:
-    """``toolchain registry verify [REF]``: every blob any record references, or those of REF and its lineage."""
+    """``toolchain registry verify [REF]``: every blob any record references (and every shard the decoded-image
+    index points into, which ingest reuses), or those of REF and its lineage."""
     if ref is None:
-        return verify_blobs(workspace, (b.sha256 for b in workspace.registry.blob_refs()), scope="all")
+        shas = {b.sha256 for b in workspace.registry.blob_refs()} | workspace.registry.indexed_shards()
+        return verify_blobs(workspace, shas, scope="all")
     from toolchain.registry.lineage import lineage
 
     tree = lineage(workspace, ref, kind=kind, target=target)
