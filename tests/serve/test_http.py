@@ -95,3 +95,16 @@ def test_http_server_answers_healthz_metrics_and_404() -> None:
     finally:
         server.stop()
     assert check(server.port)[0] is False  # nothing listens any more
+
+
+def test_stopping_a_server_that_never_started_returns_and_frees_the_port() -> None:
+    import socket
+    import threading
+
+    server = HttpServer(ServiceState(["a"], {}), host="127.0.0.1", port=0)
+    stopper = threading.Thread(target=server.stop, daemon=True)
+    stopper.start()
+    stopper.join(5)
+    assert not stopper.is_alive(), "stop() hung on a server whose loop never ran"
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", server.port))

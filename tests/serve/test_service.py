@@ -112,3 +112,55 @@ def test_camera_names_hide_passwords_and_configs_are_checked() -> None:
         ServeConfig(sources=())
     with pytest.raises(UsageError, match="--require"):
         ServeConfig(sources=("x",), require="most")
+
+
+def _serve_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "serve-http" and t.is_alive()]
+
+
+def test_a_busy_port_is_a_clear_error_and_leaves_no_signal_handler_behind(tmp_path: Path) -> None:
+    import signal
+    import socket
+
+    from toolchain.errors import ToolchainError
+
+    with Workspace(tmp_path / "ws") as ws:
+        model = model_from_registry(ws, tiny_build(ws, tmp_path))
+    before = signal.getsignal(signal.SIGTERM)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = ServeConfig(sources=("synthetic:32x32@10",), host="127.0.0.1", port=port, duration_s=1)
+        with pytest.raises(ToolchainError, match=f"port {port}.*--port"):
+            serve(model, config)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_events_file_that_cannot_be_opened_stops_the_http_server(tmp_path: Path) -> None:
+    from toolchain.errors import ToolchainError
+
+    with Workspace(tmp_path / "ws") as ws:
+        model = model_from_registry(ws, tiny_build(ws, tmp_path))
+    (tmp_path / "events").mkdir()
+    config = ServeConfig(sources=("synthetic:32x32@10",), events=str(tmp_path / "events"), host="127.0.0.1", port=0,
+                         duration_s=1)
+    with pytest.raises(ToolchainError, match="events"):
+        serve(model, config, install_signals=False)
+    assert not _serve_threads()
+
+
+def test_a_source_that_cannot_be_opened_closes_the_events_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import toolchain.serve.service as service
+
+    opened = []
+    real = service._open_events
+    monkeypatch.setattr(service, "_open_events", lambda path: opened.append(real(path)) or opened[-1])
+    with Workspace(tmp_path / "ws") as ws:
+        model = model_from_registry(ws, tiny_build(ws, tmp_path))
+    config = ServeConfig(sources=(str(tmp_path / "missing.mp4"),), events=str(tmp_path / "ev.jsonl"), host="127.0.0.1",
+                         port=0, duration_s=1)
+    with pytest.raises(UsageError):
+        serve(model, config, install_signals=False)
+    assert len(opened) == 1 and opened[0].closed
+    assert not _serve_threads()

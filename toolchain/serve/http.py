@@ -185,14 +185,17 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
 
+class _Server(ThreadingHTTPServer):
+    allow_reuse_address = True  # a restarted service rebinds at once (TIME_WAIT); set here, not on the stdlib class
+    daemon_threads = True  # a scrape in flight never holds up a SIGTERM exit
+
+
 class HttpServer:
     """``/healthz`` and ``/metrics`` on ``host:port`` in a daemon thread (port 0 picks a free one)."""
 
     def __init__(self, state: ServiceState, *, host: str = "0.0.0.0", port: int = 8080) -> None:
         handler = type("Handler", (_Handler,), {"state": state})
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), handler)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="serve-http", daemon=True)
@@ -202,6 +205,8 @@ class HttpServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        """Stop answering and close the socket (also when :meth:`start` never ran: ``shutdown`` would wait forever)."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout=5)
         self._server.server_close()
-        self._thread.join(timeout=5)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-from toolchain.errors import MissingEnvironmentError, UsageError
+from toolchain.errors import BadInputError, MissingEnvironmentError, UsageError
 from toolchain.runtime.pipeline import FrameRecord, Pipeline, PipelineConfig, Sink
 from toolchain.runtime.preprocess import PreprocessConfig, Preprocessor
 from toolchain.runtime.runners import BaseRunner, OnnxRuntimeRunner, TensorRTRunner
@@ -180,15 +180,17 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
         stop.set()
 
     previous: dict[int, Any] = {}
-    if install_signals and threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, on_signal)
-    server = HttpServer(state, host=config.host, port=config.port).start()
     started = time.monotonic()
     timer: threading.Timer | None = None
-    out: TextIO
-    out, close_out = (sys.stdout, False) if config.events == "-" else (_open_events(config.events), True)
-    try:
+    server: HttpServer | None = None
+    out: TextIO | None = None
+    close_out = config.events != "-"
+    try:  # everything opened from here on is released in `finally`, whatever fails
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, on_signal)
+        server = _start_http(state, config)
+        out = _open_events(config.events) if close_out else sys.stdout
         preprocess = Preprocessor(PreprocessConfig(size=model.size, layout=model.layout, mean=model.mean, std=model.std))
 
         def factory(url: str) -> Callable[[], FrameSource]:
@@ -217,7 +219,10 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
         state.stopping = True
         if timer is not None:
             timer.cancel()
-        server.stop()
+        if server is not None:
+            server.stop()
+        if close_out and out is not None and not out.closed:
+            out.close()  # the pipeline closes it through the sink, unless it failed before opening the sink
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if stopped_by[0] == "end of streams" and stop.is_set():
@@ -231,11 +236,25 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
     )
 
 
+def _start_http(state: ServiceState, config: ServeConfig) -> HttpServer:
+    try:
+        return HttpServer(state, host=config.host, port=config.port).start()
+    except OSError as exc:
+        raise MissingEnvironmentError(
+            f"cannot serve /healthz and /metrics on {config.host} port {config.port}: {exc.strerror or exc}. Another "
+            "process holds the port (with network host, another container too): pass a free --port (or "
+            "TOOLCHAIN_SERVE_PORT), or a --host this machine has"
+        ) from exc
+
+
 def _open_events(path: str) -> TextIO:
     target = Path(path)
-    if target.parent and not target.parent.exists():
+    try:
         target.parent.mkdir(parents=True, exist_ok=True)
-    return open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed by the sink
+        return open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed by the sink (or serve)
+    except OSError as exc:
+        raise BadInputError(f"cannot append events to {path}: {exc.strerror or exc}; pass --events with a writable "
+                            "file path, or - for stdout") from exc
 
 
 def load_model(artifact: str, *, workspace_path: Path | None = None, target: str | None = None) -> ServingModel:
