@@ -112,3 +112,101 @@ def test_split_tag() -> None:
     assert split_tag("toolchain/m:x86") == ("toolchain/m", "x86")
     assert split_tag("registry.local:5000/m") == ("registry.local:5000/m", "latest")
     assert split_tag("registry.local:5000/m:v1") == ("registry.local:5000/m", "v1")
+
+
+def test_the_engine_is_verified_even_when_the_build_references_other_blobs(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build whose blob references list only its log must still have its engine re-hashed."""
+    from tests.onnx_fixtures import register_tiny_onnx
+    from toolchain.registry import NewRecord
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    with Workspace(tmp_path / "ws") as ws:
+        onnx = register_tiny_onnx(ws, tmp_path)
+        engine = tmp_path / "engine.onnx"
+        engine.write_bytes(onnx.path.read_bytes())
+        blob = ws.blobs.put_file(engine)
+        log = tmp_path / "build.log"
+        log.write_text("built\n")
+        log_blob = ws.blobs.put_file(log)
+        build, _, _ = ws.registry.commit(NewRecord(kind="build", name="tiny-onnx-x86-64-cpu", body={
+            "blob": blob, "target": "x86-64-cpu", "backend": "onnxruntime", "onnx": onnx.id, "input": "float-nchw",
+            "shapes": {"opt": [1, 3, 16, 16]}, "build_log": log_blob,
+        }, links=((onnx.id, "onnx"),), blobs=((log_blob, "log"),)))
+        path = ws.blobs.path(blob)
+        path.chmod(0o644)
+        path.write_bytes(b"tampered")
+        with pytest.raises(CorruptStoreError):
+            package(ws, PackageConfig(ref=build.id, target="x86-64-cpu"))
+
+
+def test_the_bundle_refuses_an_engine_that_changed_after_verification(tmp_path: Path) -> None:
+    from toolchain.hashing import sha256_file
+    from toolchain.serve.bundle import ServingModel, write_bundle
+
+    engine = tmp_path / "engine.onnx"
+    engine.write_bytes(b"the verified engine")
+    expected = sha256_file(engine)
+    model = ServingModel(engine=engine, backend="onnxruntime", layout="float-nchw", size=16, classes=("car", "truck"))
+    assert (write_bundle(model, tmp_path / "ok", sha256=expected) / "model.onnx").read_bytes() == b"the verified engine"
+    engine.write_bytes(b"swapped after the check")
+    with pytest.raises(CorruptStoreError, match="changed"):
+        write_bundle(model, tmp_path / "bad", sha256=expected)
+    assert not (tmp_path / "bad" / "model.onnx").exists()
+
+
+def test_default_tags_are_docker_references_for_any_model_name(tmp_path: Path) -> None:
+    from toolchain.package.image import default_tag
+
+    with Workspace(tmp_path / "ws") as ws:
+        build = ws.registry.get(tiny_build(ws, tmp_path))
+    for model in ("modèle@v1", "車両", "My Model"):
+        repository, tag = split_tag(default_tag(model, load_target("x86-64-cpu"), build))
+        assert re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", repository), repository
+        assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag), tag
+
+
+def test_a_failed_docker_save_is_a_toolchain_error_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    import docker.errors
+
+    from toolchain.errors import ToolchainError
+    from toolchain.package.image import save_image
+
+    class _Image:
+        def save(self, named: str):  # noqa: ANN202 - a stand-in for docker's Image
+            yield b"first chunk"
+            raise docker.errors.APIError("the engine went away")
+
+    with pytest.raises(ToolchainError, match="docker save"):
+        save_image(_Image(), tmp_path / "out" / "image.tar", "toolchain/m:x")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_image_tarball_with_an_empty_sha256_file_is_refused_clearly(tmp_path: Path) -> None:
+    from toolchain.deploy.rollout import _checked_tar
+
+    tar = tmp_path / "image.tar"
+    tar.write_bytes(b"tarball")
+    (tmp_path / "image.tar.sha256").write_text("")  # cut short
+    with pytest.raises(CorruptStoreError, match="image.tar.sha256"):
+        _checked_tar(tar, None)
+
+
+def test_a_tarball_saved_again_by_a_cached_package_is_still_accepted(tmp_path: Path) -> None:
+    """`package --save` on a cached image rewrites the tarball (another tag inside) and its .sha256, not the record."""
+    import hashlib
+
+    from toolchain.deploy.rollout import DeployConfig, _Tarball
+    from toolchain.registry import Record
+
+    tar = tmp_path / "image.tar"
+    tar.write_bytes(b"saved again under another tag")
+    (tmp_path / "image.tar.sha256").write_text(f"{hashlib.sha256(tar.read_bytes()).hexdigest()}  image.tar\n")
+    record = Record(id="i" * 64, kind="image", name="m-x86-64-cpu", created_at="", created_by="", toolchain_version="",
+                    body={"image_id": "sha256:" + "0" * 64, "tag": "t:x",
+                          "save": {"path": str(tar), "sha256": hashlib.sha256(b"first save").hexdigest()}})
+    config = DeployConfig(ref="m@production", fleet=tmp_path / "fleet.toml")
+    assert _Tarball(record, config, tmp_path)() == tar
+    tar.write_bytes(b"altered")  # matches neither the record nor its .sha256 file
+    with pytest.raises(CorruptStoreError):
+        _Tarball(record, config, tmp_path)()

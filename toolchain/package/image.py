@@ -133,7 +133,7 @@ def verify_engine(workspace: Workspace, build: Record) -> Path:
     """Re-hash the build's blobs; the engine's path, or CorruptStoreError (nothing is shipped from a bad blob)."""
     from toolchain.registry.verify import verify_blobs
 
-    blobs = [b.sha256 for b in workspace.registry.blob_refs(build.id)] or [build.body["blob"]]
+    blobs = list(dict.fromkeys([build.body["blob"], *(b.sha256 for b in workspace.registry.blob_refs(build.id))]))
     report = verify_blobs(workspace, blobs, scope=f"build {build.id[:12]}")
     if not report.passed:
         raise report.error()
@@ -163,7 +163,9 @@ def image_labels(workspace: Workspace, build: Record, target: Target, info: dict
 
 
 def default_tag(model: str, target: Target, build: Record) -> str:
-    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in model.lower().split("@")[0]).strip("-._") or "model"
+    from toolchain.deploy.unit import slug
+
+    name = slug(model)
     return f"toolchain/{name}:{target.name}-{build.id[:12]}"
 
 
@@ -320,7 +322,7 @@ def package(workspace: Workspace, config: PackageConfig, progress: Progress | No
             context = Path(tmp)
             (context / "Dockerfile").write_text(dockerfile_text)
             (context / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
-            write_bundle(model, context / "model")
+            write_bundle(model, context / "model", sha256=info["artifact_sha256"])  # the bytes shipped are the verified ones
             copy_runtime(context / "runtime")
             shutil.copytree(vendor_dependencies(workspace, python_version, target.architecture, binary=binary, glibc=glibc),
                             context / "vendor",
@@ -401,22 +403,39 @@ def save_image(image: Any, destination: Path, tag: str) -> dict[str, Any]:
     """``docker save`` into ``destination`` (atomically) and ``destination.sha256``; returns path, sha256, size."""
     import hashlib
 
+    import docker.errors
+
     destination = Path(destination).absolute()
-    destination.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
+    tmp: str | None = None
     try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
         with os.fdopen(fd, "wb") as out:
             for chunk in image.save(named=tag):
                 out.write(chunk)
                 digest.update(chunk)
             out.flush()
             os.fsync(out.fileno())
+        sha = digest.hexdigest()
+        sidecar = destination.with_name(destination.name + ".sha256")
+        _write_atomic(sidecar, f"{sha}  {destination.name}\n")
         os.replace(tmp, destination)
+    except (docker.errors.DockerException, OSError) as exc:
+        raise MissingEnvironmentError(f"docker save of {tag} into {destination} failed: {exc}; check the engine and the "
+                                      "free space there, then rerun (the image is cached: only the save is redone)") from exc
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return {"path": str(destination), "sha256": sha, "size": destination.stat().st_size, "sha256_file": str(sidecar)}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    sha = digest.hexdigest()
-    sidecar = destination.with_name(destination.name + ".sha256")
-    sidecar.write_text(f"{sha}  {destination.name}\n")
-    return {"path": str(destination), "sha256": sha, "size": destination.stat().st_size, "sha256_file": str(sidecar)}

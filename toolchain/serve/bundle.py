@@ -8,6 +8,7 @@ container needs no registry.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -95,11 +96,25 @@ def engine_file_name(backend: str) -> str:
     return "model.plan" if backend == "tensorrt" else "model.onnx"
 
 
-def write_bundle(model: ServingModel, directory: Path) -> Path:
-    """Copy the engine into ``directory`` and write ``model.json`` next to it (atomically); returns the directory."""
+def write_bundle(model: ServingModel, directory: Path, *, sha256: str | None = None) -> Path:
+    """Copy the engine into ``directory`` and write ``model.json`` next to it (atomically); returns the directory.
+
+    Args:
+        sha256: The engine's verified digest: the bytes copied are checked against it, so a blob that changed
+            after its verification is never bundled.
+
+    Raises:
+        CorruptStoreError: the engine's bytes do not match ``sha256``.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     name = engine_file_name(model.backend)
-    _atomic_write(directory / name, model.engine.read_bytes())
+    data = model.engine.read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        from toolchain.errors import CorruptStoreError
+
+        raise CorruptStoreError(f"the engine {model.engine} changed after it was verified (sha256 is no longer "
+                                f"{sha256[:12]}...); run `toolchain registry verify` and rebuild it")
+    _atomic_write(directory / name, data)
     _atomic_write(directory / MANIFEST, json.dumps(model.manifest(name), indent=2, sort_keys=True).encode())
     return directory
 
