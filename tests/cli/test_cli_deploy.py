@@ -85,3 +85,25 @@ def test_unreachable_canary_stops_the_rollout_and_everything_is_recorded(tmp_pat
     rows = {r["unit"]: r for r in status["units"]}
     assert not rows["canary-1"]["reachable"] and "cannot reach" in rows["canary-1"]["error"]
     assert rows["road-2"]["last_deployment"]["result"] in ("unreachable", "skipped")
+
+
+def test_status_reports_a_unit_whose_engine_fails_mid_way_as_a_row(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import docker.errors
+
+    import toolchain.docker_engine
+    from toolchain.deploy.rollout import fleet_status
+
+    class _Containers:
+        def list(self, **_kwargs: object) -> list:  # type: ignore[type-arg]
+            raise docker.errors.APIError("500 Server Error: the engine is shutting down")
+
+    class _Client:
+        containers = _Containers()
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(toolchain.docker_engine, "connect", lambda *_a, **_k: _Client())
+    rows = {r["unit"]: r for r in fleet_status(None, _fleet(tmp_path), units=("canary-1", "road-2"))}
+    assert set(rows) == {"canary-1", "road-2"}
+    assert rows["canary-1"]["reachable"] and "shutting down" in rows["canary-1"]["error"]

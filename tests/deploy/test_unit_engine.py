@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.docker.conftest import base_image, docker_client, docker_url  # noqa: F401 - fixtures used here
+from tests.docker import conftest as _engine
 from tests.serve.fixtures import free_port
 from toolchain.deploy.fleet import Unit
 from toolchain.deploy.unit import (
@@ -23,6 +23,8 @@ from toolchain.deploy.unit import (
 )
 
 pytestmark = pytest.mark.docker
+# The Docker fixtures live in tests/docker/conftest.py; these tests use them from here.
+docker_url, docker_client, base_image = _engine.docker_url, _engine.docker_client, _engine.base_image
 
 _OK = """FROM {base}
 LABEL org.toolchain.role="serve" org.toolchain.test-release="{name}"

@@ -131,7 +131,10 @@ def status(ctx: click.Context, fleet: Path, units: tuple[str, ...], lineage: boo
             if not row["reachable"]:
                 table.add_row(row["unit"], row["target"], "", "[magenta]unreachable[/magenta]", "", "", "", "", last_text)
                 continue
-            if not row["containers"]:
+            if row["error"]:
+                table.add_row(row["unit"], row["target"], "", f"[red]{escape(row['error'][:200])}[/red]", "", "", "", "",
+                              last_text)
+            elif not row["containers"]:
                 table.add_row(row["unit"], row["target"], "(none)", "", "", "", "", "", last_text)
             for c in row["containers"]:
                 table.add_row(row["unit"], row["target"], c["name"], str(c["status"]), c["health"], escape(c["model"] or ""),

@@ -166,20 +166,31 @@ class _Tarball:
 
 
 def _checked_tar(path: Path, sha256: str | None) -> Path:
-    """The tarball, after checking it against its recorded sha256 (or its ``.sha256`` file)."""
+    """The tarball, after checking it against its recorded sha256 or its ``.sha256`` file.
+
+    ``package --save`` on an image already packaged rewrites the tarball and its ``.sha256`` file (the
+    tag inside may differ), not the immutable image record, so either digest is accepted. (``docker
+    load`` is checked again on the unit: the loaded image's id must be the packaged one.)
+    """
+    from toolchain.errors import CorruptStoreError
+
     if not path.is_file():
         raise InputNotFoundError(f"image tarball {path} does not exist")
     sidecar = path.with_name(path.name + ".sha256")
-    expected = sha256 or (sidecar.read_text().split()[0] if sidecar.is_file() else None)
+    expected = [sha256] if sha256 else []
+    if sidecar.is_file():
+        words = sidecar.read_text(errors="replace").split()
+        if not words or len(words[0]) != 64:
+            raise CorruptStoreError(f"{sidecar} holds no sha256 (cut short?); write it again with `toolchain package "
+                                    "--save`, or remove it to load the tarball unchecked")
+        expected.append(words[0].lower())
     if expected:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
-        if digest.hexdigest() != expected:
-            from toolchain.errors import CorruptStoreError
-
-            raise CorruptStoreError(f"image tarball {path} does not match its sha256 ({expected[:12]}...); "
+        if digest.hexdigest() not in expected:
+            raise CorruptStoreError(f"image tarball {path} does not match its sha256 ({expected[0][:12]}...); "
                                     "it was altered or cut short: package it again with --save")
     return path
 
@@ -318,6 +329,8 @@ def fleet_status(workspace: Workspace | None, fleet_path: Path, *, units: tuple[
         try:
             row["reachable"] = True
             row["containers"] = serving_containers(client)
+        except Exception as exc:  # noqa: BLE001 - an engine failing mid-way is this unit's row, the others go on
+            row["error"] = f"{type(exc).__name__}: {exc}"
         finally:
             client.close()
         return row
