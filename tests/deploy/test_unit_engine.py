@@ -155,3 +155,21 @@ def test_an_image_that_cannot_be_loaded_leaves_the_old_container_serving(
     result = deploy_unit(unit, release, deployment="d2")
     assert result.result == FAILED and "docker load" in result.message and "still serves" in result.message
     assert _running(docker_client, serving) == ("running", images["a"]) and _running(docker_client, nxt) is None
+
+
+def test_the_new_container_keeps_off_the_port_of_a_crash_looping_old_one(
+        docker_url: str, docker_client: Any, images: dict[str, str], model: str) -> None:
+    import time
+
+    serving, _, _ = container_names(model)
+    unit = _unit(docker_url, free_port())
+    old = _create(docker_client, unit, _release(images["broken"], model), serving, unit.http_port, "d0")
+    old.start()
+    deadline = time.monotonic() + 20
+    while old.status != "restarting" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        old.reload()
+    assert old.status == "restarting"
+    result = deploy_unit(unit, _release(images["a"], model), deployment="d1")
+    assert result.result == DEPLOYED, result.message
+    assert result.http_port == unit.http_port + 1

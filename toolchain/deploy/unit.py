@@ -322,7 +322,8 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
         if not (_config_of(candidate) == config and status == "running"):
             candidate.remove(force=True)  # left by an interrupted run of another release or fleet entry: redo
             candidate = None
-    current_port = _port_of(current) if current is not None and _state(current)[0] == "running" else None
+    # A crash-looping old container ("restarting") still grabs its port between crashes: keep off it too.
+    current_port = _port_of(current) if current is not None and _state(current)[0] in ("running", "restarting") else None
     if candidate is None:
         port = unit.http_port + 1 if current_port == unit.http_port else unit.http_port
         candidate = _create(client, unit, release, next_name, port, deployment)
