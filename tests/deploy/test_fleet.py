@@ -99,3 +99,14 @@ def test_two_units_on_one_engine_are_refused(tmp_path: Path) -> None:
             "[[unit]]\nname='b'\nurl='ssh://deploy@10.0.0.7/'\n")
     with pytest.raises(BadInputError, match="same Docker engine"):
         load_fleet(_write(tmp_path, text))
+
+
+def test_the_readme_fleet_example_parses(tmp_path: Path) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    examples = [block for block in re.findall(r"```toml\n(.*?)```", readme, re.S) if "unit" in block]
+    assert examples, "README.md shows no fleet.toml example"
+    for block in examples:
+        fleet = load_fleet(_write(tmp_path, block))
+        assert fleet.units
