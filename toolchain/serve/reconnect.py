@@ -123,6 +123,11 @@ class ReconnectingSource(FrameSource):
             return frame
         return None
 
+    @property
+    def arrival(self) -> float:
+        """When the current camera's last packet came in (the pipeline's arrival time for live streams)."""
+        return float(getattr(self._inner, "arrival", 0.0) or 0.0)
+
     def close(self) -> None:
         if self._inner is not None:
             try:
