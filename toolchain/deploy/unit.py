@@ -245,6 +245,9 @@ def _create(client: Any, unit: Unit, release: Release, name: str, port: int, dep
         environment={**dict(unit.env), "TOOLCHAIN_SERVE_PORT": str(port)}, network_mode=unit.network,
         runtime=_runtime(unit, release), restart_policy={"Name": "unless-stopped"}, volumes=list(unit.mounts) or None,
         stop_signal="SIGTERM",
+        # docker-init (tini) as PID 1: a SIGTERM that arrives before serve installs its handler (while it
+        # imports or loads the model) still stops the container at once instead of after the stop timeout.
+        init=True,
     )
 
 
