@@ -383,10 +383,22 @@ def test_gc_deletes_only_old_unreferenced_blobs_and_stale_temp_files(ws: Workspa
 
 
 def test_storing_an_existing_blob_refreshes_its_age_so_gc_spares_it(ws: Workspace) -> None:
+    make_chain(ws, builds=False)
     sha = _blob(ws, "reused bytes")
     _age(ws.blobs.path(sha), 7200)
     assert _blob(ws, "reused bytes") == sha  # a writer about to commit a record that references it
     assert gc(ws, GcConfig()).removed == () and ws.blobs.has(sha)
+
+
+def test_gc_refuses_to_empty_a_store_whose_registry_references_nothing(ws: Workspace) -> None:
+    """The wrong (or an emptied) registry next to a full blob store: gc would delete everything."""
+    sha = _blob(ws, "a blob some other registry references")
+    _age(ws.blobs.path(sha), 7200)
+    with pytest.raises(CorruptStoreError, match="--force"):
+        gc(ws, GcConfig())
+    assert ws.blobs.has(sha)
+    assert [s for s, _ in gc(ws, GcConfig(dry_run=True)).removed] == [sha] and ws.blobs.has(sha)
+    assert [s for s, _ in gc(ws, GcConfig(force=True)).removed] == [sha] and not ws.blobs.has(sha)
 
 
 def test_parse_duration() -> None:

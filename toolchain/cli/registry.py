@@ -278,13 +278,14 @@ def verify_command(ctx: click.Context, target: str | None, ref: str | None, kind
 @click.option("--dry-run", is_flag=True, help="Only report what would be deleted.")
 @click.option("--grace", default="1h", show_default=True,
               help="Keep unreferenced blobs and temp files younger than this (a concurrent writer's fresh blob): 0, 90s, 30m, 2h, 1d.")
+@click.option("--force", is_flag=True, help="Delete even when the registry references no blob at all (an emptied registry).")
 @json_option
 @click.pass_context
-def gc_command(ctx: click.Context, dry_run: bool, grace: str) -> None:
+def gc_command(ctx: click.Context, dry_run: bool, grace: str, force: bool) -> None:
     """Delete blobs no record references and temporary files left by crashed writers."""
     from toolchain.registry.gc import GcConfig, gc, parse_duration
 
-    config = GcConfig(dry_run=dry_run, grace_seconds=parse_duration(grace))
+    config = GcConfig(dry_run=dry_run, grace_seconds=parse_duration(grace), force=force)
     with app(ctx).open_workspace() as workspace:
         report = gc(workspace, config)
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from toolchain.errors import UsageError
+from toolchain.errors import CorruptStoreError, UsageError
 from toolchain.hashing import is_sha256
 from toolchain.workspace import Workspace
 
@@ -39,6 +39,7 @@ class GcConfig:
     """Options of ``toolchain registry gc``."""
 
     dry_run: bool = False
+    force: bool = False  # delete even when the registry references no blob at all (see gc)
     grace_seconds: float = DEFAULT_GRACE_SECONDS
 
     def __post_init__(self) -> None:
@@ -102,6 +103,12 @@ def gc(workspace: Workspace, config: GcConfig = GcConfig()) -> GcReport:
     blobs = workspace.blobs
     files = list(blobs.files())  # listed before references are read (see the module docstring)
     keep = referenced_blobs(workspace)
+    if files and not keep and not config.dry_run and not config.force:
+        raise CorruptStoreError(
+            f"the registry references no blob but the store holds {len(files)}: this looks like the wrong or an empty "
+            "registry for this blob store, and gc would delete everything. Check --workspace / the registry URI; "
+            "`toolchain registry gc --dry-run` lists what would go, `--force` deletes anyway"
+        )
     removed: list[tuple[str, int]] = []
     recent: list[str] = []
     referenced = 0
