@@ -108,3 +108,21 @@ def test_stopping_a_server_that_never_started_returns_and_frees_the_port() -> No
     assert not stopper.is_alive(), "stop() hung on a server whose loop never ran"
     with socket.socket() as again:
         again.bind(("127.0.0.1", server.port))
+
+
+def test_the_healthcheck_asks_where_serve_really_listens(tmp_path, monkeypatch) -> None:
+    """serve --port 0 (any free port) + the HEALTHCHECK with no argument: it finds the port serve wrote."""
+    from toolchain.serve import healthcheck
+
+    monkeypatch.setattr(healthcheck, "ENDPOINT_FILE", tmp_path / "endpoint.json")
+    monkeypatch.setenv("TOOLCHAIN_SERVE_PORT", "1")  # what the image says; serve was told otherwise
+    state = ServiceState(["a"], {"model": "m"}, require="none")
+    state.model_ready = True
+    server = HttpServer(state, host="0.0.0.0", port=0).start()
+    try:
+        assert healthcheck.main([]) == 1  # nothing published yet: env port 1, no answer
+        healthcheck.publish_endpoint("0.0.0.0", server.port)
+        assert healthcheck.endpoint() == ("127.0.0.1", server.port)
+        assert healthcheck.main([]) == 0
+    finally:
+        server.stop()

@@ -1,21 +1,47 @@
 """The container's HEALTHCHECK: ``python3 -m toolchain.serve.healthcheck [PORT]`` exits 0 when /healthz says 200.
 
-The runtime images have no curl or wget; python3 is always there. The port comes from the argument,
-else ``$TOOLCHAIN_SERVE_PORT``, else 8080 (what ``serve`` listens on by default).
+The runtime images have no curl or wget; python3 is always there. The address comes from the argument
+(a port), else from the endpoint file ``serve`` writes when it listens (so a ``--port``/``--host``
+given to serve is honoured), else ``$TOOLCHAIN_SERVE_PORT`` on 127.0.0.1, else port 8080.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import tempfile
 import urllib.error
 import urllib.request
+from pathlib import Path
+
+ENDPOINT_FILE = Path(os.environ.get("TOOLCHAIN_SERVE_ENDPOINT", Path(tempfile.gettempdir()) / "toolchain-serve.json"))
 
 
-def check(port: int, *, timeout_s: float = 3.0) -> tuple[bool, str]:
+def publish_endpoint(host: str, port: int) -> None:
+    """Write where serve listens (atomically), for the HEALTHCHECK that runs as another process."""
+    connect = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    try:
+        tmp = ENDPOINT_FILE.with_name(f".{ENDPOINT_FILE.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"host": connect, "port": int(port)}))
+        os.replace(tmp, ENDPOINT_FILE)
+    except OSError:
+        pass  # a read-only /tmp: the health check falls back to $TOOLCHAIN_SERVE_PORT
+
+
+def endpoint() -> tuple[str, int]:
+    """Where to ask: the endpoint file, else ``$TOOLCHAIN_SERVE_PORT`` on 127.0.0.1, else port 8080."""
+    try:
+        data = json.loads(ENDPOINT_FILE.read_text())
+        return str(data["host"]), int(data["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "127.0.0.1", int(os.environ.get("TOOLCHAIN_SERVE_PORT", "8080"))
+
+
+def check(port: int, *, host: str = "127.0.0.1", timeout_s: float = 3.0) -> tuple[bool, str]:
     """``(healthy, what /healthz answered)``."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout_s) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=timeout_s) as response:  # noqa: S310
             return response.status == 200, response.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return False, exc.read().decode(errors="replace")
@@ -25,8 +51,8 @@ def check(port: int, *, timeout_s: float = 3.0) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    port = int(args[0]) if args else int(os.environ.get("TOOLCHAIN_SERVE_PORT", "8080"))
-    healthy, text = check(port)
+    host, port = ("127.0.0.1", int(args[0])) if args else endpoint()
+    healthy, text = check(port, host=host)
     print(text[:2000])
     return 0 if healthy else 1
 

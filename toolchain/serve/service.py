@@ -33,6 +33,7 @@ from toolchain.runtime.preprocess import PreprocessConfig, Preprocessor
 from toolchain.runtime.runners import BaseRunner, OnnxRuntimeRunner, TensorRTRunner
 from toolchain.runtime.sources import FrameSource, open_source
 from toolchain.serve.bundle import ServingModel
+from toolchain.serve.healthcheck import publish_endpoint
 from toolchain.serve.http import HttpServer, ServiceState
 from toolchain.serve.reconnect import Backoff, ReconnectingSource
 
@@ -190,6 +191,7 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous[signum] = signal.signal(signum, on_signal)
         server = _start_http(state, config)
+        publish_endpoint(config.host, server.port)
         out = _open_events(config.events) if close_out else sys.stdout
         preprocess = Preprocessor(PreprocessConfig(size=model.size, layout=model.layout, mean=model.mean, std=model.std))
 
