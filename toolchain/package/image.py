@@ -265,7 +265,7 @@ def package(workspace: Workspace, config: PackageConfig, progress: Progress | No
     build, warnings = resolve_build(workspace, config.ref, target)
     engine = verify_engine(workspace, build)
     onnx = workspace.registry.get(build.body.get("onnx", "")) if build.body.get("onnx") else None
-    info = build_info(build, onnx)
+    info = build_info(build, onnx, workspace)
     model = model_from_build(build.body, onnx.body if onnx else {}, engine, info)
     base_image = config.base_image or target.runtime_image
     platform = PLATFORMS.get(target.architecture)

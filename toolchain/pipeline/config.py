@@ -90,6 +90,8 @@ class DeploySection:
     fleet: str = ""
     canary: int = 1
     parallel: int = 2
+    base_image: str = ""  # override the target profile's runtime_image when packaging
+    docker_host: str = ""  # engine that builds the images (default $DOCKER_HOST)
 
 
 @dataclass(frozen=True, kw_only=True)

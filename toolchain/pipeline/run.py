@@ -139,6 +139,11 @@ class PipelineRunner:
                     build=built["build"], onnx=onnx, benchmark=bench.get("benchmark"),
                 ))
         alias = self._register(model, rows, evaluation["passed"])
+        if cfg.deploy.fleet and not alias:
+            raise QualityGateError(
+                "not deploying: the model did not pass its gates, so no alias was set for the fleet to run "
+                "(the summary above shows why); fix the gates or deploy a release by hand with `toolchain deploy`"
+            )
         deployment = self._deploy(model) if cfg.deploy.fleet else {}
         return PipelineResult(name=cfg.name, stages=tuple(self.outcomes), rows=tuple(rows), model=model, dataset=dataset,
                               gates_passed=evaluation["passed"], alias=alias, deployment=deployment,
@@ -325,22 +330,46 @@ class PipelineRunner:
         section = {"alias": alias, "targets": sorted({r.target for r in rows})}
         return str(self.stage("register", section, {"model": model}, ("registry",), work)["alias"])
 
-    def _deploy(self, model: str) -> dict[str, Any]:  # pragma: no cover - exercised by the docker tests of deploy
+    def _deploy(self, model: str) -> dict[str, Any]:
+        """Package the aliased model for every target of the fleet, then roll it out (Docker needed)."""
         d = self.config.deploy
+        fleet_path = self.config.path(d.fleet)
+        record = self.workspace.registry.get(model)
+        assert record is not None
+        ref = f"{record.name}@{self.config.registry.alias}"
+
+        def package_work(target: str) -> tuple[dict[str, Any], list[str]]:
+            from toolchain.package.image import PackageConfig, package
+
+            result = package(self.workspace, PackageConfig(ref=ref, target=target, base_image=d.base_image or None,
+                                                           docker_host=d.docker_host or None), self.progress)
+            data = result.to_json()
+            return {"image": data.get("image"), "image_id": data.get("image_id"), "tags": data.get("tags")}, \
+                [r for r in (data.get("image"),) if r]
+
+        from toolchain.deploy.fleet import load_fleet
+
+        for target in sorted({unit.target for unit in load_fleet(fleet_path).units}):
+            # Not cached here: package has its own cache (a hit when the image is still on the engine).
+            self.stage(f"package-{target}", {"base_image": d.base_image, "docker_host": d.docker_host},
+                       {"model": model, "alias": ref}, ("package",), lambda t=target: package_work(t), cache=False)
 
         def work() -> tuple[dict[str, Any], list[str]]:
             from toolchain.deploy.rollout import DeployConfig, deploy
 
-            record = self.workspace.registry.get(model)
-            assert record is not None
-            result = deploy(self.workspace, DeployConfig(
-                model=f"{record.name}@{self.config.registry.alias}", fleet=str(self.config.path(d.fleet)),
-                canary=d.canary, parallel=d.parallel,
-            ))
-            return result.to_json(), []
+            report = deploy(self.workspace, DeployConfig(ref=ref, fleet=fleet_path, canary=d.canary, parallel=d.parallel),
+                            self.progress)
+            if not report.ok:
+                raise QualityGateError(
+                    f"the rollout of {ref} did not succeed on every unit ({report.counts()}); see `toolchain deploy status "
+                    f"--fleet {fleet_path}`. Units that failed kept (or were rolled back to) their previous release"
+                )
+            return report.to_json(), []
 
-        return self.stage("deploy", self.config.section("deploy"), {"model": model}, ("deploy", "package"), work,
-                          cache=False)
+        # Never skipped: units change under the same config; deploy itself leaves a unit that already runs the
+        # release unchanged.
+        return self.stage("deploy", self.config.section("deploy"), {"model": model, "alias": ref}, ("deploy", "package"),
+                          work, cache=False)
 
 
 def _runs_here(target_name: str) -> bool:

@@ -191,18 +191,34 @@ def model_from_registry(workspace: Any, ref: str, *, target: str | None = None) 
         raise CorruptStoreError(f"the engine blob of build {record.id[:12]} is missing or altered; run `toolchain registry "
                                 "verify` and rebuild it")
     onnx = workspace.registry.get(body.get("onnx", "")) if body.get("onnx") else None
-    info = build_info(record, onnx)
+    info = build_info(record, onnx, workspace)
     return model_from_build(body, onnx.body if onnx else {}, engine, info)
 
 
-def build_info(build: Any, onnx: Any) -> dict[str, str]:
-    """The identity of a build as flat strings (labels, metrics, events)."""
+def build_info(build: Any, onnx: Any, workspace: Any = None) -> dict[str, str]:
+    """The identity of a build as flat strings (labels, metrics, events).
+
+    The model is named ``NAME@vN`` (an INT8 ONNX record holds only the model's id: ``workspace`` turns
+    it into its name and version), else the id, else the ONNX's or the build's name.
+    """
     body = build.body
     onnx_body = onnx.body if onnx is not None else {}
-    model = str(onnx_body.get("model_ref") or onnx_body.get("model") or (onnx.name if onnx is not None else "") or build.name)
+    model = str(onnx_body.get("model_ref") or _model_ref(workspace, str(onnx_body.get("model") or ""))
+                or (onnx.name if onnx is not None else "") or build.name)
     return {
         "model": model, "build": build.id, "build_name": build.name, "artifact_sha256": str(body.get("blob", "")),
         "onnx": str(body.get("onnx", "")), "onnx_sha256": str(body.get("onnx_sha256", "")),
         "target": str(body.get("target", "")), "precision": str(body.get("precision", "")),
         "backend": str(body.get("backend", "")),
     }
+
+
+def _model_ref(workspace: Any, model_id: str) -> str:
+    """``NAME@vN`` of a model record id (the id itself when it cannot be looked up)."""
+    if not model_id or workspace is None:
+        return model_id
+    record = workspace.registry.get(model_id)
+    if record is None:
+        return model_id
+    version = workspace.registry.version_of("model", record.name, record.id)
+    return f"{record.name}@v{version.number}" if version else record.name or model_id
