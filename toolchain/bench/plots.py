@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from toolchain.fileio import atomic_output
+
 
 def _pyplot():  # noqa: ANN202 - matplotlib is a workstation dependency, imported only to draw
     from toolchain.errors import missing_extra
@@ -67,9 +69,9 @@ def plot_timeline(arrival_s: np.ndarray, e2e_ms: np.ndarray, streams: np.ndarray
 
 
 def _save(fig, plt, out: Path) -> Path:  # noqa: ANN001
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    tmp.replace(out)
+    try:
+        with atomic_output(out) as handle:
+            fig.savefig(handle, dpi=90, format="png")
+    finally:
+        plt.close(fig)
     return out

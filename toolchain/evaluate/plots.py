@@ -8,13 +8,12 @@ partial PNG under the real name.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolchain.errors import missing_extra
 from toolchain.evaluate.metrics import EvaluationMetrics
+from toolchain.fileio import atomic_output
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -121,14 +120,5 @@ def _figure_class() -> Any:
 
 
 def _save_atomic(fig: Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "wb") as handle:
-            fig.savefig(handle, format="png")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as handle:
+        fig.savefig(handle, format="png")

@@ -28,6 +28,7 @@ from typing import Any
 
 from toolchain import __version__
 from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
+from toolchain.fileio import atomic_output, write_atomic
 from toolchain.hashing import digest_json, sha256_file
 from toolchain.progress import NullProgress, Progress
 from toolchain.registry import NewRecord, Record
@@ -407,35 +408,17 @@ def save_image(image: Any, destination: Path, tag: str) -> dict[str, Any]:
 
     destination = Path(destination).absolute()
     digest = hashlib.sha256()
-    tmp: str | None = None
+    sidecar = destination.with_name(destination.name + ".sha256")
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
-        with os.fdopen(fd, "wb") as out:
+        with atomic_output(destination) as out:
             for chunk in image.save(named=tag):
                 out.write(chunk)
                 digest.update(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        sha = digest.hexdigest()
-        sidecar = destination.with_name(destination.name + ".sha256")
-        _write_atomic(sidecar, f"{sha}  {destination.name}\n")
-        os.replace(tmp, destination)
+            sha = digest.hexdigest()
+            write_atomic(sidecar, f"{sha}  {destination.name}\n")  # before the tarball appears beside it
     except (docker.errors.DockerException, OSError) as exc:
         raise MissingEnvironmentError(f"docker save of {tag} into {destination} failed: {exc}; check the engine and the "
                                       "free space there, then rerun (the image is cached: only the save is redone)") from exc
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
     return {"path": str(destination), "sha256": sha, "size": destination.stat().st_size, "sha256_file": str(sidecar)}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

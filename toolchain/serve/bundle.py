@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from toolchain.errors import BadInputError, InputNotFoundError
+from toolchain.fileio import write_atomic
 
 MANIFEST = "model.json"
 SCHEMA = 1
@@ -114,20 +113,9 @@ def write_bundle(model: ServingModel, directory: Path, *, sha256: str | None = N
 
         raise CorruptStoreError(f"the engine {model.engine} changed after it was verified (sha256 is no longer "
                                 f"{sha256[:12]}...); run `toolchain registry verify` and rebuild it")
-    _atomic_write(directory / name, data)
-    _atomic_write(directory / MANIFEST, json.dumps(model.manifest(name), indent=2, sort_keys=True).encode())
+    write_atomic(directory / name, data)
+    write_atomic(directory / MANIFEST, json.dumps(model.manifest(name), indent=2, sort_keys=True))
     return directory
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_bundle(directory: Path) -> ServingModel:

@@ -15,6 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from toolchain.fileio import write_atomic
+
 ENDPOINT_FILE = Path(os.environ.get("TOOLCHAIN_SERVE_ENDPOINT", Path(tempfile.gettempdir()) / "toolchain-serve.json"))
 
 
@@ -22,9 +24,7 @@ def publish_endpoint(host: str, port: int) -> None:
     """Write where serve listens (atomically), for the HEALTHCHECK that runs as another process."""
     connect = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
     try:
-        tmp = ENDPOINT_FILE.with_name(f".{ENDPOINT_FILE.name}.{os.getpid()}")
-        tmp.write_text(json.dumps({"host": connect, "port": int(port)}))
-        os.replace(tmp, ENDPOINT_FILE)
+        write_atomic(ENDPOINT_FILE, json.dumps({"host": connect, "port": int(port)}))
     except OSError:
         pass  # a read-only /tmp: the health check falls back to $TOOLCHAIN_SERVE_PORT
 

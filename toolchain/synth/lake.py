@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import BadInputError, missing_extra
+from toolchain.fileio import atomic_output
 from toolchain.parallel import default_workers, worker_context
 
 try:  # Pillow is in the [data] extra; the roadside install does not have it.
@@ -277,14 +277,10 @@ def _chunks(plan: list[_Seq], config: LakeConfig) -> list[list[_Seq]]:
 
 
 def _write_manifest(out: Path, rows: list[_Row]) -> None:
-    tmp = out / f".{MANIFEST_NAME}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_output(out / MANIFEST_NAME, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(MANIFEST_HEADER)
         writer.writerows(rows)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, out / MANIFEST_NAME)
 
 
 # ----------------------------------------------------------------------------------------------

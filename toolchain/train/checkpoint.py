@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import io
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 from toolchain.errors import CorruptStoreError
+from toolchain.fileio import atomic_output
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` to ``path`` atomically: a crash leaves the previous checkpoint intact."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.part")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(path) as handle:
+        torch.save(state, handle)
 
 
 def load_checkpoint(source: Path | bytes) -> dict[str, Any]:
