@@ -77,5 +77,6 @@ def connect(url: str | None = None, *, insecure: bool = False, timeout: float = 
 
 def engine_architecture(client: Any) -> str:
     """The engine host's CPU architecture in target terms (``x86_64`` / ``aarch64``)."""
-    arch = str(client.info().get("Architecture", "")).lower()
-    return {"arm64": "aarch64", "amd64": "x86_64"}.get(arch, arch)
+    from toolchain.targets.profile import normalize_architecture
+
+    return normalize_architecture(str(client.info().get("Architecture", "")))

@@ -39,7 +39,10 @@ class BuildFailure(Exception):
 
 
 def machine_architecture() -> str:
-    """``x86_64`` or ``aarch64`` (macOS and some kernels say ``arm64``/``AMD64``)."""
+    """``x86_64`` or ``aarch64`` (macOS and some kernels say ``arm64``/``AMD64``).
+
+    A copy of :func:`toolchain.targets.profile.machine_architecture`: this file runs alone on units.
+    """
     machine = platform.machine().lower()
     return {"arm64": "aarch64", "amd64": "x86_64"}.get(machine, machine)
 

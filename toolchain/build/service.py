@@ -29,13 +29,13 @@ from typing import Any
 
 from toolchain.artifacts import resolve_artifact
 from toolchain.build import onnxruntime_builder, tensorrt_builder
-from toolchain.build.onnxruntime_builder import BuildFailure, machine_architecture
+from toolchain.build.onnxruntime_builder import BuildFailure
 from toolchain.build.plan import BuildPlan, onnx_input_fields, plan_build
 from toolchain.errors import BadInputError, MissingEnvironmentError, QualityGateError, UsageError
 from toolchain.hashing import digest_json, sha256_file
 from toolchain.progress import NullProgress, Progress
 from toolchain.registry import NewRecord, Record
-from toolchain.targets.profile import Target, load_target
+from toolchain.targets.profile import Target, load_target, machine_architecture
 from toolchain.workspace import Workspace
 
 PRECISIONS = ("fp32", "fp16", "int8", "best")

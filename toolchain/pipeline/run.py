@@ -374,8 +374,7 @@ class PipelineRunner:
 
 def _runs_here(target_name: str) -> bool:
     """Whether this machine can run the target's engines (a CPU target of this architecture)."""
-    from toolchain.build.onnxruntime_builder import machine_architecture
-    from toolchain.targets.profile import load_target
+    from toolchain.targets.profile import load_target, machine_architecture
 
     target = load_target(target_name)
     return not target.is_tensorrt and target.architecture == machine_architecture()

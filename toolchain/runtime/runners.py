@@ -9,7 +9,6 @@ Each runner takes a batch (N, ...) in its artifact's input layout and returns (N
 from __future__ import annotations
 
 import abc
-import platform
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import BadInputError, MissingEnvironmentError, UsageError
+from toolchain.targets.profile import machine_architecture
 
 
 def padded_chunks(images: np.ndarray, chunk: int, static: bool) -> Iterator[tuple[np.ndarray, int]]:
@@ -27,11 +27,6 @@ def padded_chunks(images: np.ndarray, chunk: int, static: bool) -> Iterator[tupl
         if static and real < chunk:
             part = np.concatenate([part, np.repeat(part[-1:], chunk - real, axis=0)])
         yield part, real
-
-
-def machine_architecture() -> str:
-    """This machine's CPU architecture as target profiles spell it (``x86_64``, ``aarch64``)."""
-    return platform.machine().lower().replace("arm64", "aarch64").replace("amd64", "x86_64")
 
 
 def check_build_matches_machine(build: Mapping[str, Any], *, tensorrt_version: str | None = None,

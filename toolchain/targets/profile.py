@@ -33,6 +33,7 @@ separated; they win over built-ins of the same name) and in the built-in catalog
 from __future__ import annotations
 
 import dataclasses
+import platform
 import math
 import re
 from collections.abc import Mapping
@@ -56,10 +57,23 @@ __all__ = [
     "check_opset",
     "list_targets",
     "load_target",
+    "machine_architecture",
     "max_opset_for",
+    "normalize_architecture",
     "parse_target",
     "target_dirs",
 ]
+
+def normalize_architecture(name: str) -> str:
+    """A CPU architecture as target profiles spell it: ``arm64`` -> ``aarch64``, ``amd64`` -> ``x86_64``."""
+    arch = name.lower()
+    return {"arm64": "aarch64", "amd64": "x86_64"}.get(arch, arch)
+
+
+def machine_architecture() -> str:
+    """This machine's CPU architecture as target profiles spell it (``x86_64``, ``aarch64``)."""
+    return normalize_architecture(platform.machine())
+
 
 DEFAULT_TARGET = "x86-64-cpu"
 """The target used when none is named: ONNX Runtime on the CPU of a workstation like this one."""
