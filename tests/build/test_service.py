@@ -13,7 +13,7 @@ import pytest
 from tests.onnx_fixtures import register_tiny_onnx, write_tiny_onnx
 from toolchain.build import onnxruntime_builder
 from toolchain.build.service import BuildConfig, build
-from toolchain.errors import MissingEnvironmentError, UsageError
+from toolchain.errors import BadInputError, MissingEnvironmentError, UsageError
 from toolchain.workspace import Workspace
 
 
@@ -97,3 +97,17 @@ def test_cpu_builder_script_runs_standalone_and_reports_failures(tmp_path: Path)
     missing = subprocess.run([sys.executable, str(script), str(inputs / "request.json"), str(tmp_path / "out3")],
                              capture_output=True, text=True, env=env, cwd=tmp_path)
     assert missing.returncode == 4 and "missing.onnx" in missing.stderr
+
+
+def test_an_engine_that_does_not_match_its_reported_sha256_is_not_registered(tmp_path: Path, monkeypatch) -> None:
+    real_build = onnxruntime_builder.build
+
+    def misreporting_build(request, request_dir, out_dir):  # the real builder, then a wrong digest in its result
+        return {**real_build(request, request_dir, out_dir), "engine_sha256": "0" * 64}
+
+    monkeypatch.setattr(onnxruntime_builder, "build", misreporting_build)
+    with Workspace(tmp_path / "ws") as ws:
+        onnx = register_tiny_onnx(ws, tmp_path)
+        with pytest.raises(BadInputError, match="does not match the sha256"):
+            build(ws, BuildConfig(onnx=onnx.id, target="x86-64-cpu"))
+        assert ws.registry.find(kind="build") == []

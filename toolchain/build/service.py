@@ -32,7 +32,7 @@ from toolchain.build import onnxruntime_builder, tensorrt_builder
 from toolchain.build.onnxruntime_builder import BuildFailure
 from toolchain.build.plan import BuildPlan, onnx_input_fields, plan_build
 from toolchain.errors import BadInputError, MissingEnvironmentError, QualityGateError, UsageError
-from toolchain.hashing import digest_json, sha256_file
+from toolchain.hashing import digest_json
 from toolchain.progress import NullProgress, Progress
 from toolchain.registry import NewRecord, Record
 from toolchain.targets.profile import Target, load_target, machine_architecture
@@ -245,8 +245,8 @@ def _run_local(plan: BuildPlan, request: dict[str, Any], inputs: dict[str, Path]
 
 def _check_result(target: Target, plan: BuildPlan, result: dict[str, Any], engine: Path) -> None:
     """Refuse an engine whose metadata says it was built for something other than the target."""
-    if not engine.is_file() or sha256_file(engine) != result.get("engine_sha256"):
-        raise BadInputError("the built engine does not match the sha256 its builder reported; rerun the build")
+    if not engine.is_file():
+        raise BadInputError(f"the builder reported success but wrote no {engine.name}; rerun the build")
     if plan.is_tensorrt:
         same_trt = tensorrt_builder.version_matches(target.tensorrt, str(result.get("tensorrt_version", "")))
         if not same_trt or str(result.get("compute_capability")) != target.gpu_compute_capability:
@@ -263,7 +263,10 @@ def _check_result(target: Target, plan: BuildPlan, result: dict[str, Any], engin
 
 def _register(workspace: Workspace, plan: BuildPlan, target: Target, onnx: Any, result: dict[str, Any], engine: Path,
               out_dir: Path, *, key: str, where: str, image: str, started: float) -> Record:
-    blob = workspace.blobs.put_file(engine)
+    blob = workspace.blobs.put_file(engine)  # hashes while it copies: the check below reads nothing again
+    if blob != result.get("engine_sha256"):
+        raise BadInputError("the built engine does not match the sha256 its builder reported; rerun the build "
+                            "(nothing was registered)")
     blobs = [(blob, "engine")]
     log = out_dir / "build.log"
     log_blob = workspace.blobs.put_file(log) if log.is_file() else None
