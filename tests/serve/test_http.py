@@ -1,17 +1,22 @@
-"""Health policy, Prometheus exposition and the HTTP server."""
+"""Health policy, Prometheus exposition and the HTTP server, including clients that are slow on purpose."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
+import select
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
+from typing import Iterator
 
 import pytest
 
 from toolchain.serve.healthcheck import check
-from toolchain.serve.http import LATENCY_BUCKETS, HttpServer, ServiceState
+from toolchain.serve.http import LATENCY_BUCKETS, MAX_HEADER_BYTES, HttpServer, ServiceState
 
 # One sample line of the text format: name{labels} value.
 _SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? -?[0-9.e+-]+$')
@@ -98,16 +103,16 @@ def test_http_server_answers_healthz_metrics_and_404() -> None:
 
 
 def test_stopping_a_server_that_never_started_returns_and_frees_the_port() -> None:
-    import socket
-    import threading
-
     server = HttpServer(ServiceState(["a"], {}), host="127.0.0.1", port=0)
     stopper = threading.Thread(target=server.stop, daemon=True)
+    started = time.monotonic()
     stopper.start()
     stopper.join(5)
     assert not stopper.is_alive(), "stop() hung on a server whose loop never ran"
+    assert time.monotonic() - started < 1.0
     with socket.socket() as again:
         again.bind(("127.0.0.1", server.port))
+    server.stop()  # a second stop is harmless
 
 
 def test_the_healthcheck_asks_where_serve_really_listens(tmp_path, monkeypatch) -> None:
@@ -126,3 +131,223 @@ def test_the_healthcheck_asks_where_serve_really_listens(tmp_path, monkeypatch) 
         assert healthcheck.main([]) == 0
     finally:
         server.stop()
+
+
+# --- Slow and hostile clients. Every socket below is on the loopback and closed in a `finally`. ---
+
+
+def _ok_state() -> ServiceState:
+    state = ServiceState(["a"], {"model": "m"}, require="none")
+    state.model_ready = True
+    return state
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def _read_to_eof(sock: socket.socket, limit_s: float = 5.0) -> bytes:
+    """Everything the server sends until it closes; fails if it has not closed within ``limit_s``."""
+    chunks = []
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+    raise AssertionError(f"the server kept the connection open past {limit_s} s")
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    sock = _connect(port)
+    try:
+        sock.sendall(request)
+        return _read_to_eof(sock)
+    finally:
+        sock.close()
+
+
+def _seconds_until_closed(sock: socket.socket, limit_s: float) -> float:
+    """How long until the server closes ``sock`` (which sent no complete request, so gets no answer)."""
+    started = time.monotonic()
+    sock.settimeout(limit_s)
+    try:
+        data = sock.recv(1)
+    except ConnectionResetError:
+        data = b""
+    except socket.timeout:
+        raise AssertionError(f"the server kept the connection open past {limit_s} s") from None
+    assert data == b"", f"unexpected answer {data!r}"
+    return time.monotonic() - started
+
+
+def _closed_by_server(sock: socket.socket, wait_s: float = 0.0) -> bool:
+    """True once the server has closed it: the socket reads as ready (end of stream or reset)."""
+    return bool(select.select([sock], [], [], wait_s)[0])
+
+
+@pytest.fixture
+def descriptors_for_a_flood() -> Iterator[None]:
+    """Room for 300 client sockets, the server's side of up to 64 of them and what pytest holds (about 700)."""
+    resource = pytest.importorskip("resource", reason="RLIMIT_NOFILE is POSIX only")
+    needed = 700
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        yield
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"the open-file limit is {hard} (hard); 300 slow clients need about {needed}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_300_slow_clients_neither_lock_out_a_health_check_nor_cost_a_thread_each(descriptors_for_a_flood: None) -> None:
+    """The issue: 300 half-sent requests held 300 threads. Acceptance: /healthz still answers within 1 s."""
+    server = HttpServer(_ok_state(), host="127.0.0.1", port=0).start()  # defaults: 64 connections, 5 s to send a request
+    threads_before = threading.active_count()
+    slow: list[socket.socket] = []
+    try:
+        flood_started = time.monotonic()
+        for _ in range(300):
+            sock = _connect(server.port)
+            slow.append(sock)
+            try:
+                sock.sendall(b"GET /heal")  # a request line that never ends
+            except OSError:
+                pass  # the server already closed it to make room: what it is meant to do
+        flood_s = time.monotonic() - flood_started
+        time.sleep(0.2)  # let the server take in the whole flood: the health check comes after it, not during it
+
+        started = time.monotonic()
+        code, _, body = _get(f"http://127.0.0.1:{server.port}/healthz")
+        answer_s = time.monotonic() - started
+        print(f"300 slow clients connected in {flood_s:.3f} s; /healthz answered in {answer_s * 1000:.1f} ms")
+        assert code == 200 and json.loads(body)["healthy"] is True
+        assert answer_s < 1.0, f"/healthz took {answer_s:.3f} s behind 300 slow clients"
+        assert threading.active_count() == threads_before, "the server started threads for the slow clients"
+
+        # The server holds at most 64 of them: the oldest were closed to make room, the newest are still held.
+        deadline = time.monotonic() + 2.0
+        held = [s for s in slow if not _closed_by_server(s)]
+        while len(held) > 64 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            held = [s for s in held if not _closed_by_server(s)]
+        assert 0 < len(held) <= 64, f"{len(held)} slow connections still open"
+        assert _closed_by_server(slow[0]) and not _closed_by_server(slow[-1])
+    finally:
+        for sock in slow:
+            sock.close()
+        server.stop()
+
+
+def test_a_client_too_slow_to_send_its_request_is_disconnected_at_the_deadline() -> None:
+    server = HttpServer(ServiceState(["a"], {}), host="127.0.0.1", port=0, request_timeout_s=0.5).start()
+    silent = trickle = None
+    try:
+        silent = _connect(server.port)
+        waited = _seconds_until_closed(silent, 5.0)
+        assert 0.4 <= waited < 2.0, f"a silent client was closed after {waited:.3f} s, not 0.5 s"
+
+        # The deadline counts from the connection, not from the last byte: trickling does not keep it open.
+        trickle = _connect(server.port)
+        started = time.monotonic()
+        closed_after = None
+        for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 40:  # one byte per 0.1 s: 6.4 s at most
+            if _closed_by_server(trickle, 0.1):
+                closed_after = time.monotonic() - started
+                break
+            try:
+                trickle.send(bytes([byte]))
+            except OSError:  # reset by the server
+                closed_after = time.monotonic() - started
+                break
+        assert closed_after is not None and 0.4 <= closed_after < 2.0, f"trickling client closed after {closed_after}"
+
+        assert _get(f"http://127.0.0.1:{server.port}/healthz")[0] == 503  # prompt clients are still answered
+    finally:
+        for sock in (silent, trickle):
+            if sock is not None:
+                sock.close()
+        server.stop()
+
+
+def test_when_full_the_longest_waiting_connection_makes_room_for_a_new_request() -> None:
+    server = HttpServer(_ok_state(), host="127.0.0.1", port=0, max_connections=4, request_timeout_s=30).start()
+    idle: list[socket.socket] = []
+    try:
+        for i in range(4):
+            idle.append(_connect(server.port))
+            if i % 2:
+                idle[-1].sendall(b"GET /metr")  # silent or half-sent: both are waiting on the client
+        started = time.monotonic()
+        code, _, _ = _get(f"http://127.0.0.1:{server.port}/healthz")
+        assert code == 200 and time.monotonic() - started < 1.0
+        assert _seconds_until_closed(idle[0], 2.0) < 2.0  # the oldest made room ...
+        assert not any(_closed_by_server(sock, 0.05) for sock in idle[1:])  # ... and only it
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
+
+
+def test_oversized_request_headers_are_refused() -> None:
+    server = HttpServer(_ok_state(), host="127.0.0.1", port=0).start()
+    try:
+        line = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
+        fits = _exchange(server.port, line + b"a" * (MAX_HEADER_BYTES - 200) + b"\r\n\r\n")
+        assert fits.startswith(b"HTTP/1.0 200 ")
+        too_big = _exchange(server.port, line + b"a" * (MAX_HEADER_BYTES + 10) + b"\r\n\r\n")
+        assert too_big.startswith(b"HTTP/1.0 431 ")
+        endless = _exchange(server.port, line + b"a" * (2 * MAX_HEADER_BYTES))  # no end in sight: refused as well
+        assert endless.startswith(b"HTTP/1.0 431 ")
+    finally:
+        server.stop()
+
+
+def test_only_get_is_allowed_and_a_garbled_request_is_a_400() -> None:
+    server = HttpServer(_ok_state(), host="127.0.0.1", port=0).start()
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{server.port}/healthz", data=b'{"x": 1}', method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 405 and refused.value.headers["Allow"] == "GET"
+        assert "GET" in json.loads(refused.value.read())["error"]
+        assert _exchange(server.port, b"HEAD /healthz HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.0 405 ")
+        assert _exchange(server.port, b"hello\r\n\r\n").startswith(b"HTTP/1.0 400 ")
+        code, _, body = _get(f"http://127.0.0.1:{server.port}/healthz?verbose=1")  # query strings are ignored
+        assert code == 200 and json.loads(body)["healthy"] is True
+    finally:
+        server.stop()
+
+
+def test_stop_closes_held_connections_and_ends_the_thread_promptly() -> None:
+    server = HttpServer(ServiceState(["a"], {}), host="127.0.0.1", port=0).start()
+    held: list[socket.socket] = []
+    try:
+        held = [_connect(server.port) for _ in range(5)]
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 1.0
+        assert not [t for t in threading.enumerate() if t.name == "serve-http" and t.is_alive()]
+        assert all(_seconds_until_closed(sock, 2.0) < 2.0 for sock in held)
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
+
+
+def test_loopback_by_default_bind_failures_and_bad_limits() -> None:
+    assert inspect.signature(HttpServer).parameters["host"].default == "127.0.0.1"  # all interfaces only when asked
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(OSError):
+            HttpServer(ServiceState(["a"], {}), host="127.0.0.1", port=busy.getsockname()[1])
+    with pytest.raises(ValueError, match="max_connections"):
+        HttpServer(ServiceState(["a"], {}), host="127.0.0.1", port=0, max_connections=0)
+    with pytest.raises(ValueError, match="request_timeout_s"):
+        HttpServer(ServiceState(["a"], {}), host="127.0.0.1", port=0, request_timeout_s=0)
