@@ -101,7 +101,7 @@ def test_serve_survives_a_camera_that_is_late_and_drops(tmp_path: Path) -> None:
 
 
 def test_camera_names_hide_passwords_and_configs_are_checked() -> None:
-    assert camera_name("rtsp://admin:secret@10.0.0.5:554/s1", 0) == ("rtsp://admin:***@10.0.0.5:554/s1",
+    assert camera_name("rtsp://admin:secret@10.0.0.5:554/s1", 0) == ("rtsp://***@10.0.0.5:554/s1",
                                                                       "rtsp://admin:secret@10.0.0.5:554/s1")
     assert camera_name("north=rtsp://10.0.0.5/s1", 0) == ("north", "rtsp://10.0.0.5/s1")
     assert camera_name("/videos/a=b.mp4", 0)[0] == "/videos/a=b.mp4"
@@ -154,8 +154,8 @@ def test_a_source_that_cannot_be_opened_closes_the_events_file(tmp_path: Path, m
     import toolchain.serve.service as service
 
     opened = []
-    real = service._open_events
-    monkeypatch.setattr(service, "_open_events", lambda path: opened.append(real(path)) or opened[-1])
+    real = service.RotatingFile
+    monkeypatch.setattr(service, "RotatingFile", lambda *a, **k: opened.append(real(*a, **k)) or opened[-1])
     with Workspace(tmp_path / "ws") as ws:
         model = model_from_registry(ws, tiny_build(ws, tmp_path))
     config = ServeConfig(sources=(str(tmp_path / "missing.mp4"),), events=str(tmp_path / "ev.jsonl"), host="127.0.0.1",

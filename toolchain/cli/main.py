@@ -31,6 +31,7 @@ from toolchain.cli.synth import synth
 from toolchain.cli.targets import targets
 from toolchain.cli.train import evaluate, train
 from toolchain.errors import ToolchainError
+from toolchain.redaction import scrub
 from toolchain.workspace import default_workspace_path
 
 
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _report(args: list[str], kind: str, message: str, code: int, *, json_written: bool = False) -> None:
+    message = scrub(message)
     if _wants_json(args) and not json_written:
         sys.stdout.write(json.dumps({"error": {"type": kind, "message": message, "exit_code": code}}) + "\n")
     console.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)

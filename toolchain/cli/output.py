@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,13 +13,38 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from toolchain.redaction import scrub, scrub_data
 from toolchain.workspace import Workspace
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class _ScrubbedStderr:
+    """``sys.stderr`` (looked up at each write, so test captures work) with every line scrubbed of secrets.
+
+    Every console line goes through :func:`toolchain.redaction.scrub`: a URL with credentials that
+    reaches a message by any path is printed redacted.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(scrub(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(sys.stderr, name)
+
 
 # Off a terminal (CI logs, pipes) rich would wrap everything at 80 columns; tables and trees read
 # better whole. $COLUMNS still wins.
-console = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 160)
+console = Console(file=_ScrubbedStderr(), width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 160)
+
+
+def safe(text: Any) -> str:
+    """Text from elsewhere (a unit, a container log) made safe to print: control characters and terminal
+    escapes removed, rich markup escaped, secrets scrubbed."""
+    return escape(_CONTROL.sub("", scrub(text)))
 
 
 @dataclass
@@ -53,7 +79,7 @@ def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
 def emit(ctx: click.Context, payload: Any, render: Callable[[Console], None]) -> None:
     """Print ``payload`` as JSON (``--json``) or call ``render`` for humans."""
     if app(ctx).json:
-        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(scrub_data(payload), indent=2, default=str) + "\n")
         sys.stdout.flush()
     else:
         render(console)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from rich.console import Console
 from rich.markup import escape
@@ -16,8 +18,19 @@ from toolchain.errors import UsageError
               help="A camera: rtsp://..., a video file, /dev/videoN, an image directory or synthetic. Repeat per camera.")
 @click.option("--target", default=None, help="Resolve ARTIFACT (e.g. MODEL@ALIAS) to the build for this target.")
 @click.option("--loop", is_flag=True, help="Replay video files from the start when they end.")
-@click.option("--events", default="-", show_default=True, help="JSON-lines event file (appended), or - for stdout.")
-@click.option("--host", default="0.0.0.0", show_default=True, help="Address of /healthz and /metrics.")
+@click.option("--events", default="-", show_default=True,
+              help="JSON-lines event file (appended, rotated by size), or - for stdout.")
+@click.option("--events-max-bytes", type=click.IntRange(min=1), default=50 * 1024 * 1024, show_default=True,
+              help="Rotate the events file at this size.")
+@click.option("--events-keep", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Rotated event files kept (FILE.1 ... FILE.N).")
+@click.option("--credentials", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="TOOLCHAIN_CAMERA_CREDENTIALS",
+              help="JSON (or TOML) file of camera credentials by camera name; keeps passwords off the command line "
+                   "(env TOOLCHAIN_CAMERA_CREDENTIALS).")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="TOOLCHAIN_SERVE_HOST",
+              help="Address of /healthz and /metrics: the unit's LAN address (or 0.0.0.0) to let a scraper in "
+                   "(env TOOLCHAIN_SERVE_HOST).")
 @click.option("--port", type=int, default=8080, show_default=True, envvar="TOOLCHAIN_SERVE_PORT",
               help="Port of /healthz and /metrics (env TOOLCHAIN_SERVE_PORT).")
 @click.option("--stale-after", "stale_s", type=float, default=15.0, show_default=True,
@@ -32,7 +45,7 @@ from toolchain.errors import UsageError
 @json_option
 @click.pass_context
 def serve(ctx: click.Context, artifact: str, sources: tuple[str, ...], target: str | None, loop: bool, events: str,
-          host: str, port: int, stale_s: float, require: str, threads: int, max_batch: int, reconnect_min: float,
+          events_max_bytes: int, events_keep: int, credentials: Path | None, host: str, port: int, stale_s: float, require: str, threads: int, max_batch: int, reconnect_min: float,
           reconnect_max: float, duration_s: float | None) -> None:
     """Classify camera streams with ARTIFACT and write one JSON event per frame: the roadside service.
 
@@ -40,14 +53,16 @@ def serve(ctx: click.Context, artifact: str, sources: tuple[str, ...], target: s
     ARTIFACT is the bundle directory `toolchain package` puts in the image (/opt/toolchain/model), or on a
     workstation a registry reference to a build (id prefix, NAME, or MODEL@ALIAS with --target).
     Events (camera, time, label, score) go to --events; GET /healthz (200 or 503) and /metrics (Prometheus)
-    on --port. A camera that drops is reconnected with backoff; SIGTERM stops cleanly (exit 0).
+    on --host:--port (loopback by default). Camera passwords belong in --credentials FILE, keyed by the
+    camera's NAME (--source NAME=rtsp://host/path), never in the URL on the command line. A camera that drops is reconnected with backoff; SIGTERM stops cleanly (exit 0).
     """
     from toolchain.serve.reconnect import Backoff
     from toolchain.serve.service import ServeConfig, load_model, serve as run_serve
 
     if app(ctx).json and events == "-":
         raise UsageError("--json prints one document on stdout, so events cannot go there too: pass --events FILE")
-    config = ServeConfig(sources=sources, loop=loop, events=events, host=host, port=port, stale_s=stale_s, require=require,
+    config = ServeConfig(sources=sources, loop=loop, events=events, events_max_bytes=events_max_bytes,
+                         events_keep=events_keep, credentials=credentials, host=host, port=port, stale_s=stale_s, require=require,
                          threads=threads, max_batch=max_batch, backoff=Backoff(initial_s=reconnect_min, max_s=reconnect_max),
                          duration_s=duration_s)
     model = load_model(artifact, workspace_path=app(ctx).workspace_path, target=target)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolchain.redaction import scrub, scrub_data
+
 # Every stage of the pipeline records one of these kinds (schema designed up front, see DESIGN.md).
 RECORD_KINDS: tuple[str, ...] = (
     "dataset",  # a dataset version: manifest digest, shards, splits, quarantine report
@@ -123,3 +125,9 @@ class NewRecord:
     links: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (input_id, role)
     blobs: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (sha256, role)
     version: bool = False  # also register as the next NAME@vN of this kind
+
+    def __post_init__(self) -> None:
+        # The registry is shared and shown (`registry show`, deploy status): no URL in a record keeps
+        # its credentials, whichever stage wrote it (toolchain.redaction's one rule).
+        object.__setattr__(self, "body", scrub_data(self.body))
+        object.__setattr__(self, "name", scrub(self.name))

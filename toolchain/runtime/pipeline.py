@@ -37,6 +37,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from toolchain.errors import BadInputError, UsageError
+from toolchain.redaction import scrub
 from toolchain.runtime.preprocess import postprocess
 from toolchain.runtime.runners import BaseRunner
 from toolchain.runtime.sources import FrameSource
@@ -269,7 +270,7 @@ class Pipeline:
                 i += 1
                 self._push(k, record)
         except Exception as exc:  # noqa: BLE001 - a broken stream is reported, the others go on
-            state.status, state.error = "broken", f"{type(exc).__name__}: {exc}"
+            state.status, state.error = "broken", f"{type(exc).__name__}: {scrub(exc)}"
         finally:
             if state.status in ("running", "stalled"):
                 state.status = "stopped"
@@ -349,7 +350,7 @@ class Pipeline:
                     self.streams[k].live = src.live
                     opened.append(k)
                 except Exception as exc:  # noqa: BLE001 - one bad stream must not stop the others
-                    self.streams[k].status, self.streams[k].error = "broken", f"{type(exc).__name__}: {exc}"
+                    self.streams[k].status, self.streams[k].error = "broken", f"{type(exc).__name__}: {scrub(exc)}"
             if not opened:
                 errors = "; ".join(s.error for s in self.streams)
                 raise BadInputError(f"no stream could be opened: {errors}")

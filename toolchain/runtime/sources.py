@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
+from toolchain.redaction import redact_url, scrub
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -75,6 +76,9 @@ def _av() -> Any:
 class PyAVSource(FrameSource):
     """A video file, network stream or camera device decoded with PyAV.
 
+    The URL (which may carry a camera's credentials) is kept only to open the stream: the source's
+    ``name`` and every message use the redacted form.
+
     Args:
         uri: File path, URL, or camera device.
         fmt: FFmpeg input format (``v4l2`` for Linux cameras); None lets FFmpeg guess.
@@ -86,8 +90,8 @@ class PyAVSource(FrameSource):
     def __init__(self, uri: str, *, fmt: str | None = None, loop: bool = False, timeout_s: float = 10.0,
                  threads: int = 1) -> None:
         live = uri.startswith(NETWORK_SCHEMES) or fmt in ("v4l2", "avfoundation", "dshow")
-        super().__init__(uri, fps=0.0, live=live, loop=loop and not live)
-        self.uri, self.fmt, self.timeout_s, self.threads = uri, fmt, timeout_s, threads
+        super().__init__(redact_url(uri), fps=0.0, live=live, loop=loop and not live)
+        self._uri, self.fmt, self.timeout_s, self.threads = uri, fmt, timeout_s, threads
         self._container: Any = None
         self._stream: Any = None
         self._frames: Any = None
@@ -95,19 +99,20 @@ class PyAVSource(FrameSource):
 
     def open(self) -> None:
         av = _av()
-        if not self.live and not Path(self.uri).exists():
-            raise InputNotFoundError(f"video {self.uri} does not exist; pass a file, a URL, a camera or an image directory")
-        options = {"rtsp_transport": "tcp"} if self.uri.startswith(("rtsp://", "rtsps://")) else {}
+        if not self.live and not Path(self._uri).exists():
+            raise InputNotFoundError(f"video {self.name} does not exist; pass a file, a URL, a camera or an image directory")
+        options = {"rtsp_transport": "tcp"} if self._uri.startswith(("rtsp://", "rtsps://")) else {}
         try:
-            self._container = av.open(self.uri, format=self.fmt, options=options,
+            self._container = av.open(self._uri, format=self.fmt, options=options,
                                       timeout=(self.timeout_s, self.timeout_s) if self.live else None)
         except (av.error.FileNotFoundError, av.error.OSError) as exc:
-            raise InputNotFoundError(f"cannot open {self.uri}: {exc}") from exc
+            # FFmpeg's message quotes the URL it was given, credentials included: scrub it.
+            raise InputNotFoundError(f"cannot open {self.name}: {scrub(exc)}") from None
         except av.error.FFmpegError as exc:
-            raise BadInputError(f"FFmpeg cannot read {self.uri}: {exc}; is it a video file or stream?") from exc
+            raise BadInputError(f"FFmpeg cannot read {self.name}: {scrub(exc)}; is it a video file or stream?") from None
         if not self._container.streams.video:
             self._container.close()
-            raise BadInputError(f"{self.uri} has no video stream")
+            raise BadInputError(f"{self.name} has no video stream")
         self._stream = self._container.streams.video[0]
         self._stream.thread_count = self.threads
         rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
@@ -133,7 +138,7 @@ class PyAVSource(FrameSource):
                 self._container.seek(0)
                 self._frames = self._decode()
             except av.error.FFmpegError as exc:
-                raise StreamError(f"{self.name}: {exc}") from exc
+                raise StreamError(f"{self.name}: {scrub(exc)}") from None
 
     def close(self) -> None:
         if self._container is not None:
@@ -233,5 +238,5 @@ def open_source(spec: str, *, index: int = 0, fps: float | None = None, loop: bo
     if path.is_file():
         return PyAVSource(spec, loop=loop)
     raise UsageError(
-        f"--source {spec!r} is not a file, directory, URL, camera or synthetic[:WxH][@FPS]; check the path"
+        f"--source {redact_url(spec)!r} is not a file, directory, URL, camera or synthetic[:WxH][@FPS]; check the path"
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from toolchain.errors import UsageError
+from toolchain.redaction import scrub
 from toolchain.runtime.sources import FrameSource
 
 
@@ -76,7 +77,7 @@ class ReconnectingSource(FrameSource):
         try:
             source.open()
         except Exception as exc:  # noqa: BLE001 - any open failure of a camera is retried
-            self._on_error(self.name, f"open failed: {type(exc).__name__}: {exc}")
+            self._on_error(self.name, f"open failed: {type(exc).__name__}: {scrub(exc)}")
             return False
         self._inner = source
         self.fps, self.live = source.fps, source.live
@@ -112,7 +113,7 @@ class ReconnectingSource(FrameSource):
             try:
                 frame = self._inner.read()
             except Exception as exc:  # noqa: BLE001 - decode errors and lost connections alike
-                self._drop(f"stream broke: {type(exc).__name__}: {exc}")
+                self._drop(f"stream broke: {type(exc).__name__}: {scrub(exc)}")
                 continue
             if frame is None:
                 if not self.live:

@@ -13,8 +13,6 @@ counts frames in its own sink instead.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import os
 import re
 import signal
@@ -24,15 +22,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
-from toolchain.errors import BadInputError, MissingEnvironmentError, UsageError
-from toolchain.runtime.pipeline import FrameRecord, Pipeline, PipelineConfig, Sink
+from toolchain.errors import MissingEnvironmentError, UsageError
+from toolchain.redaction import redact_url, scrub
+from toolchain.runtime.pipeline import Pipeline, PipelineConfig
 from toolchain.runtime.preprocess import PreprocessConfig, Preprocessor
 from toolchain.runtime.runners import BaseRunner, OnnxRuntimeRunner, TensorRTRunner
 from toolchain.runtime.sources import FrameSource, open_source
 from toolchain.serve.bundle import ServingModel
+from toolchain.serve.credentials import CameraCredential, load_credentials
+from toolchain.serve.events import DEFAULT_KEEP, DEFAULT_MAX_BYTES, EventSink, RotatingFile
 from toolchain.serve.healthcheck import publish_endpoint
 from toolchain.serve.http import HttpServer, ServiceState
 from toolchain.serve.reconnect import Backoff, ReconnectingSource
@@ -50,7 +50,10 @@ class ServeConfig:
         sources: ``URL`` or ``NAME=URL`` per camera (files, rtsp://..., /dev/videoN, synthetic).
         loop: Replay file sources from the start when they end (keeps a test container running).
         events: Where events go: a file path (appended, one JSON object per line) or ``-`` for stdout.
-        host, port: HTTP address of /healthz and /metrics (port 0: any free port).
+        events_max_bytes, events_keep: An events file rotates at this size, keeping this many old files.
+        credentials: File of camera credentials by camera name (see :mod:`toolchain.serve.credentials`).
+        host, port: HTTP address of /healthz and /metrics (port 0: any free port). The default is the
+            loopback address: serving the unit's network is an explicit choice (its LAN address or 0.0.0.0).
         stale_s: A camera with no frame for this long is down.
         require: Cameras that must be up for /healthz to answer 200: any, all or none.
         threads: Inference threads (0: the backend's default).
@@ -62,7 +65,10 @@ class ServeConfig:
     sources: tuple[str, ...]
     loop: bool = False
     events: str = "-"
-    host: str = "0.0.0.0"
+    events_max_bytes: int = DEFAULT_MAX_BYTES
+    events_keep: int = DEFAULT_KEEP
+    credentials: Path | None = None
+    host: str = "127.0.0.1"
     port: int = 8080
     stale_s: float = 15.0
     require: str = "any"
@@ -78,23 +84,13 @@ class ServeConfig:
             raise UsageError(f"--require must be one of {', '.join(REQUIRE)}")
         if not 0 <= self.port <= 65535:
             raise UsageError(f"--port {self.port} is not a TCP port")
+        if self.events_max_bytes <= 0 or self.events_keep < 0:
+            raise UsageError("--events-max-bytes must be > 0 and --events-keep >= 0")
         if self.stale_s <= 0 or (self.duration_s is not None and self.duration_s <= 0):
             raise UsageError("--stale-after and --duration must be positive (seconds)")
         names = [camera_name(spec, i)[0] for i, spec in enumerate(self.sources)]
         if len(set(names)) != len(names):
             raise UsageError(f"two --source entries have the same camera name ({', '.join(names)}); name them NAME=URL")
-
-
-def redact_url(url: str) -> str:
-    """A camera URL without its password (events, metrics and logs are shipped off the unit)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def camera_name(spec: str, index: int) -> tuple[str, str]:
@@ -103,6 +99,20 @@ def camera_name(spec: str, index: int) -> tuple[str, str]:
     if match and "://" not in match.group(1) and not spec.startswith(("/", ".")):
         return match.group(1), match.group(2)
     return redact_url(spec), spec
+
+
+def with_credentials(specs: list[tuple[str, str]], credentials: dict[str, CameraCredential]) -> list[str]:
+    """The URL each camera is opened with: its ``--source`` URL with its credential applied, if it has one.
+
+    Raises:
+        UsageError: the credentials name a camera that no ``--source NAME=URL`` names.
+    """
+    names = {name for name, _ in specs}
+    unknown = sorted(set(credentials) - names)
+    if unknown:
+        raise UsageError(f"the credentials file names camera(s) {', '.join(unknown)} that no --source names; name each "
+                         "camera --source NAME=URL with the names the credentials file uses")
+    return [credentials[name].apply(url) if name in credentials else url for name, url in specs]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,32 +129,6 @@ class ServeResult:
     def to_json(self) -> dict[str, Any]:
         return {"frames": self.frames, "events": self.events_by_camera, "reconnects": self.reconnects,
                 "streams": self.streams, "seconds": round(self.seconds, 3), "stopped_by": self.stopped_by}
-
-
-class EventSink(Sink):
-    """One JSON line per classified frame (camera, time, label, score, frame, latency_ms), flushed at once.
-
-    Flushing every line means an event is on disk (or in the container log) when its metrics count it,
-    and a crash loses at most the frame in flight.
-    """
-
-    def __init__(self, out: TextIO, state: ServiceState, names: list[str], *, close_out: bool) -> None:
-        self.out, self.state, self.names, self.close_out = out, state, names, close_out
-
-    def write(self, frame: FrameRecord, stream_name: str) -> None:
-        camera = self.names[frame.stream]
-        latency = time.perf_counter() - frame.t_arrival
-        event = {"camera": camera, "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
-                 "label": frame.label, "score": round(float(frame.score), 5), "frame": frame.index,
-                 "latency_ms": round(latency * 1e3, 3)}
-        self.out.write(json.dumps(event) + "\n")
-        self.out.flush()
-        self.state.frame(camera, frame.label, float(frame.score), latency)
-
-    def close(self) -> None:
-        self.out.flush()
-        if self.close_out:
-            self.out.close()
 
 
 def make_runner(model: ServingModel, *, threads: int = 0) -> BaseRunner:
@@ -170,6 +154,7 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
     stop = stop or threading.Event()
     specs = [camera_name(spec, i) for i, spec in enumerate(config.sources)]
     names = [name for name, _ in specs]
+    urls = with_credentials(specs, load_credentials(config.credentials))  # secrets live only in these URLs
     state = ServiceState(names, {k: v for k, v in model.info.items() if k in
                                  ("model", "build", "target", "precision", "backend", "artifact_sha256")},
                          stale_s=config.stale_s, require=config.require)
@@ -184,7 +169,7 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
     started = time.monotonic()
     timer: threading.Timer | None = None
     server: HttpServer | None = None
-    out: TextIO | None = None
+    out: Any = None
     close_out = config.events != "-"
     try:  # everything opened from here on is released in `finally`, whatever fails
         if install_signals and threading.current_thread() is threading.main_thread():
@@ -192,14 +177,19 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
                 previous[signum] = signal.signal(signum, on_signal)
         server = _start_http(state, config)
         publish_endpoint(config.host, server.port)
-        out = _open_events(config.events) if close_out else sys.stdout
+        out = RotatingFile(Path(config.events), max_bytes=config.events_max_bytes,
+                           keep=config.events_keep) if close_out else sys.stdout
         preprocess = Preprocessor(PreprocessConfig(size=model.size, layout=model.layout, mean=model.mean, std=model.std))
 
         def factory(url: str) -> Callable[[], FrameSource]:
             return lambda: open_source(url, loop=config.loop)
 
+        def disconnected(camera: str, error: str) -> None:
+            state.disconnected(camera, scrub(error))  # /healthz is served to the unit's network
+
         sources = [ReconnectingSource(name, factory(url), stop=stop, backoff=config.backoff,
-                                      on_connect=state.connected, on_error=state.disconnected) for name, url in specs]
+                                      on_connect=state.connected, on_error=disconnected)
+                   for name, url in zip(names, urls)]
         with make_runner(model, threads=config.threads) as runner:
             state.model_ready = True
             if on_ready is not None:
@@ -234,7 +224,7 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
         frames=sum(c["frames"] for c in report["cameras"].values()),
         events_by_camera={name: dict(state.cameras[name].events) for name in names},
         reconnects={name: state.cameras[name].reconnects for name in names},
-        streams=[s.to_json() for s in result.streams], seconds=time.monotonic() - started, stopped_by=stopped_by[0],
+        streams=[{**s.to_json(), "error": scrub(s.error)} for s in result.streams], seconds=time.monotonic() - started, stopped_by=stopped_by[0],
     )
 
 
@@ -247,16 +237,6 @@ def _start_http(state: ServiceState, config: ServeConfig) -> HttpServer:
             "process holds the port (with network host, another container too): pass a free --port (or "
             "TOOLCHAIN_SERVE_PORT), or a --host this machine has"
         ) from exc
-
-
-def _open_events(path: str) -> TextIO:
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed by the sink (or serve)
-    except OSError as exc:
-        raise BadInputError(f"cannot append events to {path}: {exc.strerror or exc}; pass --events with a writable "
-                            "file path, or - for stdout") from exc
 
 
 def load_model(artifact: str, *, workspace_path: Path | None = None, target: str | None = None) -> ServingModel:

@@ -1,0 +1,136 @@
+"""Camera credentials from a file, never from the command line, the environment or labels.
+
+``serve --credentials FILE`` (in a unit's container: a read-only file of mode 0400 that ``deploy``
+mounts at :data:`CONTAINER_PATH`) names each camera's secret by camera name::
+
+    {"cameras": {"north": {"username": "admin", "password": "..."},
+                 "south": {"url": "rtsp://10.0.12.21/stream1?user=admin&pwd=..."}}}
+
+(on a workstation the same tables in TOML are accepted: ``[cameras.north]``). ``username``/``password``
+are put into the camera's URL as its userinfo; ``url`` replaces the URL whole (for cameras that take
+their credentials in the query string). The camera's ``--source NAME=URL`` stays credential-free, so
+``docker inspect``, ``ps`` and every log show only it. Every secret read is registered with
+:func:`toolchain.redaction.register_secret`, so it is masked in any text that still quotes it.
+
+Standard library only, Python 3.8 compatible (the roadside runtime).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+from toolchain.errors import BadInputError, InputNotFoundError
+from toolchain.redaction import _SECRET_PARAM, register_secret
+
+CONTAINER_DIR = "/run/secrets/toolchain"
+CONTAINER_PATH = CONTAINER_DIR + "/cameras.json"
+ENV = "TOOLCHAIN_CAMERA_CREDENTIALS"
+_FIELDS = {"username", "password", "url"}
+
+
+@dataclass(frozen=True)
+class CameraCredential:
+    """One camera's secret: a username/password pair, or a whole URL that carries it."""
+
+    username: str = ""
+    password: str = ""
+    url: str = ""
+
+    def apply(self, url: str) -> str:
+        """``url`` with this credential in it (the replacement URL, or the userinfo set)."""
+        if self.url:
+            return self.url
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise BadInputError(f"a username/password can only be given to a network camera URL, not {url.split('?')[0]!r}")
+        userinfo = quote(self.username, safe="")
+        if self.password:
+            userinfo += ":" + quote(self.password, safe="")
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def _parse(path: Path, text: str) -> Any:
+    if path.suffix.lower() == ".toml":
+        try:
+            import tomllib  # Python 3.11+; the container's file is JSON
+        except ImportError as exc:
+            raise BadInputError(f"{path}: TOML needs Python 3.11; write the credentials as JSON") from exc
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise BadInputError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise BadInputError(f"{path} is not valid JSON ({exc.__class__.__name__} at line "
+                            f"{getattr(exc, 'lineno', '?')}); fix the credentials file") from None
+
+
+def parse_credentials(data: Any, source: str) -> Dict[str, CameraCredential]:
+    """Validate ``{"cameras": {NAME: {...}}}`` and register every secret in it for redaction.
+
+    Error messages never quote a value, only names.
+    """
+    if not isinstance(data, dict) or set(data) - {"cameras"} or not isinstance(data.get("cameras", {}), dict):
+        raise BadInputError(f"{source}: expected a table 'cameras' of camera names, e.g. [cameras.north] with "
+                            "username/password or url")
+    credentials: Dict[str, CameraCredential] = {}
+    for name, entry in data.get("cameras", {}).items():
+        if not isinstance(entry, dict) or not entry or set(entry) - _FIELDS or \
+                not all(isinstance(v, str) for v in entry.values()):
+            raise BadInputError(f"{source}: camera {name!r} must have string fields from {sorted(_FIELDS)}")
+        if "url" in entry and ({"username", "password"} & set(entry)):
+            raise BadInputError(f"{source}: camera {name!r} has both url and username/password; give one")
+        if "url" not in entry and not entry.get("username") and not entry.get("password"):
+            raise BadInputError(f"{source}: camera {name!r} has an empty username and password")
+        credential = CameraCredential(username=entry.get("username", ""), password=entry.get("password", ""),
+                                      url=entry.get("url", ""))
+        _register(credential)
+        credentials[str(name)] = credential
+    return credentials
+
+
+def _register(credential: CameraCredential) -> None:
+    register_secret(credential.password)
+    if not credential.password:
+        register_secret(credential.username)  # a bare token as userinfo: rtsp://TOKEN@camera
+    if credential.url:
+        parts = urlsplit(credential.url)
+        register_secret(parts.password)
+        if parts.username and not parts.password:
+            register_secret(parts.username)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if _SECRET_PARAM.match(key):
+                register_secret(value)
+
+
+def load_credentials(path: Optional[Path]) -> Dict[str, CameraCredential]:
+    """The credentials in ``path`` (JSON, or TOML on Python 3.11+); ``{}`` for None.
+
+    Raises:
+        InputNotFoundError: the file is missing or unreadable.
+        BadInputError: it is malformed (the message names the camera, never the secret).
+    """
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputNotFoundError(f"cannot read the camera credentials file {path}: {exc.strerror or exc}; check the "
+                                 "path and that the service user may read it (mode 0400, owned by the service user)") from None
+    return parse_credentials(_parse(path, text), str(path))
+
+
+def to_json(credentials: Dict[str, CameraCredential]) -> str:
+    """The file ``serve`` reads, for these cameras."""
+    cameras = {}
+    for name, c in sorted(credentials.items()):
+        cameras[name] = {"url": c.url} if c.url else {k: v for k, v in (("username", c.username),
+                                                                         ("password", c.password)) if v}
+    return json.dumps({"cameras": cameras}, sort_keys=True)
