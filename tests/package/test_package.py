@@ -184,29 +184,119 @@ def test_a_failed_docker_save_is_a_toolchain_error_and_leaves_no_partial_file(tm
 
 def test_an_image_tarball_with_an_empty_sha256_file_is_refused_clearly(tmp_path: Path) -> None:
     from toolchain.deploy.rollout import _checked_tar
+    from toolchain.registry import Record
 
     tar = tmp_path / "image.tar"
     tar.write_bytes(b"tarball")
     (tmp_path / "image.tar.sha256").write_text("")  # cut short
+    record = Record(id="i" * 64, kind="image", name="m", created_at="", created_by="", toolchain_version="",
+                    body={"image_id": "sha256:" + "0" * 64, "tag": "t:x"})
     with pytest.raises(CorruptStoreError, match="image.tar.sha256"):
-        _checked_tar(tar, None)
+        _checked_tar(tar, None, record)
 
 
 def test_a_tarball_saved_again_by_a_cached_package_is_still_accepted(tmp_path: Path) -> None:
-    """`package --save` on a cached image rewrites the tarball (another tag inside) and its .sha256, not the record."""
+    """`package --save` on a cached image rewrites the tarball and its .sha256, not the record: the file's digest
+    may then be the .sha256 file's; its contents must still be the record's image under the record's tag."""
     import hashlib
 
+    from tests.deploy.test_integrity import CONFIG, IMAGE_ID, LAYERS, _classic, _write
     from toolchain.deploy.rollout import DeployConfig, _Tarball
     from toolchain.registry import Record
 
-    tar = tmp_path / "image.tar"
-    tar.write_bytes(b"saved again under another tag")
+    tar = _write(tmp_path / "image.tar", _classic([(CONFIG, LAYERS, ["t:x"])]))
     (tmp_path / "image.tar.sha256").write_text(f"{hashlib.sha256(tar.read_bytes()).hexdigest()}  image.tar\n")
     record = Record(id="i" * 64, kind="image", name="m-x86-64-cpu", created_at="", created_by="", toolchain_version="",
-                    body={"image_id": "sha256:" + "0" * 64, "tag": "t:x",
+                    body={"image_id": IMAGE_ID, "tag": "t:x",
                           "save": {"path": str(tar), "sha256": hashlib.sha256(b"first save").hexdigest()}})
     config = DeployConfig(ref="m@production", fleet=tmp_path / "fleet.toml")
     assert _Tarball(record, config, tmp_path)() == tar
     tar.write_bytes(b"altered")  # matches neither the record nor its .sha256 file
     with pytest.raises(CorruptStoreError):
         _Tarball(record, config, tmp_path)()
+    # saved again under another tag (`package --tag other --save`): loading it would set that tag on every unit
+    other = _write(tmp_path / "image.tar", _classic([(CONFIG, LAYERS, ["t:other"])]))
+    (tmp_path / "image.tar.sha256").write_text(f"{hashlib.sha256(other.read_bytes()).hexdigest()}  image.tar\n")
+    with pytest.raises(CorruptStoreError, match="t:other"):
+        _Tarball(record, config, tmp_path)()
+
+
+def _lock_entries(text: str) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of a pip requirements file in `NAME==VERSION --hash=...` form."""
+    from packaging.utils import canonicalize_name
+
+    entries = {}
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        requirement, *options = line.split()
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!]+)", requirement)
+        assert match, f"not pinned to one version: {line}"
+        assert options and all(o.startswith("--hash=sha256:") for o in options), f"no sha256 hash: {line}"
+        hashes = [o.split(":", 1)[1] for o in options]
+        assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), line
+        entries[canonicalize_name(match.group(1))] = (match.group(2), hashes)
+    return entries
+
+
+def test_the_vendor_lock_pins_every_vendored_package_by_version_and_hash() -> None:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from toolchain.package.image import VENDOR_LOCK, VENDORED
+
+    entries = _lock_entries(VENDOR_LOCK.read_text())
+    for spec in VENDORED:  # click, rich, each inside the range VENDORED states
+        requirement = Requirement(spec)
+        version, _ = entries[canonicalize_name(requirement.name)]
+        assert requirement.specifier.contains(version), (spec, version)
+    assert {"markdown-it-py", "mdurl", "pygments"} <= set(entries)  # what rich needs
+    # shipped with the package (the wheel has it, not only a checkout)
+    package_data = re.search(r"\[tool\.setuptools\.package-data\]\ntoolchain = (\[.*?\])",
+                             (REPO_ROOT / "pyproject.toml").read_text(), re.S)
+    assert package_data and '"package/vendor-requirements.txt"' in package_data.group(1)
+    assert (REPO_ROOT / "scripts" / "lock_vendor").read_text().startswith("#!/usr/bin/env python3")
+
+
+def test_binary_pins_cover_the_image_pythons_within_the_ranges() -> None:
+    from packaging.requirements import Requirement
+
+    from toolchain.package.image import BINARY, BINARY_PINS
+
+    assert set(BINARY_PINS) >= {"3.8", "3.9", "3.10", "3.11", "3.12"}  # JetPack 5's Python 3.8 included
+    for python, pins in BINARY_PINS.items():
+        assert set(pins) == set(BINARY), python
+        for module, version in pins.items():
+            assert Requirement(BINARY[module]).specifier.contains(version), (python, module, version)
+
+
+def test_vendoring_installs_only_the_locked_hashes_and_records_them(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from toolchain.package import image
+
+    with Workspace(tmp_path / "ws") as ws:
+        try:
+            vendor = vendor_dependencies(ws, "3.8", "x86_64")
+        except MissingEnvironmentError as exc:  # no package index reachable from this machine
+            pytest.skip(str(exc))
+        entries = _lock_entries(image.VENDOR_LOCK.read_text())
+        assert sorted(h for _, hashes in entries.values() for h in hashes) == sorted(vendor.sha256.values())
+        assert vendor.lock_sha256 == hashlib.sha256(image.VENDOR_LOCK.read_bytes()).hexdigest()
+        assert all(name.endswith("-py3-none-any.whl") for name in vendor.sha256)
+        assert not list(vendor.rglob("direct_url.json")) and not list(vendor.rglob("RECORD"))
+        assert vendor_dependencies(ws, "3.8", "x86_64").sha256 == vendor.sha256  # read back from the cache
+        # a changed lock file is a new cache entry; a hash that is not the real file's is refused by pip
+        lock = tmp_path / "vendor-requirements.txt"
+        text = image.VENDOR_LOCK.read_text()
+        lock.write_text("# reviewed again\n" + text)
+        monkeypatch.setattr(image, "VENDOR_LOCK", lock)
+        again = vendor_dependencies(ws, "3.8", "x86_64")
+        assert again != vendor and again.sha256 == vendor.sha256
+        click_hash = entries["click"][1][0]
+        lock.write_text(text.replace(click_hash, "0" * 64))
+        with pytest.raises(MissingEnvironmentError, match="hash"):
+            vendor_dependencies(ws, "3.8", "x86_64")
+        assert not [p for p in (ws.root / "cache" / "package-vendor").iterdir() if p.name.startswith(".")]

@@ -53,3 +53,40 @@ def test_bad_bundles_and_altered_engines_are_refused(tmp_path: Path) -> None:
         blob.write_bytes(blob.read_bytes() + b"x")
         with pytest.raises(CorruptStoreError, match="altered"):
             model_from_registry(ws, build_id)
+
+
+def test_the_engine_is_rehashed_at_start_against_model_json(tmp_path: Path) -> None:
+    with Workspace(tmp_path / "ws") as ws:
+        build_id = tiny_build(ws, tmp_path)
+        model = model_from_registry(ws, build_id[:12])
+    bundle = write_bundle(model, tmp_path / "bundle", sha256=model.info["artifact_sha256"])
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    assert manifest["engine_sha256"] == model.info["artifact_sha256"]
+    load_bundle(bundle)
+    engine = bundle / "model.onnx"
+    engine.write_bytes(engine.read_bytes()[:-1] + b"\0")  # one byte changed on the unit
+    with pytest.raises(CorruptStoreError, match="model.onnx does not match the sha256") as caught:
+        load_bundle(bundle)
+    assert "Repackage the image" in str(caught.value)
+
+
+def test_a_bundle_without_engine_sha256_falls_back_to_the_artifact_digest(tmp_path: Path) -> None:
+    with Workspace(tmp_path / "ws") as ws:
+        build_id = tiny_build(ws, tmp_path)
+        model = model_from_registry(ws, build_id[:12])
+    bundle = write_bundle(model, tmp_path / "bundle")
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    del manifest["engine_sha256"]  # as written before the field existed
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    assert load_bundle(bundle).info["artifact_sha256"] == model.info["artifact_sha256"]
+    (bundle / "model.onnx").write_bytes(b"another engine")
+    with pytest.raises(CorruptStoreError, match="model.onnx"):
+        load_bundle(bundle)
+    # neither digest: nothing to check against (a hand-made bundle); it loads as before
+    manifest["info"].pop("artifact_sha256")
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    assert load_bundle(bundle).engine.read_bytes() == b"another engine"
+    manifest["engine_sha256"] = "not a digest"
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CorruptStoreError, match="no valid engine sha256"):
+        load_bundle(bundle)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import tarfile
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +25,10 @@ from toolchain.errors import BadInputError, MissingEnvironmentError, QualityGate
 from toolchain.hashing import sha256_file
 
 WORKDIR = "/toolchain-build"
+# The most a build may send back from OUTDIR (the tar stream ``get_archive`` returns: engine, log, result,
+# timing cache). An engine is tens to hundreds of MB; past this the transfer is stopped and nothing is kept,
+# so a unit that misbehaves cannot fill the workstation's disk.
+MAX_OUTPUT_BYTES = 8 << 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +44,7 @@ class ContainerJob:
         timeout_s: Seconds the build may run before the container is killed.
         architecture: The architecture the engine host must have (``x86_64``/``aarch64``).
         artifact_name: The file in OUTDIR that is the built engine/artifact.
+        max_output_bytes: The most OUTDIR may send back (see :data:`MAX_OUTPUT_BYTES`).
     """
 
     image: str
@@ -47,6 +55,7 @@ class ContainerJob:
     runtime: str | None = None
     timeout_s: float = 1800.0
     architecture: str = ""
+    max_output_bytes: int = MAX_OUTPUT_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,17 +81,54 @@ def _tar(files: Mapping[str, bytes | Path]) -> bytes:
     return buffer.getvalue()
 
 
-def _untar(chunks: Any, out_dir: Path) -> None:
-    """Extract the ``out`` folder from ``get_archive`` into ``out_dir`` (plain files only, no path tricks)."""
-    archive_bytes = b"".join(chunks)
-    with tarfile.open(fileobj=io.BytesIO(archive_bytes)) as archive:
-        for member in archive.getmembers():
-            if not member.isfile():
-                continue
-            name = Path(member.name).name  # flat: OUTDIR holds plain files only
-            source = archive.extractfile(member)
-            if source is not None and name:
-                (out_dir / name).write_bytes(source.read())
+def _untar(chunks: Any, out_dir: Path, *, limit: int = MAX_OUTPUT_BYTES) -> None:
+    """Extract the ``out`` folder from ``get_archive`` into ``out_dir`` (plain files only, flat, no path tricks).
+
+    The stream is spooled to a temporary file in ``out_dir`` (never held whole in memory), at most
+    ``limit`` bytes of it, then read back member by member.
+
+    Raises:
+        BadInputError: the stream is larger than ``limit`` (the partial file is removed, nothing is
+            extracted), or it is not a readable tar archive.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, spool_name = tempfile.mkstemp(dir=out_dir, prefix=".get_archive-", suffix=".tar.part")
+    spool = Path(spool_name)
+    try:
+        received = 0
+        with os.fdopen(fd, "wb") as sink:
+            for chunk in chunks:
+                received += len(chunk)
+                if received > limit:
+                    raise BadInputError(
+                        f"the unit sent back more than {_size(limit)} from the build's output folder; the transfer was "
+                        "stopped and nothing was kept. A build writes one engine and a few small files: check the "
+                        "builder on the unit (or, for an engine that large, raise ContainerJob.max_output_bytes)"
+                    )
+                sink.write(chunk)
+        try:
+            with tarfile.open(spool, mode="r:") as archive:  # plain tar, as the engine sends: nothing expands
+                for member in archive:
+                    if not member.isfile() or member.issparse():
+                        continue
+                    name = Path(member.name).name  # flat: OUTDIR holds plain files only
+                    source = archive.extractfile(member)
+                    if source is None or name in ("", ".", "..", spool.name):
+                        continue
+                    with open(out_dir / name, "wb") as target:
+                        shutil.copyfileobj(source, target, 1 << 20)
+        except tarfile.TarError as exc:
+            raise BadInputError(f"the build's output from the unit is not a readable archive ({exc}); the transfer "
+                                "was damaged or cut short, rerun the build") from exc
+    finally:
+        spool.unlink(missing_ok=True)
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # stop reading the engine's stream when we stopped early
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"
 
 
 def ensure_image(client: Any, image: str) -> Any:
@@ -145,7 +191,7 @@ def run_in_container(client: Any, job: ContainerJob, out_dir: Path) -> Container
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
             chunks, _ = container.get_archive(f"{WORKDIR}/out")
-            _untar(chunks, out_dir)
+            _untar(chunks, out_dir, limit=job.max_output_bytes)
         except docker.errors.NotFound:
             pass  # the builder failed before writing anything; its logs say why
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import tempfile
 import threading
 import uuid
@@ -24,6 +25,7 @@ from toolchain.deploy.fleet import Fleet, Unit, load_fleet
 from toolchain.deploy.unit import SKIPPED, UNREACHABLE, Release, UnitResult, deploy_unit, serving_containers
 from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
 from toolchain.progress import NullProgress, Progress
+from toolchain.redaction import scrub
 from toolchain.registry import NewRecord, Record
 from toolchain.targets.profile import load_target
 from toolchain.workspace import Workspace
@@ -126,25 +128,36 @@ def _image_ref(workspace: Workspace, ref: str) -> Record | None:
 
 
 class _Tarball:
-    """A ``docker save`` tarball of one image, found or made once (thread-safe), removed at the end if made."""
+    """A ``docker save`` tarball of one image, found or made once (thread-safe), removed at the end if made.
+
+    Whichever it is (``--image-tar``, the one ``package --save`` wrote, or one exported now), it is checked
+    by :func:`_checked_tar` before any unit loads it; a tarball that fails is refused for every unit, once.
+    """
 
     def __init__(self, image: Record, config: DeployConfig, work: Path) -> None:
         self.image, self.config, self.work = image, config, work
         self._lock = threading.Lock()
         self._path: Path | None = None
+        self._error: Exception | None = None
 
     def __call__(self) -> Path:
         with self._lock:
+            if self._error is not None:
+                raise self._error
             if self._path is None:
-                self._path = self._find_or_make()
+                try:
+                    self._path = self._find_or_make()
+                except BadInputError as exc:  # a bad tarball stays bad: refuse it without re-reading it per unit
+                    self._error = exc
+                    raise
             return self._path
 
     def _find_or_make(self) -> Path:
         if self.config.image_tar is not None:
-            return _checked_tar(self.config.image_tar, None)
+            return _checked_tar(self.config.image_tar, None, self.image)
         saved = self.image.body.get("save") or {}
         if saved.get("path") and Path(saved["path"]).is_file():
-            return _checked_tar(Path(saved["path"]), saved.get("sha256"))
+            return _checked_tar(Path(saved["path"]), saved.get("sha256"), self.image)
         from toolchain.docker_engine import connect
         from toolchain.package.image import save_image
 
@@ -160,18 +173,28 @@ class _Tarball:
                     f"the engine {host or '$DOCKER_HOST'} no longer has image {self.image.body['image_id'][:19]}; repackage "
                     "it (`toolchain package`), pass --image-tar with its saved tarball, or --from the engine that has it"
                 ) from exc
-            return Path(save_image(image, self.work / "image.tar", self.image.body["tag"])["path"])
+            saved = save_image(image, self.work / "image.tar", self.image.body["tag"])
         finally:
             client.close()
+        return _checked_tar(Path(saved["path"]), saved["sha256"], self.image)
 
 
-def _checked_tar(path: Path, sha256: str | None) -> Path:
-    """The tarball, after checking it against its recorded sha256 or its ``.sha256`` file.
+def _checked_tar(path: Path, sha256: str | None, image: Record) -> Path:
+    """The tarball, after checking it against its recorded sha256 or its ``.sha256`` file, and its contents.
 
     ``package --save`` on an image already packaged rewrites the tarball and its ``.sha256`` file (the
-    tag inside may differ), not the immutable image record, so either digest is accepted. (``docker
-    load`` is checked again on the unit: the loaded image's id must be the packaged one.)
+    tag inside may differ), not the immutable image record, so either digest is accepted. The digests
+    catch a tarball cut short or altered after it was saved; with neither (a user's ``--image-tar``
+    without its ``.sha256``), nothing of the whole file is known in advance. Either way its index files
+    are read next (:func:`toolchain.deploy.imagetar.check_image_tarball`): exactly one image, whose config
+    hashes to the record's ``image_id``, tagged only with the record's tags, nothing else in it. (``docker
+    load`` checks every layer against that config's diff ids, and the unit checks the loaded image's id.)
+
+    Raises:
+        InputNotFoundError: no such file.
+        CorruptStoreError: a digest or the contents do not match the image record; the message says why.
     """
+    from toolchain.deploy.imagetar import check_image_tarball
     from toolchain.errors import CorruptStoreError
 
     if not path.is_file():
@@ -182,7 +205,7 @@ def _checked_tar(path: Path, sha256: str | None) -> Path:
         words = sidecar.read_text(errors="replace").split()
         if not words or len(words[0]) != 64:
             raise CorruptStoreError(f"{sidecar} holds no sha256 (cut short?); write it again with `toolchain package "
-                                    "--save`, or remove it to load the tarball unchecked")
+                                    "--save`, or remove it to check the tarball by its contents only")
         expected.append(words[0].lower())
     if expected:
         digest = hashlib.sha256()
@@ -192,6 +215,8 @@ def _checked_tar(path: Path, sha256: str | None) -> Path:
         if digest.hexdigest() not in expected:
             raise CorruptStoreError(f"image tarball {path} does not match its sha256 ({expected[0][:12]}...); "
                                     "it was altered or cut short: package it again with --save")
+    body = image.body
+    check_image_tarball(path, image_id=body["image_id"], tags=[body["tag"], *(body.get("tags") or [])])
     return path
 
 
@@ -254,6 +279,7 @@ def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None
     with tempfile.TemporaryDirectory(prefix="toolchain-deploy-") as tmp:
         releases, described = prepare_releases(workspace, config, sorted({u.target for u in units}), Path(tmp))
         report = DeployReport(deployment=uuid.uuid4().hex[:16], ref=config.ref, fleet=str(fleet.path), releases=described)
+        key = credentials_key(workspace) if any(u.credentials is not None for u in units) else b""
         progress.start(f"deploy {config.ref} to {len(units)} unit(s)", len(units))
 
         def run(batch: list[Unit]) -> list[UnitResult]:
@@ -261,7 +287,8 @@ def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None
             with ThreadPoolExecutor(max_workers=config.parallel, thread_name_prefix="deploy") as pool:
                 futures = {pool.submit(deploy_unit, unit, releases[unit.target], deployment=report.deployment,
                                        insecure=config.insecure, canary=unit.name in canaries,
-                                       health_timeout_s=config.health_timeout_s): unit for unit in batch}
+                                       health_timeout_s=config.health_timeout_s, credentials_key=key): unit
+                           for unit in batch}
                 for future in as_completed(futures):
                     result = future.result()
                     _record(workspace, report, result, releases[result.target])  # main thread: one writer
@@ -298,6 +325,29 @@ def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None
     return report
 
 
+def credentials_key(workspace: Workspace) -> bytes:
+    """This workspace's key for naming credential volumes (32 random bytes, ``keys/credentials.key``, mode 0600)."""
+    path = workspace.root / "keys" / "credentials.key"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(os.urandom(32))
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(tmp, path)  # atomic, and never replaces a key another deploy published first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise BadInputError(f"{path} is not a 32-byte key (cut short?); remove it and deploy again")
+    return key
+
+
 def _redact(url: str) -> str:
     from toolchain.docker_engine import redact
 
@@ -324,13 +374,13 @@ def fleet_status(workspace: Workspace | None, fleet_path: Path, *, units: tuple[
         try:
             client = connect(unit.url, insecure=insecure, timeout=30)
         except Exception as exc:  # noqa: BLE001 - an unreachable unit is a row, not a failure of the command
-            row["error"] = str(exc)
+            row["error"] = scrub(exc)
             return row
         try:
             row["reachable"] = True
             row["containers"] = serving_containers(client)
         except Exception as exc:  # noqa: BLE001 - an engine failing mid-way is this unit's row, the others go on
-            row["error"] = f"{type(exc).__name__}: {exc}"
+            row["error"] = f"{type(exc).__name__}: {scrub(exc)}"
         finally:
             client.close()
         return row

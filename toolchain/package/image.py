@@ -15,8 +15,10 @@ build is refused here with that explanation.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolchain import __version__
 from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
@@ -36,20 +38,37 @@ from toolchain.serve.bundle import build_info, model_from_build, write_bundle
 from toolchain.targets.profile import Target, load_target
 from toolchain.workspace import Workspace
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = "Dockerfile.jetson"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the git checkout, when run from one (scripts, tests)
+# The runtime image's Dockerfile ships inside the package (wheel and sdist), so `package` works from any
+# install; the repository root's Dockerfile.jetson is a symlink to it (one source).
+DOCKERFILE = Path(__file__).resolve().with_name("Dockerfile.jetson")
 # Pure-python dependencies of `toolchain serve` that runtime base images lack (numpy, PyAV and ONNX
-# Runtime or TensorRT come with the base image).
+# Runtime or TensorRT come with the base image): the ranges scripts/lock_vendor resolves.
 VENDORED = ("click>=8.1,<9", "rich>=13.7,<16")
+# What is installed for VENDORED: every wheel pinned by version and sha256 (scripts/lock_vendor writes it).
+VENDOR_LOCK = Path(__file__).resolve().with_name("vendor-requirements.txt")
 # Compiled runtime dependencies, by import name: vendored as binary wheels for the image's platform
 # and Python when the base image lacks them (a plain python image); L4T/Debian bases that have them
 # are used as they are.
 BINARY = {"numpy": "numpy<3", "onnxruntime": "onnxruntime", "av": "av"}
+# The versions of BINARY vendored per image Python: manylinux wheels of each exist for x86_64 and aarch64
+# on a glibc >= 2.28 (JetPack 5 and 6, Debian bookworm). Pinned by version, not by hash (the wheel differs
+# per Python and platform); each wheel's sha256 is recorded as it is installed. A Python not listed here,
+# or an older glibc (ONNX Runtime has no newer wheels for it), gets BINARY's ranges.
+BINARY_PINS: dict[str, dict[str, str]] = {
+    "3.8": {"numpy": "1.24.4", "onnxruntime": "1.19.2", "av": "12.3.0"},
+    "3.9": {"numpy": "2.0.2", "onnxruntime": "1.19.2", "av": "14.2.0"},
+    "3.10": {"numpy": "2.2.6", "onnxruntime": "1.23.2", "av": "14.2.0"},
+    "3.11": {"numpy": "2.2.6", "onnxruntime": "1.23.2", "av": "14.2.0"},
+    "3.12": {"numpy": "2.2.6", "onnxruntime": "1.23.2", "av": "14.2.0"},
+}
+BINARY_PINS_GLIBC = (2, 28)
 # What must come with the base image itself (NVIDIA's L4T images; pycuda has no wheels to vendor).
 REQUIRED_FROM_BASE = {"tensorrt": ("tensorrt", "pycuda"), "onnxruntime": ()}
 _PROBE = ("import importlib.util, json, platform, sys; print(json.dumps({'python': '%d.%d' % sys.version_info[:2], "
           "'libc': platform.libc_ver(), 'missing': [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]}))")
 PLATFORMS = {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}
+_PathType = Path if TYPE_CHECKING else type(Path())  # the concrete class (PosixPath) can be subclassed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,47 +189,117 @@ def default_tag(model: str, target: Target, build: Record) -> str:
     return f"toolchain/{name}:{target.name}-{build.id[:12]}"
 
 
+class VendoredPath(_PathType):  # type: ignore[valid-type,misc]
+    """The directory of vendored dependencies (a :class:`~pathlib.Path`) that also says what went into it.
+
+    Attributes:
+        sha256: Wheel file name -> sha256 of its bytes, for every wheel installed into the directory.
+        lock_sha256: sha256 of the lock file (:data:`VENDOR_LOCK`) it was installed from.
+    """
+
+    sha256: dict[str, str]
+    lock_sha256: str
+
+
+def _vendored_path(path: Path, manifest: dict[str, Any]) -> VendoredPath:
+    vendored = VendoredPath(path)
+    vendored.sha256 = dict(manifest.get("sha256") or {})
+    vendored.lock_sha256 = str(manifest.get("lock_sha256") or "")
+    return vendored
+
+
+def _project(name: str) -> str:
+    """A distribution's normalised name (PEP 503), from a requirement or a wheel file name."""
+    return re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", name).group(0)).lower()  # type: ignore[union-attr]
+
+
 def vendor_dependencies(workspace: Workspace, python_version: str, architecture: str, *, binary: tuple[str, ...] = (),
-                        glibc: str = "2.17") -> Path:
+                        glibc: str = "2.17") -> VendoredPath:
     """The vendored dependencies for a base image's Python and platform (``pip install --target``, cached).
 
-    Pure-python packages (:data:`VENDORED`) always; ``binary`` requirements (from :data:`BINARY`) as
-    manylinux wheels for ``architecture`` that the image's glibc can load. pip resolves for the
-    image's Python, not this interpreter's.
+    Pure-python packages: exactly the lock file :data:`VENDOR_LOCK` (:data:`VENDORED` and what it needs,
+    every wheel pinned by version and sha256), installed with ``pip install --require-hashes --no-deps``,
+    so pip refuses any file whose digest is not the committed one. ``binary`` requirements (from
+    :data:`BINARY`): manylinux wheels for ``architecture`` that the image's glibc can load, pinned by
+    version (:data:`BINARY_PINS`, also as constraints on what they pull in) but not by hash; their own
+    dependencies (ONNX Runtime's protobuf, sympy, flatbuffers ...) are resolved by pip at package time and
+    not pinned. Every wheel is downloaded first and hashed, then installed from that file with
+    ``--no-deps --no-index``: the returned :class:`VendoredPath` lists each wheel installed and its sha256
+    (``package`` keeps them in the image record as ``vendored_sha256``), so what went into an image is
+    known afterwards even where it was not fixed beforehand. pip resolves for the image's Python, not
+    this interpreter's.
+
+    The cache is keyed by the lock file's digest, the binary requirements and pins, the Python, the
+    architecture and the glibc: a change of the lock file makes a new one.
     """
-    key = digest_json({"requirements": VENDORED, "binary": binary, "python": python_version, "arch": architecture,
-                       "glibc": glibc})[:16]
+    lock = VENDOR_LOCK.read_bytes()
+    lock_sha256 = hashlib.sha256(lock).hexdigest()
+    new_glibc = tuple(int(p) for p in glibc.split(".")[:2]) >= BINARY_PINS_GLIBC
+    pins = BINARY_PINS.get(python_version, {}) if new_glibc else {}
+    requested = tuple(f"{_project(r)}=={pins[_project(r)]}" if _project(r) in pins else r for r in binary)
+    key = digest_json({"lock": lock_sha256, "binary": requested, "pins": pins, "python": python_version,
+                       "arch": architecture, "glibc": glibc})[:16]
     cache = workspace.root / "cache" / "package-vendor" / key
-    if (cache / ".complete").is_file():
-        return cache
+    if (cache / ".complete").is_file():  # written before the directory is renamed into place: whole or absent
+        return _vendored_path(cache, json.loads((cache / ".complete").read_text()))
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{key}."))
-    common = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-              "--only-binary=:all:", "--python-version", python_version, "--target", str(tmp), "--upgrade"]
-    commands = [[*common, "--implementation", "py", "--platform", "any", *VENDORED]]
+    wheels = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{key}.wheels."))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    target = ["--only-binary=:all:", "--python-version", python_version]
+    pure = [*target, "--implementation", "py", "--platform", "any"]
+    platforms = ["manylinux2014", "manylinux_2_17"] + (["manylinux_2_28"] if new_glibc else [])
+    compiled = [*target, "--implementation", "cp",
+                *(arg for tag in platforms for arg in ("--platform", f"{tag}_{architecture}"))]
+    install = ["install", "--quiet", "--no-compile", "--no-deps", "--no-index", "--target", str(tmp), "--upgrade"]
+    locked = {_project(line) for line in lock.decode().splitlines() if line[:1].isalnum()}
+    steps: list[tuple[str, list[str]]] = []
     if binary:
-        platforms = ["manylinux2014", "manylinux_2_17"]
-        if tuple(int(p) for p in glibc.split(".")[:2]) >= (2, 28):
-            platforms.append("manylinux_2_28")
-        flags = [arg for tag in platforms for arg in ("--platform", f"{tag}_{architecture}")]
-        commands.append([*common, "--implementation", "cp", *flags, *binary])
-    for command in commands:
-        run = subprocess.run(command, capture_output=True, text=True)
-        if run.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise MissingEnvironmentError(
-                f"pip could not fetch the runtime's dependencies ({', '.join(command[command.index(str(tmp)) + 2:])}) "
-                f"for Python {python_version} on {architecture}: {run.stderr.strip()[-800:]}. Check the package "
-                "index, or use a base image that has them"
-            )
-    for junk in tmp.glob("*.dist-info/RECORD"):
+        constraints = wheels / "constraints.txt"
+        constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(pins.items())))
+        steps.append((", ".join(requested), [*pip, "download", "--quiet", *compiled, "--dest", str(wheels / "binary"),
+                                             "-c", str(constraints), *requested]))
+    steps.append((f"the locked {', '.join(sorted(locked))}",
+                  [*pip, "download", "--quiet", "--require-hashes", "--no-deps", *pure, "--dest", str(wheels / "pure"),
+                   "-r", str(VENDOR_LOCK)]))
+    try:
+        for what, command in steps:
+            _pip(command, what, python_version, architecture)
+        installed: dict[str, str] = {}
+        if binary:
+            # The locked packages come from the lock file even when a compiled wheel also asked for them.
+            files = [w for w in sorted((wheels / "binary").glob("*.whl")) if _project(w.name) not in locked]
+            _pip([*pip, *install, *compiled, *map(str, files)], ", ".join(requested), python_version, architecture)
+            installed.update({w.name: sha256_file(w) for w in files})
+        _pip([*pip, *install, "--require-hashes", "--find-links", str(wheels / "pure"), *pure, "-r", str(VENDOR_LOCK)],
+             "the locked pure-python packages", python_version, architecture)
+        installed.update({w.name: sha256_file(w) for w in sorted((wheels / "pure").glob("*.whl"))})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(wheels, ignore_errors=True)
+    for junk in [*tmp.glob("*.dist-info/RECORD"), *tmp.glob("*.dist-info/direct_url.json")]:
         junk.unlink()  # paths of this machine; not needed to import
-    (tmp / ".complete").write_text(architecture)
+    manifest = {"architecture": architecture, "python": python_version, "lock_sha256": lock_sha256, "sha256": installed}
+    (tmp / ".complete").write_text(json.dumps(manifest, indent=1, sort_keys=True))
     try:
         os.replace(tmp, cache)
     except OSError:  # another package run filled the cache first
         shutil.rmtree(tmp, ignore_errors=True)
-    return cache
+        return _vendored_path(cache, json.loads((cache / ".complete").read_text()))
+    return _vendored_path(cache, manifest)
+
+
+def _pip(command: list[str], what: str, python_version: str, architecture: str) -> None:
+    run = subprocess.run(command, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise MissingEnvironmentError(
+            f"pip could not fetch the runtime's dependencies ({what}) for Python {python_version} on {architecture}: "
+            f"{run.stderr.strip()[-800:]}. Check the package index, or use a base image that has them"
+            + (" (a hash mismatch means the index serves other bytes than scripts/lock_vendor saw: rerun it and "
+               "review the change)" if "hash" in run.stderr.lower() else "")
+        )
 
 
 def probe_base(client: Any, image_id: str, modules: tuple[str, ...]) -> dict[str, Any]:
@@ -237,7 +326,10 @@ def copy_runtime(destination: Path) -> None:
 
 
 def _find_dockerfile(config: PackageConfig) -> Path:
-    path = config.dockerfile or REPO_ROOT / DOCKERFILE
+    if config.dockerfile is None and not DOCKERFILE.is_file():
+        raise InputNotFoundError(f"{DOCKERFILE} is missing from the installed toolchain package; reinstall toolchain "
+                                 "or pass --dockerfile with the toolchain's Dockerfile.jetson")
+    path = Path(config.dockerfile) if config.dockerfile is not None else DOCKERFILE
     if not path.is_file():
         raise InputNotFoundError(f"{path} does not exist; pass --dockerfile with the toolchain's Dockerfile.jetson")
     return path
@@ -325,7 +417,7 @@ def package(workspace: Workspace, config: PackageConfig, progress: Progress | No
             (context / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
             write_bundle(model, context / "model", sha256=info["artifact_sha256"])  # the bytes shipped are the verified ones
             copy_runtime(context / "runtime")
-            shutil.copytree(vendor_dependencies(workspace, python_version, target.architecture, binary=binary, glibc=glibc),
+            shutil.copytree(vendored := vendor_dependencies(workspace, python_version, target.architecture, binary=binary, glibc=glibc),
                             context / "vendor",
                             ignore=shutil.ignore_patterns(".complete"))
             buildargs = {
@@ -335,6 +427,7 @@ def package(workspace: Workspace, config: PackageConfig, progress: Progress | No
                 "CREATED": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "REVISION": build.id,
                 "HTTP_PORT": str(config.http_port),
             }
+            make_world_readable(context)
             image_obj, log = _docker_build(client, context, tags[0], buildargs, platform)
         for tag in tags[1:]:
             image_obj.tag(*split_tag(tag))
@@ -350,6 +443,7 @@ def package(workspace: Workspace, config: PackageConfig, progress: Progress | No
             "build": build.id, "model": info["model"], "artifact_sha256": info["artifact_sha256"],
             "onnx_sha256": info["onnx_sha256"], "backend": model.backend, "labels": labels, "http_port": config.http_port,
             "python_version": python_version, "vendored": [*VENDORED, *binary], "toolchain_version": __version__,
+            "vendored_sha256": vendored.sha256,
             "docker_host": redact(config.docker_host or os.environ.get("DOCKER_HOST", "")),
             "size": int(image_obj.attrs.get("Size") or 0), "save": saved, "build_log_tail": log[-4000:],
             "created": buildargs["CREATED"],
@@ -363,6 +457,14 @@ def package(workspace: Workspace, config: PackageConfig, progress: Progress | No
     return PackageResult(image=record.id, image_id=image_obj.id, tags=tuple(tags), target=target.name, platform=platform,
                          build=build.id, model=info["model"], labels=labels, cached=False, save=saved, warnings=warnings,
                          seconds=time.perf_counter() - started)
+
+
+def make_world_readable(context: Path) -> None:
+    """Files 0644 and folders 0755 (atomic writes make 0600 temp files): the image's non-root user reads them,
+    and they stay root-owned, so the service cannot change its own code or model."""
+    for path in [context, *context.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def split_tag(tag: str) -> tuple[str, str]:

@@ -98,6 +98,9 @@ def engine_file_name(backend: str) -> str:
 def write_bundle(model: ServingModel, directory: Path, *, sha256: str | None = None) -> Path:
     """Copy the engine into ``directory`` and write ``model.json`` next to it (atomically); returns the directory.
 
+    ``model.json`` records the engine's sha256 (``engine_sha256``): :func:`load_bundle` re-hashes the
+    engine against it at every start.
+
     Args:
         sha256: The engine's verified digest: the bytes copied are checked against it, so a blob that changed
             after its verification is never bundled.
@@ -108,22 +111,28 @@ def write_bundle(model: ServingModel, directory: Path, *, sha256: str | None = N
     directory.mkdir(parents=True, exist_ok=True)
     name = engine_file_name(model.backend)
     data = model.engine.read_bytes()
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and digest != sha256:
         from toolchain.errors import CorruptStoreError
 
         raise CorruptStoreError(f"the engine {model.engine} changed after it was verified (sha256 is no longer "
                                 f"{sha256[:12]}...); run `toolchain registry verify` and rebuild it")
     write_atomic(directory / name, data)
-    write_atomic(directory / MANIFEST, json.dumps(model.manifest(name), indent=2, sort_keys=True))
+    write_atomic(directory / MANIFEST, json.dumps({**model.manifest(name), "engine_sha256": digest}, indent=2,
+                                                  sort_keys=True))
     return directory
 
 
 def load_bundle(directory: Path) -> ServingModel:
-    """Read a bundle written by :func:`write_bundle`.
+    """Read a bundle written by :func:`write_bundle`, after re-hashing its engine.
+
+    The engine must hash to ``model.json``'s ``engine_sha256``; a bundle written before that field
+    existed is checked against ``info.artifact_sha256`` (the engine blob's digest) when it has one.
 
     Raises:
         InputNotFoundError: no ``model.json`` or engine file.
         BadInputError: the manifest is unreadable or of another schema.
+        CorruptStoreError: the engine's bytes are not the ones packaged.
     """
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
@@ -139,12 +148,34 @@ def load_bundle(directory: Path) -> ServingModel:
     engine = directory / str(manifest.get("engine", ""))
     if not engine.is_file():
         raise InputNotFoundError(f"the bundle's engine {engine} is missing; repackage the image")
+    _check_engine(engine, manifest, manifest_path)
     return ServingModel(
         engine=engine, backend=str(manifest["backend"]), layout=str(manifest["layout"]), size=int(manifest["size"]),
         classes=tuple(manifest.get("classes") or ()), mean=tuple(manifest.get("mean") or DEFAULT_MEAN),
         std=tuple(manifest.get("std") or DEFAULT_STD), build=dict(manifest.get("build") or {}),
         info={str(k): str(v) for k, v in (manifest.get("info") or {}).items()},
     )
+
+
+def _check_engine(engine: Path, manifest: dict[str, Any], manifest_path: Path) -> None:
+    """Re-hash the bundle's engine against the digest its manifest records (CorruptStoreError when it differs)."""
+    from toolchain.errors import CorruptStoreError
+    from toolchain.hashing import is_sha256, sha256_file
+
+    expected = manifest.get("engine_sha256")
+    if expected is None:  # a bundle from before engine_sha256: the build's blob digest is the engine's
+        fallback = str((manifest.get("info") or {}).get("artifact_sha256") or "")
+        if not is_sha256(fallback):
+            return
+        expected = fallback
+    if not isinstance(expected, str) or not is_sha256(expected):
+        raise CorruptStoreError(f"{manifest_path} records no valid engine sha256 ({expected!r}); repackage the image "
+                                "(`toolchain package`)")
+    actual = sha256_file(engine)
+    if actual != expected:
+        raise CorruptStoreError(f"the bundle's engine {engine} does not match the sha256 in {manifest_path} "
+                                f"({expected[:12]}..., the file hashes to {actual[:12]}...): it was altered or cut short. "
+                                "Repackage the image (`toolchain package`) and deploy it again")
 
 
 def model_from_registry(workspace: Any, ref: str, *, target: str | None = None) -> ServingModel:
