@@ -107,3 +107,12 @@ def test_status_reports_a_unit_whose_engine_fails_mid_way_as_a_row(tmp_path: Pat
     rows = {r["unit"]: r for r in fleet_status(None, _fleet(tmp_path), units=("canary-1", "road-2"))}
     assert set(rows) == {"canary-1", "road-2"}
     assert rows["canary-1"]["reachable"] and "shutting down" in rows["canary-1"]["error"]
+
+
+def test_text_from_a_unit_is_printed_without_terminal_escapes_markup_or_secrets() -> None:
+    from toolchain.cli.output import safe
+
+    hostile = "\x1b]0;owned\x07\x1b[2J[bold red]boom[/] rtsp://admin:Pw-secret-9@cam/x\r"
+    text = safe(hostile)
+    assert "\x1b" not in text and "\x07" not in text and "\r" not in text
+    assert "\\[bold red]" in text and "Pw-secret-9" not in text and "rtsp://***@cam/x" in text

@@ -110,3 +110,90 @@ def test_the_readme_fleet_example_parses(tmp_path: Path) -> None:
     for block in examples:
         fleet = load_fleet(_write(tmp_path, block))
         assert fleet.units
+
+
+SECURE = """
+[[unit]]
+name = "a1"
+url = "unix:///tmp/u/docker.sock"
+target = "jetson-orin-nano"
+cameras = ["north=rtsp://10.0.12.21/s1"]
+credentials = "secrets/cameras.toml"
+http_host = "10.0.12.7"
+cpus = 1.5
+log_driver = "local"
+log_max_size = "5M"
+log_max_file = 4
+read_only = false
+
+[[unit]]
+name = "b1"
+url = "unix:///tmp/v/docker.sock"
+target = "x86-64-cpu"
+cameras = ["/cams/a.mp4"]
+"""
+
+
+def test_security_settings_parse_with_safe_defaults_and_target_limits(tmp_path: Path) -> None:
+    from toolchain.targets.profile import load_target
+
+    fleet = load_fleet(_write(tmp_path, SECURE))
+    a1, b1 = fleet.units
+    assert a1.credentials == tmp_path / "secrets" / "cameras.toml"  # relative to the fleet file
+    assert (a1.http_host, a1.log_driver, a1.log_max_size, a1.log_max_file, a1.read_only) == ("10.0.12.7", "local", "5m",
+                                                                                           4, False)
+    orin = load_target("jetson-orin-nano")
+    assert a1.limits() == (orin.service_memory_mb, 1.5, orin.service_pids) and orin.service_memory_mb == 4096
+    assert (b1.credentials, b1.http_host, b1.read_only, b1.log_driver) == (None, "127.0.0.1", True, "json-file")
+    assert b1.limits() == (1024, 2.0, 256)
+
+
+@pytest.mark.parametrize(("camera", "fragment"), [
+    ("rtsp://admin:Secret-1@10.0.0.5/s1", "admin:Secret-1"),
+    ("north=rtsp://tokenXYZ@10.0.0.5/s1", "tokenXYZ"),
+    ("north=http://10.0.0.5/cgi?user=admin&pwd=Secret-2", "Secret-2"),
+])
+def test_camera_urls_with_inline_credentials_are_refused_without_echoing_them(tmp_path: Path, camera: str,
+                                                                              fragment: str) -> None:
+    text = SECURE.replace('cameras = ["/cams/a.mp4"]', f'cameras = ["{camera}"]')
+    with pytest.raises(BadInputError, match="carries credentials") as info:
+        load_fleet(_write(tmp_path, text))
+    assert fragment not in str(info.value)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('log_driver = "syslog"', "log_driver must be one of"),
+    ('log_max_size = "lots"', "log_max_size"),
+    ("log_max_file = 0", "log_max_file"),
+    ("memory_mb = 1", "memory_mb must be a number"),
+    ("cpus = true", "cpus must be a number"),
+    ('http_host = ""', "http_host"),
+    ("credentials = 3", "credentials must be the path"),
+])
+def test_bad_security_settings_say_what_to_fix(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(BadInputError, match=message):
+        load_fleet(_write(tmp_path, SECURE + line + "\n"))
+
+
+def test_the_dockerfile_user_is_the_service_uid_deploy_gives_the_credentials_to() -> None:
+    from toolchain.deploy.unit import SERVICE_UID
+
+    dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile.jetson").read_text()
+    users = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")]
+    assert users == [f"{SERVICE_UID}:{SERVICE_UID}"] and SERVICE_UID != 0
+
+
+def test_the_service_container_is_locked_down_with_limits_clamped_to_the_unit(tmp_path: Path) -> None:
+    from toolchain.deploy.unit import lockdown
+
+    class OneCpuEngine:  # the Docker engine boundary: only what lockdown asks of it
+        def info(self) -> dict[str, int]:
+            return {"NCPU": 1}
+
+    unit = load_fleet(_write(tmp_path, SECURE)).units[1]
+    options = lockdown(OneCpuEngine(), unit)
+    assert options["cap_drop"] == ["ALL"] and options["security_opt"] == ["no-new-privileges:true"]
+    assert options["read_only"] is True and options["tmpfs"]["/tmp"].startswith("rw,nosuid,nodev,noexec")
+    assert options["mem_limit"] == options["memswap_limit"] == "1024m" and options["pids_limit"] == 256
+    assert options["nano_cpus"] == 1_000_000_000  # the target asks 2 CPUs, the unit has 1
+    assert options["log_config"]["Config"] == {"max-size": "10m", "max-file": "3"}

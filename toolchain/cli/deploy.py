@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from toolchain.cli.output import app, emit, json_option, progress_for
+from toolchain.cli.output import app, emit, json_option, progress_for, safe
 from toolchain.errors import MissingEnvironmentError, QualityGateError
 
 _STYLE = {"deployed": "green", "unchanged": "green", "rolled-back": "yellow", "failed": "red", "refused": "red",
@@ -83,7 +83,7 @@ def rollout(ctx: click.Context, ref: str, fleet: Path, canary: int, parallel: in
             style = _STYLE.get(unit.result, "")
             table.add_row(unit.unit + (" (canary)" if unit.canary else ""), unit.target,
                           f"[{style}]{unit.result}[/{style}]", str(unit.http_port or ""), f"{unit.seconds:.1f}",
-                          escape(unit.message[:300]))
+                          safe(unit.message[:300]))
         out.print(table)
         if report.stopped:
             out.print(f"[red]{escape(report.stopped)}[/red]")
@@ -132,20 +132,22 @@ def status(ctx: click.Context, fleet: Path, units: tuple[str, ...], lineage: boo
                 table.add_row(row["unit"], row["target"], "", "[magenta]unreachable[/magenta]", "", "", "", "", last_text)
                 continue
             if row["error"]:
-                table.add_row(row["unit"], row["target"], "", f"[red]{escape(row['error'][:200])}[/red]", "", "", "", "",
+                table.add_row(row["unit"], row["target"], "", f"[red]{safe(row['error'][:200])}[/red]", "", "", "", "",
                               last_text)
             elif not row["containers"]:
                 table.add_row(row["unit"], row["target"], "(none)", "", "", "", "", "", last_text)
             for c in row["containers"]:
-                table.add_row(row["unit"], row["target"], c["name"], str(c["status"]), c["health"], escape(c["model"] or ""),
-                              (c["artifact"] or "")[:12], str(c["http_port"] or ""), last_text)
+                # Everything here was read from the unit (container names, labels): it may hold terminal escapes.
+                table.add_row(row["unit"], row["target"], safe(c["name"]), safe(c["status"]), safe(c["health"]),
+                              safe(c["model"] or ""), safe((c["artifact"] or "")[:12]), safe(c["http_port"] or ""),
+                              safe(last_text))
         out.print(table)
         if lineage:
             for row in rows:
                 for c in row["containers"]:
-                    out.print(f"[bold]{row['unit']} {c['name']}[/bold] ({c['status']}):")
+                    out.print(f"[bold]{row['unit']} {safe(c['name'])}[/bold] ({safe(c['status'])}):")
                     for node in c["lineage"]:
-                        role = f" ({node.get('role')})" if node.get("role") else ""
-                        out.print(f"  {node.get('kind')} {escape(str(node.get('ref')))} {node.get('id', '')[:12]}{role}")
+                        role = f" ({safe(node.get('role'))})" if node.get("role") else ""
+                        out.print(f"  {safe(node.get('kind'))} {safe(node.get('ref'))} {safe(str(node.get('id', ''))[:12])}{role}")
 
     emit(ctx, {"fleet": str(fleet), "units": rows}, render)

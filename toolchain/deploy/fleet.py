@@ -21,6 +21,15 @@ rollout uses ``http_port + 1`` while the old one still serves on ``http_port``, 
 the Engine API; ``pull``: the unit pulls the image's tag from a registry it can reach),
 ``health_timeout_s`` (120), ``serve_args`` (extra ``toolchain serve`` options).
 
+Security settings (see README "Security of roadside units"): ``credentials`` (a TOML or JSON file on
+the workstation, relative to the fleet file, with each camera's secret by camera name; deploy puts only
+that unit's entries on the unit, in a read-only file of mode 0400 owned by the service user; camera
+URLs in ``cameras`` must not carry credentials themselves), ``http_host`` (address /healthz and
+/metrics bind; default the loopback, give the unit's LAN address to let a scraper in), ``memory_mb``,
+``cpus``, ``pids_limit`` (container limits; default from the target profile), ``read_only`` (root file
+system read-only, default true; /tmp is a small tmpfs), ``log_driver`` (``json-file``), ``log_max_size``
+(``10m``), ``log_max_file`` (3): the container log rotates, so a unit's disk never fills.
+
 One unit per Docker engine: a unit's containers are named per model (``toolchain-<model>``), so two
 units sharing an engine would replace each other's; such a fleet file is refused.
 """
@@ -35,11 +44,16 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from toolchain.errors import BadInputError, InputNotFoundError
+from toolchain.redaction import has_credentials, scrub
 from toolchain.targets.profile import load_target
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_NAMED = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}=")  # a camera NAME=URL (as serve parses it)
 _FIELDS = {"name", "url", "target", "cameras", "canary", "network", "http_port", "loop", "mounts", "env", "runtime",
-           "transfer", "health_timeout_s", "serve_args"}
+           "transfer", "health_timeout_s", "serve_args", "credentials", "http_host", "memory_mb", "cpus", "pids_limit",
+           "read_only", "log_driver", "log_max_size", "log_max_file"}
+_SIZE_RE = re.compile(r"^[1-9][0-9]*[kmg]$")
+LOG_DRIVERS = ("json-file", "local")
 TRANSFERS = ("load", "pull")
 
 
@@ -61,6 +75,21 @@ class Unit:
     transfer: str = "load"
     health_timeout_s: float = 120.0
     serve_args: tuple[str, ...] = ()
+    credentials: Path | None = None
+    http_host: str = "127.0.0.1"
+    memory_mb: int = 0
+    cpus: float = 0.0
+    pids_limit: int = 0
+    read_only: bool = True
+    log_driver: str = "json-file"
+    log_max_size: str = "10m"
+    log_max_file: int = 3
+
+    def limits(self) -> tuple[int, float, int]:
+        """``(memory_mb, cpus, pids)`` for the container: the unit's own, else its target profile's."""
+        target = load_target(self.target)
+        return (self.memory_mb or target.service_memory_mb, self.cpus or target.service_cpus,
+                self.pids_limit or target.service_pids)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +138,13 @@ def _parse_unit(path: Path, index: int, raw: dict[str, Any], defaults: dict[str,
     cameras = _str_list(merged["cameras"], f"{where}: cameras")
     if not cameras:
         raise BadInputError(f"{where}: cameras is empty; list at least one camera URL")
+    for i, camera in enumerate(cameras):
+        if has_credentials(camera.partition("=")[2] if _NAMED.match(camera) else camera):
+            raise BadInputError(
+                f"{where}: camera {i + 1} ({scrub(camera)}) carries credentials in its URL, which would show in "
+                "`docker inspect` and `ps` on the unit. Name the camera (NAME=URL without credentials) and put its "
+                "username/password under [cameras.NAME] in the file the unit's `credentials` field names"
+            )
     port = merged.get("http_port", 8080)
     if not isinstance(port, int) or not 1 <= port < 65535:
         raise BadInputError(f"{where}: http_port {port!r} must be a port number below 65535 (port+1 is used too)")
@@ -133,13 +169,50 @@ def _parse_unit(path: Path, index: int, raw: dict[str, Any], defaults: dict[str,
     runtime = merged.get("runtime")
     if runtime is not None and not isinstance(runtime, str):
         raise BadInputError(f"{where}: runtime must be a string (e.g. nvidia)")
+    security = _security_fields(path, where, merged)
     return Unit(
         name=name, url=url, target=target, cameras=cameras, canary=merged.get("canary", False),
         network=str(merged.get("network", "host")), http_port=port, loop=merged.get("loop", False), mounts=mounts,
         env=tuple(sorted((str(k), str(v)) for k, v in env.items())), runtime=runtime, transfer=transfer,
         health_timeout_s=float(timeout),
         serve_args=_str_list(merged["serve_args"], f"{where}: serve_args") if merged.get("serve_args") else (),
+        **security,
     )
+
+
+def _security_fields(path: Path, where: str, merged: dict[str, Any]) -> dict[str, Any]:
+    """Credentials file, HTTP bind address, resource limits, read-only root and log rotation of a unit."""
+    out: dict[str, Any] = {}
+    credentials = merged.get("credentials")
+    if credentials is not None:
+        if not isinstance(credentials, str) or not credentials:
+            raise BadInputError(f"{where}: credentials must be the path of a TOML/JSON file of camera credentials")
+        file = Path(credentials).expanduser()
+        out["credentials"] = file if file.is_absolute() else (path.parent / file)
+    host = merged.get("http_host", "127.0.0.1")
+    if not isinstance(host, str) or not host or any(c.isspace() for c in host):
+        raise BadInputError(f"{where}: http_host must be an address such as 127.0.0.1, the unit's LAN address or 0.0.0.0")
+    out["http_host"] = host
+    for key, kind, low in (("memory_mb", int, 16), ("pids_limit", int, 16), ("cpus", (int, float), 0.01)):
+        value = merged.get(key)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, kind) or value < low:
+                raise BadInputError(f"{where}: {key} must be a number >= {low}")
+            out[key] = float(value) if key == "cpus" else value
+    if not isinstance(merged.get("read_only", True), bool):
+        raise BadInputError(f"{where}: read_only must be true or false")
+    out["read_only"] = merged.get("read_only", True)
+    driver = merged.get("log_driver", "json-file")
+    if driver not in LOG_DRIVERS:
+        raise BadInputError(f"{where}: log_driver must be one of {', '.join(LOG_DRIVERS)} (both rotate)")
+    size = merged.get("log_max_size", "10m")
+    if not isinstance(size, str) or not _SIZE_RE.match(size.lower()):
+        raise BadInputError(f"{where}: log_max_size must be a size such as '10m' (k, m or g)")
+    files = merged.get("log_max_file", 3)
+    if isinstance(files, bool) or not isinstance(files, int) or not 1 <= files <= 100:
+        raise BadInputError(f"{where}: log_max_file must be a whole number from 1 to 100")
+    out.update(log_driver=driver, log_max_size=size.lower(), log_max_file=files)
+    return out
 
 
 def load_fleet(path: Path) -> Fleet:

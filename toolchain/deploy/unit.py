@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 import threading
 import time
@@ -26,13 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.deploy.fleet import Unit
-from toolchain.errors import MissingEnvironmentError, ToolchainError
+from toolchain.errors import BadInputError, MissingEnvironmentError, ToolchainError
+from toolchain.redaction import scrub, scrub_data
 
 # Results: ok ones first.
 DEPLOYED, UNCHANGED = "deployed", "unchanged"
 ROLLED_BACK, FAILED, REFUSED, UNREACHABLE, SKIPPED = "rolled-back", "failed", "refused", "unreachable", "skipped"
 OK_RESULTS = (DEPLOYED, UNCHANGED)
 STOP_TIMEOUT_S = 30
+SERVICE_UID = 10001  # the non-root USER of Dockerfile.jetson (tests check they agree)
+TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=64m,mode=1777"}  # the only writable path of a read-only service
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,11 +87,12 @@ class UnitResult:
         return self.result in OK_RESULTS
 
     def to_json(self) -> dict[str, Any]:
-        return {"unit": self.unit, "url": self.url, "target": self.target, "result": self.result, "ok": self.ok,
+        """The result as JSON, scrubbed of credentials (messages quote engine errors and health logs)."""
+        return scrub_data({"unit": self.unit, "url": self.url, "target": self.target, "result": self.result, "ok": self.ok,
                 "message": self.message, "canary": self.canary, "container": self.container,
                 "container_id": self.container_id, "http_port": self.http_port, "previous_image": self.previous_image,
                 "transferred": self.transferred, "health": self.health, "started_at": self.started_at,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3)})
 
 
 def slug(text: str) -> str:
@@ -217,15 +222,87 @@ def _runtime(unit: Unit, release: Release) -> str | None:
     return unit.runtime if unit.runtime is not None else ("nvidia" if release.backend == "tensorrt" else None)
 
 
-def container_config(unit: Unit, release: Release) -> str:
+def container_config(unit: Unit, release: Release, credentials_volume: str = "") -> str:
     """Digest of what a service container is made of (image and the unit's settings, not its alternating port).
 
     Stored as the ``org.toolchain.config`` label: a container whose label differs (the fleet file changed its
-    cameras, env, mounts...) is replaced, not kept as ``unchanged``.
+    cameras, env, mounts, limits, credentials...) is replaced, not kept as ``unchanged``. The credentials
+    enter only as their volume's name, a keyed digest that does not reveal them.
     """
     settings = {"image": release.image_id, "command": _command(unit), "env": sorted(unit.env), "network": unit.network,
-                "runtime": _runtime(unit, release), "mounts": list(unit.mounts)}
+                "runtime": _runtime(unit, release), "mounts": list(unit.mounts), "credentials": credentials_volume,
+                "http_host": unit.http_host, "limits": list(unit.limits()), "read_only": unit.read_only,
+                "log": [unit.log_driver, unit.log_max_size, unit.log_max_file]}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def unit_credentials(unit: Unit) -> str | None:
+    """The credentials file ``serve`` reads on this unit (JSON, only this unit's cameras), or None.
+
+    Raises:
+        InputNotFoundError / BadInputError: the fleet's credentials file is missing or malformed, or names
+            none of the unit's cameras.
+    """
+    if unit.credentials is None:
+        return None
+    from toolchain.serve.credentials import load_credentials, to_json
+    from toolchain.serve.service import camera_name
+
+    everything = load_credentials(unit.credentials)
+    names = [camera_name(camera, i)[0] for i, camera in enumerate(unit.cameras)]
+    mine = {name: everything[name] for name in names if name in everything}
+    if not mine:
+        raise BadInputError(f"{unit.credentials} has credentials for none of {unit.name}'s cameras ({', '.join(names)}); "
+                            "key them [cameras.NAME] by the NAME of each `NAME=URL` camera")
+    return to_json(mine)
+
+
+def credentials_volume_name(release: Release, payload: str, key: bytes) -> str:
+    """Name of the volume holding ``payload``: keyed by an HMAC, so equal secrets reuse it and the name reveals nothing."""
+    digest = hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()[:20]
+    return f"toolchain-{slug(release.model)}-credentials-{digest}"
+
+
+def ensure_credentials_volume(client: Any, release: Release, name: str, payload: str) -> None:
+    """Put ``payload`` into volume ``name`` as ``cameras.json`` (mode 0400, owned by the service user).
+
+    A short-lived container of the release's image (never started, no network) has the volume mounted
+    read-write only while the file is copied in; the service container mounts it read-only. Nothing of
+    the secret reaches a command line, an environment variable or a label.
+    """
+    import io
+    import tarfile
+
+    from toolchain.serve.credentials import CONTAINER_PATH
+
+    client.volumes.create(name=name, labels={"org.toolchain.role": "credentials",
+                                             "org.toolchain.model": slug(release.model)})
+    data = payload.encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(CONTAINER_PATH.rsplit("/", 1)[1])
+        info.size, info.mode, info.uid, info.gid, info.mtime = len(data), 0o400, SERVICE_UID, SERVICE_UID, int(time.time())
+        archive.addfile(info, io.BytesIO(data))
+    writer = client.containers.create(release.image_id, entrypoint=["true"], command=[], network_disabled=True,
+                                      user="0", labels={"org.toolchain.role": "credentials-writer"},
+                                      volumes={name: {"bind": "/secrets", "mode": "rw"}})
+    try:
+        if not writer.put_archive("/secrets", buffer.getvalue()):
+            raise MissingEnvironmentError(f"the unit's engine did not accept the credentials file into volume {name}")
+    finally:
+        writer.remove(force=True)
+
+
+def prune_credentials_volumes(client: Any, release: Release) -> None:
+    """Remove this model's credential volumes that no container uses any more (best effort)."""
+    import docker.errors
+
+    for volume in client.volumes.list(filters={"label": ["org.toolchain.role=credentials",
+                                                         f"org.toolchain.model={slug(release.model)}"]}):
+        try:
+            volume.remove()
+        except docker.errors.APIError:
+            pass  # in use by the serving or the -previous container: kept for a rollback
 
 
 def _config_of(container: Any | None) -> str:
@@ -234,26 +311,63 @@ def _config_of(container: Any | None) -> str:
     return str((container.attrs.get("Config", {}).get("Labels") or {}).get("org.toolchain.config", ""))
 
 
-def _create(client: Any, unit: Unit, release: Release, name: str, port: int, deployment: str) -> Any:
+def lockdown(client: Any, unit: Unit) -> dict[str, Any]:
+    """The container options that lock the service down: no capabilities, no privilege gain, a read-only root
+    (a small tmpfs /tmp), memory/CPU/pids limits (CPUs clamped to what the unit has) and a rotating log.
+
+    The non-root user comes from the image (``USER`` in Dockerfile.jetson).
+    """
+    from docker.types import LogConfig
+
+    memory_mb, cpus, pids = unit.limits()
+    try:
+        unit_cpus = float(client.info().get("NCPU") or cpus)
+    except Exception:  # noqa: BLE001 - the limit stays as asked
+        unit_cpus = cpus
+    return {
+        "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"], "read_only": unit.read_only,
+        "tmpfs": dict(TMPFS), "mem_limit": f"{memory_mb}m", "memswap_limit": f"{memory_mb}m",
+        "nano_cpus": int(min(cpus, unit_cpus) * 1e9), "pids_limit": pids,
+        "log_config": LogConfig(type=unit.log_driver, config={"max-size": unit.log_max_size,
+                                                              "max-file": str(unit.log_max_file)}),
+    }
+
+
+def _create(client: Any, unit: Unit, release: Release, name: str, port: int, deployment: str,
+            credentials_volume: str = "") -> Any:
+    from toolchain.serve.credentials import CONTAINER_DIR, CONTAINER_PATH, ENV
+
     labels = {
         "org.toolchain.deployment": deployment, "org.toolchain.unit": unit.name, "org.toolchain.http_port": str(port),
-        "org.toolchain.image_record": release.image_record, "org.toolchain.config": container_config(unit, release),
+        "org.toolchain.image_record": release.image_record,
+        "org.toolchain.config": container_config(unit, release, credentials_volume),
         "org.toolchain.deployed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    environment = {**dict(unit.env), "TOOLCHAIN_SERVE_PORT": str(port), "TOOLCHAIN_SERVE_HOST": unit.http_host}
+    volumes = list(unit.mounts)
+    if credentials_volume:
+        volumes.append(f"{credentials_volume}:{CONTAINER_DIR}:ro")
+        environment[ENV] = CONTAINER_PATH  # where the file is, not what it holds
     return client.containers.create(
         release.image_id, command=_command(unit), name=name, labels=labels, detach=True,
-        environment={**dict(unit.env), "TOOLCHAIN_SERVE_PORT": str(port)}, network_mode=unit.network,
-        runtime=_runtime(unit, release), restart_policy={"Name": "unless-stopped"}, volumes=list(unit.mounts) or None,
+        environment=environment, network_mode=unit.network,
+        runtime=_runtime(unit, release), restart_policy={"Name": "unless-stopped"}, volumes=volumes or None,
         stop_signal="SIGTERM",
         # docker-init (tini) as PID 1: a SIGTERM that arrives before serve installs its handler (while it
         # imports or loads the model) still stops the container at once instead of after the stop timeout.
         init=True,
+        **lockdown(client, unit),
     )
 
 
 def deploy_unit(unit: Unit, release: Release, *, deployment: str, insecure: bool = False, canary: bool = False,
-                health_timeout_s: float | None = None, connect_timeout_s: float = 30.0) -> UnitResult:
-    """Roll ``release`` out to ``unit``; never raises for the unit's own problems (they are the result)."""
+                health_timeout_s: float | None = None, connect_timeout_s: float = 30.0,
+                credentials_key: bytes = b"") -> UnitResult:
+    """Roll ``release`` out to ``unit``; never raises for the unit's own problems (they are the result).
+
+    Args:
+        credentials_key: Key of the HMAC that names the unit's credentials volume (the workspace's).
+    """
     from toolchain.docker_engine import connect, engine_architecture, redact
     from toolchain.targets.profile import load_target
 
@@ -271,7 +385,7 @@ def deploy_unit(unit: Unit, release: Release, *, deployment: str, insecure: bool
         result.seconds = time.monotonic() - started
         return result
     try:
-        _deploy(client, unit, release, result, deployment=deployment,
+        _deploy(client, unit, release, result, deployment=deployment, credentials_key=credentials_key,
                 health_timeout_s=health_timeout_s or unit.health_timeout_s,
                 architecture=load_target(unit.target).architecture, engine_architecture=engine_architecture)
     except ToolchainError as exc:
@@ -285,7 +399,7 @@ def deploy_unit(unit: Unit, release: Release, *, deployment: str, insecure: bool
 
 
 def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, deployment: str, health_timeout_s: float,
-            architecture: str, engine_architecture: Callable[[Any], str]) -> None:
+            architecture: str, engine_architecture: Callable[[Any], str], credentials_key: bytes = b"") -> None:
     if unit.target != release.target:
         result.result = REFUSED
         result.message = f"{unit.name} is a {unit.target} unit; the image is for {release.target}"
@@ -298,7 +412,9 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
         return
     serving_name, previous_name, next_name = container_names(release.model)
     _finish_interrupted_switch(client, serving_name, previous_name, next_name)
-    config = container_config(unit, release)
+    payload = unit_credentials(unit)
+    volume = credentials_volume_name(release, payload, credentials_key) if payload is not None else ""
+    config = container_config(unit, release, volume)
     current = _get(client, serving_name)
     if current is not None:
         result.previous_image = str(current.attrs.get("Image", ""))
@@ -329,7 +445,9 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
     current_port = _port_of(current) if current is not None and _state(current)[0] in ("running", "restarting") else None
     if candidate is None:
         port = unit.http_port + 1 if current_port == unit.http_port else unit.http_port
-        candidate = _create(client, unit, release, next_name, port, deployment)
+        if payload is not None:
+            ensure_credentials_volume(client, release, volume, payload)
+        candidate = _create(client, unit, release, next_name, port, deployment, volume)
         candidate.start()
     result.http_port = _port_of(candidate)
     healthy, why = wait_healthy(candidate, health_timeout_s)
@@ -345,6 +463,8 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
         return
     result.health = {"status": "healthy", "log": _health_log(candidate)}
     _promote(client, current, candidate, serving_name, previous_name, result)
+    if result.ok:
+        prune_credentials_volumes(client, release)
 
 
 def _finish_interrupted_switch(client: Any, serving_name: str, previous_name: str, next_name: str) -> None:

@@ -139,6 +139,9 @@ class Target:
         verified_on_hardware: Whether the toolchain's engines have been run on this device.
         unverified: Field names whose values are not confirmed; query the device instead of trusting them.
         notes: Caveats for humans.
+        service_memory_mb, service_cpus, service_pids: Default limits of the service container on a unit
+            (``deploy`` clamps the CPUs to what the unit has; a fleet file may override each per unit).
+            Memory defaults to half the module's memory on TensorRT targets, 1024 MB elsewhere.
         source: Where the target was read from (not part of its identity).
     """
 
@@ -163,6 +166,9 @@ class Target:
     verified_on_hardware: bool = False
     unverified: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    service_memory_mb: int = 1024
+    service_cpus: float = 2.0
+    service_pids: int = 256
     source: str = field(default="", compare=False)
 
     @property
@@ -344,6 +350,9 @@ _CHECKS: dict[str, Any] = {
     "verified_on_hardware": cf.boolean,
     "unverified": cf.string_list(cf.choice(tuple(name for name in _FIELDS if name != "name"))),
     "notes": cf.string_list(),
+    "service_memory_mb": cf.int_range(64, 1_048_576),
+    "service_cpus": cf.float_range(0.01, 1024.0),
+    "service_pids": cf.int_range(16, 1_000_000),
 }
 assert set(_CHECKS) == set(_FIELDS), "every Target field has a check"
 
@@ -376,7 +385,9 @@ def parse_target(data: Mapping[str, Any], source: str = "<target>", *, expect_na
     values = {key: ctx.check(key, data[key], check) for key, check in _CHECKS.items() if key in data}
     if expect_name is not None and values["name"] != expect_name:
         raise ctx.fail("name", f"is {values['name']!r} but the file is {expect_name}.toml; make them match")
-    for key in ("memory_gb", "camera_fps", "latency_budget_ms"):
+    if "service_memory_mb" not in values and values.get("kind") == "tensorrt" and values.get("memory_gb"):
+        values["service_memory_mb"] = max(512, int(values["memory_gb"] * 512))  # CUDA shares the module's memory
+    for key in ("memory_gb", "camera_fps", "latency_budget_ms", "service_cpus"):
         if key in values:
             values[key] = float(values[key])
     if "latency_budget_ms" not in values:
