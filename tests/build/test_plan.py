@@ -205,10 +205,119 @@ def test_dla_refuses_fp32(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", DLA_TARGETS)
-def test_dla_int8_uses_int8_and_fp16_flags_not_strong_typing(name: str) -> None:
-    plan = plan_build(load_target(name), body(qdq=True), dla_core=0)
-    assert plan.precision == "int8" and plan.int8 and plan.fp16 and not plan.strongly_typed
-    assert set(plan.flags) == {"INT8", "FP16", "DLA", "GPU_FALLBACK"}
+@pytest.mark.parametrize("requested", ["best", "int8"])
+@pytest.mark.parametrize("onnx_batch", [1, "batch"])
+def test_dla_refuses_a_qdq_onnx_and_names_the_fp32_one(name: str, requested: str, onnx_batch: int | str) -> None:
+    """The DLA runs only implicit quantization (NVIDIA/TensorRT#2222, NVIDIA/Model-Optimizer#1661): a Q/DQ
+    ONNX is never planned for it, weakly typed or strongly typed (DLA_QDQ_DECISION)."""
+    qdq = {**body(batch=onnx_batch, qdq=True), "fp32": "f0" * 32}
+    batch = (1, 1, 1) if onnx_batch == "batch" else None
+    with pytest.raises(UsageError, match=r"explicitly quantized.*implicitly quantized INT8.*NVIDIA/TensorRT#2222"
+                                         r".*FP32 ONNX it was quantized from \(f0f0f0f0f0f0\).*--precision fp16 --dla 0"
+                                         r".*for the GPU \(drop --dla\)"):
+        plan_build(load_target(name), qdq, precision=requested, dla_core=0, batch=batch)
+    gpu = plan_build(load_target(name), qdq, precision=requested, batch=batch)  # the same ONNX builds on the GPU
+    assert gpu.precision == "int8" and gpu.dla_core is None
+
+
+def test_the_dla_qdq_decision_names_its_sources() -> None:
+    for source in ("NVIDIA/TensorRT#2222", "Model-Optimizer PR #1661", "Model-Optimizer#135", "qdq-translator",
+                   "--fp16 --allowGPUFallback"):
+        assert source in plan_module.DLA_QDQ_DECISION
+
+
+# DLA and shapes: NVIDIA's "DLA Supported Layers and Restrictions" says the DLA has no dynamic dimensions
+# (min = opt = max, and the run-time shape must be the built one).
+
+
+@pytest.mark.parametrize("name", DLA_TARGETS)
+def test_dla_refuses_a_dynamic_batch_without_a_static_one(name: str) -> None:
+    with pytest.raises(UsageError, match=r"DLA does not support dynamic dimensions.*--batch N,N,N.*--batch 1,1,1"
+                                         r".*toolchain export --batch N"):
+        plan_build(load_target(name), body(batch="batch"), dla_core=0)
+    # the same ONNX on the GPU keeps the default range
+    assert plan_build(load_target(name), body(batch="batch")).batch == (1, 1, DEFAULT_MAX_BATCH)
+
+
+@pytest.mark.parametrize(("batch", "hint"), [
+    ((1, 1, 8), r"--batch 8,8,8 or --batch 1,1,1"),
+    ((1, 4, 4), r"--batch 4,4,4 or --batch 1,1,1 \(`--batch N` alone means 1,N,N\)"),
+    ((2, 4, 8), r"--batch 8,8,8 or --batch 2,2,2"),
+    ((4, 4, 8), r"--batch 8,8,8 or --batch 4,4,4"),
+])
+def test_dla_refuses_a_batch_range(batch: tuple[int, int, int], hint: str) -> None:
+    with pytest.raises(UsageError, match=rf"is a range, and the DLA does not support dynamic dimensions.*{hint}"):
+        plan_build(load_target("jetson-agx-orin"), body(batch="batch"), dla_core=0, batch=batch)
+
+
+@pytest.mark.parametrize("name", DLA_TARGETS)
+@pytest.mark.parametrize("n", [1, 4])
+def test_dla_with_a_static_batch_plans_a_static_profile(name: str, n: int) -> None:
+    plan = plan_build(load_target(name), body(batch="batch"), dla_core=0, batch=(n, n, n))
+    assert plan.batch == (n, n, n) and plan.min_shape == plan.opt_shape == plan.max_shape == (n, 3, 32, 32)
+    profile = plan.request()["profile"]
+    assert profile["min"] == profile["opt"] == profile["max"] == [n, 3, 32, 32]
+    assert tensorrt_builder.validate_request(plan.request())["profile"] == profile
+    assert any("static DLA profile" in note and "pads" in note for note in plan.notes)
+
+
+@pytest.mark.parametrize("name", DLA_TARGETS)
+def test_dla_with_a_fixed_batch_onnx_is_static_already(name: str) -> None:
+    plan = plan_build(load_target(name), body(batch=2), dla_core=0)
+    assert plan.batch is None and plan.min_shape == plan.opt_shape == plan.max_shape == (2, 3, 32, 32)
+    assert plan.request()["profile"] is None
+    with pytest.raises(UsageError, match="DLA runs batches of at most 4096"):
+        plan_build(load_target(name), body(batch=5000), dla_core=0)
+
+
+def test_builder_refuses_a_dla_request_with_a_dynamic_profile() -> None:
+    request = plan_build(load_target("jetson-agx-orin"), body(batch="batch"), dla_core=0, batch=(1, 1, 1)).request()
+    request["profile"]["max"] = [8, 3, 32, 32]  # a request made by hand, or by an older planner
+    with pytest.raises(tensorrt_builder.BuilderError, match="DLA build needs a static profile") as caught:
+        tensorrt_builder.validate_request(request)
+    assert caught.value.code == 2
+
+
+DLA_OPTIONS = [
+    {"precision": p, "batch": b}
+    for p in ("best", "fp16", "int8", "fp32")
+    for b in (None, (1, 1, 1), (1, 1, 8), (1, 4, 4), (4, 4, 4), (2, 4, 8))
+]
+
+
+@pytest.mark.parametrize("name", DLA_TARGETS + ["jetson-orin-nano"])
+@pytest.mark.parametrize("onnx_batch", [1, 4, "batch"])
+@pytest.mark.parametrize("qdq", [False, True])
+def test_no_dla_plan_has_a_dynamic_profile_or_qdq(name: str, onnx_batch: int | str, qdq: bool) -> None:
+    """Every option combination for a DLA core either is refused (UsageError) or plans a static profile, fp16,
+    no Q/DQ, and a request the builder accepts."""
+    planned = 0
+    for options in DLA_OPTIONS:
+        try:
+            plan = plan_build(load_target(name), body(batch=onnx_batch, qdq=qdq), dla_core=0, **options)
+        except UsageError:
+            continue
+        planned += 1
+        assert plan.min_shape == plan.opt_shape == plan.max_shape
+        assert not plan.qdq and not plan.int8 and not plan.strongly_typed and plan.precision == "fp16"
+        request = tensorrt_builder.validate_request(plan.request())
+        assert request["profile"] is None or request["profile"]["min"] == request["profile"]["max"]
+    assert planned == 0 if qdq else planned > 0
+
+
+def test_allow_gpu_fallback_only_is_for_dla_builds() -> None:
+    orin = load_target("jetson-agx-orin")
+    with pytest.raises(UsageError, match="--allow-gpu-fallback-only is for DLA builds"):
+        plan_build(orin, body(), allow_gpu_fallback_only=True)
+    with pytest.raises(UsageError, match="--allow-gpu-fallback-only is for DLA builds"):
+        plan_build(load_target("x86-64-cpu"), body(), allow_gpu_fallback_only=True)
+    plan = plan_build(orin, body(), dla_core=0, allow_gpu_fallback_only=True)
+    assert plan.allow_gpu_fallback_only
+    request = tensorrt_builder.validate_request(plan.request())
+    assert request["allow_gpu_fallback_only"] is True
+    strict = plan_build(orin, body(), dla_core=0)
+    assert tensorrt_builder.validate_request(strict.request())["allow_gpu_fallback_only"] is False
+    assert strict.key != plan.key  # a kept GPU-only "DLA" engine is never a cache hit for a strict build
 
 
 def test_nano_has_no_dla() -> None:
@@ -345,8 +454,10 @@ def test_key_changes_with_every_input() -> None:
         "onnx": _key(onnx=body(batch="batch", sha="cd" * 32)),
         "target": _key("jetson-xavier-nx"),
         "precision": _key(precision="fp32"),
-        "dla": _key(dla_core=0),
-        "dla core": _key(dla_core=1),
+        "dla": _key(dla_core=0, batch=(1, 1, 1)),
+        "dla core": _key(dla_core=1, batch=(1, 1, 1)),
+        "dla gpu fallback only": _key(dla_core=1, batch=(1, 1, 1), allow_gpu_fallback_only=True),
+        "dla static batch": _key(dla_core=1, batch=(2, 2, 2)),
         "workspace": _key(workspace_mib=2048),
         "batch": _key(batch=(1, 2, 8)),
         "input shape": _key(onnx=body(batch="batch", shape=["batch", 3, 64, 64])),
@@ -400,6 +511,7 @@ def test_every_planned_request_passes_the_builders_validation(name: str, case: s
         if target.compute_capability < (7, 2):
             pytest.skip("no DLA on this target")
         options["dla_core"] = 0
+        options["batch"] = (1, 1, 1)  # a dynamic-batch ONNX: the DLA needs a static profile
     if case == "int8" and not target.supports("int8"):
         pytest.skip("no int8 on this target")
     plan = plan_build(target, onnx, **options)
@@ -417,9 +529,10 @@ def test_cpu_plans_have_no_tensorrt_request() -> None:
 
 
 def test_plan_is_frozen_and_serialises() -> None:
-    plan = plan_build(load_target("jetson-agx-orin"), body(batch="batch"), dla_core=1)
+    plan = plan_build(load_target("jetson-agx-orin"), body(batch="batch"), dla_core=1, batch=(2, 2, 2))
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.precision = "fp32"  # type: ignore[misc]
     data = plan.to_json()
-    assert data["device"] == "dla:1" and data["batch"] == [1, 1, DEFAULT_MAX_BATCH] and data["key"] == plan.key
+    assert data["device"] == "dla:1" and data["batch"] == [2, 2, 2] and data["key"] == plan.key
+    assert data["allow_gpu_fallback_only"] is False
     assert isinstance(BuildPlan(**{**{f: getattr(plan, f) for f in plan.__dataclass_fields__}}), BuildPlan)

@@ -111,3 +111,43 @@ def test_an_engine_that_does_not_match_its_reported_sha256_is_not_registered(tmp
         with pytest.raises(BadInputError, match="does not match the sha256"):
             build(ws, BuildConfig(onnx=onnx.id, target="x86-64-cpu"))
         assert ws.registry.find(kind="build") == []
+
+
+def test_a_dla_build_records_how_many_layers_run_on_the_dla(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service path of a local TensorRT build, with the builder stood in (no TensorRT here): the
+    builder's layer placement lands in the build record and the result's metadata, and the
+    --allow-gpu-fallback-only choice reaches the request."""
+    from toolchain.build import tensorrt_builder
+    from toolchain.targets import load_target
+
+    target = load_target("jetson-agx-orin")
+    monkeypatch.setattr(tensorrt_builder, "probe", lambda: {
+        "tensorrt_version": target.tensorrt + ".30", "device_name": "Orin (stand-in)",
+        "compute_capability": target.gpu_compute_capability, "num_dla_cores": 2, "total_memory_mib": None})
+    requests = []
+
+    def fake_build(request: dict, workdir: Path, outdir: Path) -> dict:
+        requests.append(request)
+        outdir.mkdir(parents=True, exist_ok=True)
+        (outdir / tensorrt_builder.ENGINE_NAME).write_bytes(b"PLAN")
+        import hashlib
+
+        return {"engine_sha256": hashlib.sha256(b"PLAN").hexdigest(), "tensorrt_version": target.tensorrt + ".30",
+                "compute_capability": target.gpu_compute_capability, "device_name": "Orin (stand-in)",
+                "layer_placement": {"source": "build_log", "dla": 0, "gpu": 6, "dla_transfers": 0,
+                                    "dla_layers": [], "gpu_layers": ["a"]}}
+
+    monkeypatch.setattr(tensorrt_builder, "build", fake_build)
+    with Workspace(tmp_path / "ws") as ws:
+        onnx = register_tiny_onnx(ws, tmp_path)  # fixed batch 1: a static shape, as the DLA needs
+        result = build(ws, BuildConfig(onnx=onnx.id, target=target.name, dla_core=0, allow_gpu_fallback_only=True))
+        assert requests[0]["allow_gpu_fallback_only"] is True and requests[0]["dla_core"] == 0
+        body = ws.registry.get(result.build).body
+        assert body["layers"] == {"dla": 0, "gpu": 6, "dla_transfers": 0, "source": "build_log"}
+        assert result.metadata["layers"] == body["layers"] and result.device == "dla:0"
+        # The strict build is another key: the kept GPU-only engine does not satisfy it from the cache.
+        strict = build(ws, BuildConfig(onnx=onnx.id, target=target.name, dla_core=0))
+        assert not strict.cached and requests[1]["allow_gpu_fallback_only"] is False
+        dynamic = register_tiny_onnx(ws, tmp_path, batch="batch", name="dyn")
+        with pytest.raises(UsageError, match="DLA does not support dynamic dimensions"):
+            build(ws, BuildConfig(onnx=dynamic.id, target=target.name, dla_core=0))

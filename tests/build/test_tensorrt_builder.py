@@ -58,7 +58,7 @@ def test_a_valid_request_is_returned_normalised() -> None:
     ({"dla_core": -1}, "dla_core must be"),
     ({"dla_core": True}, "dla_core must be"),
     ({"precision": "fp32", "fp16": False, "dla_core": 0}, "DLA runs FP16 and INT8 only"),
-    ({"precision": "int8", "fp16": False, "strongly_typed": True, "dla_core": 0}, "not a strongly typed"),
+    ({"precision": "int8", "fp16": False, "strongly_typed": True, "dla_core": 0}, "explicitly quantized"),
     ({"gpu_fallback": True}, "gpu_fallback applies to DLA builds only"),
     ({"workspace_mib": 0}, "workspace_mib"),
     ({"profile": {"input": "images", "min": [1, 3, 16, 16]}}, "exactly input, min, opt and max"),

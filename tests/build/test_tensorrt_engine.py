@@ -105,3 +105,24 @@ def test_version_mismatch_is_refused(local: tuple[Any, dict[str, Any]], target: 
         tb.build(request, tmp_path, tmp_path / "out")
     assert caught.value.code == 5
     assert not (tmp_path / "out" / tb.ENGINE_NAME).exists()
+
+
+def test_layer_placement_is_read_back_from_the_engine(local: tuple[Any, dict[str, Any]], target: Target,
+                                                      tmp_path: Path) -> None:
+    """Checks on real TensorRT what the fake-TensorRT tests assume: the engine inspector answers (8.2+)
+    with layers, and a GPU build reports no DLA layer."""
+    trt, _ = local
+    result, _ = _build(trt, target, tmp_path, precision="fp16")
+    placement = result["layer_placement"]
+    if hasattr(trt, "LayerInformationFormat"):
+        assert placement["source"] == "engine_inspector" and placement["engine_inspector"] is not None
+    assert placement["dla"] == 0 and placement["gpu"] >= 1
+    assert result["warnings"] == []
+
+
+def test_a_timing_cache_tensorrt_cannot_read_is_replaced(local: tuple[Any, dict[str, Any]], target: Target,
+                                                         tmp_path: Path) -> None:
+    trt, _ = local
+    result, out = _build(trt, target, tmp_path, precision="fp16", timing_cache=b"not a timing cache, " * 8)
+    assert result["timing_cache"]["loaded"] is False and result["warnings"], result
+    assert (out / tb.TIMING_CACHE_FILE).stat().st_size > 0

@@ -27,7 +27,10 @@ class _Log:
 
 
 def _fake_modules(log: _Log, *, num_dla: int = 2, deserialize_ok: bool = True, init_error: bool = False,
-                  profile_max: int = 4) -> dict[str, types.ModuleType]:
+                  profile_max: int = 4, profile_min: int = 1, profile_api: str = "tensor",
+                  bindings: bool = False) -> dict[str, types.ModuleType]:
+    """``profile_api``: how the engine tells its profile: ``tensor`` (8.5+/10 ``get_tensor_profile_shape``),
+    ``binding`` (8.x ``get_profile_shape``) or ``none``. ``bindings``: the 8.x bindings API instead of 10's."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = "10.3.0.30"
 
@@ -64,10 +67,19 @@ def _fake_modules(log: _Log, *, num_dla: int = 2, deserialize_ok: bool = True, i
             self.addresses: dict[str, int] = {}
 
         def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-            if not 1 <= shape[0] <= profile_max:  # outside the optimization profile: refused, as TensorRT does
+            # outside the optimization profile: refused, as TensorRT does (below min as well as above max)
+            if not profile_min <= shape[0] <= profile_max or tuple(shape[1:]) != (3, 4, 4):
+                log.events.append(f"refused {tuple(shape)}")
                 return False
             self.shapes[name] = tuple(shape)
             return True
+
+        def set_binding_shape(self, index: int, shape: tuple[int, ...]) -> bool:
+            return self.set_input_shape(["images", "probabilities"][index], shape)
+
+        def execute_async_v2(self, bindings: list[int], stream_handle: int) -> bool:
+            self.addresses = dict(zip(["images", "probabilities"], bindings))
+            return self.execute_async_v3(stream_handle)
 
         def set_tensor_address(self, name: str, address: int) -> None:
             self.addresses[name] = address
@@ -98,6 +110,21 @@ def _fake_modules(log: _Log, *, num_dla: int = 2, deserialize_ok: bool = True, i
         def deserialize_cuda_engine(self, data: bytes) -> Engine | None:
             log.events.append(f"deserialize on DLA {self._dla}")
             return Engine() if deserialize_ok else None
+
+    profile = [(profile_min, 3, 4, 4), (profile_min, 3, 4, 4), (profile_max, 3, 4, 4)]
+    if profile_api == "tensor":
+        Engine.get_tensor_profile_shape = lambda self, name, index: list(profile)  # type: ignore[attr-defined]
+    elif profile_api == "binding":
+        Engine.get_profile_shape = lambda self, index, binding: list(profile)  # type: ignore[attr-defined]
+    if bindings:  # TensorRT 8.x: the bindings API; 10 removed it (and has no num_bindings)
+        names = ["images", "probabilities"]
+        del Engine.num_io_tensors
+        Engine.num_bindings = 2  # type: ignore[attr-defined]
+        Engine.get_binding_name = lambda self, i: names[i]  # type: ignore[attr-defined]
+        Engine.get_binding_index = lambda self, name: names.index(name)  # type: ignore[attr-defined]
+        Engine.binding_is_input = lambda self, i: i == 0  # type: ignore[attr-defined]
+        Engine.get_binding_shape = lambda self, i: Engine.get_tensor_shape(self, names[i])  # type: ignore[attr-defined]
+        Engine.get_binding_dtype = lambda self, i: "float32"  # type: ignore[attr-defined]
 
     trt.Logger, trt.TensorIOMode, trt.Runtime = Logger, TensorIOMode, Runtime
     trt.nptype = lambda dtype: np.float32
@@ -244,7 +271,72 @@ def test_dynamic_batches_stay_inside_the_engines_profile(monkeypatch: pytest.Mon
 
 def test_a_batch_the_profile_refuses_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, engine: Path) -> None:
     log = _Log()
-    _install(monkeypatch, log, profile_max=4)
+    _install(monkeypatch, log, profile_max=4, profile_api="none")  # no profile from the engine nor the record
     build = {k: v for k, v in BUILD.items() if k != "shapes"}  # an older record without the profile
     with TensorRTRunner(engine, build=build) as runner, pytest.raises(BadInputError, match="optimization profile"):
         runner.infer(np.zeros((6, 3, 4, 4), np.float32))
+
+
+# --------------------------------------------------------------------------- profiles with min > 1 (DLA: min = max)
+
+
+def _events(log: _Log, prefix: str) -> list[str]:
+    return [e for e in log.events if e.startswith(prefix)]
+
+
+@pytest.mark.parametrize("api", ["tensor", "binding"])
+@pytest.mark.parametrize("bindings", [False, True])
+@pytest.mark.parametrize(("profile_min", "profile_max", "n", "expected"), [
+    (3, 4, 10, ["execute batch 4", "execute batch 4", "execute batch 3"]),  # last chunk 2 -> padded to 3
+    (3, 4, 1, ["execute batch 3"]),
+    (4, 4, 1, ["execute batch 4"]),  # a static (DLA) profile: every batch is exactly 4
+    (4, 4, 9, ["execute batch 4", "execute batch 4", "execute batch 4"]),
+    (2, 8, 8, ["execute batch 8"]),
+    (2, 8, 9, ["execute batch 8", "execute batch 2"]),
+])
+def test_chunks_stay_inside_a_profile_with_min_above_one(monkeypatch: pytest.MonkeyPatch, engine: Path, api: str,
+                                                         bindings: bool, profile_min: int, profile_max: int, n: int,
+                                                         expected: list[str]) -> None:
+    log = _Log()
+    _install(monkeypatch, log, profile_min=profile_min, profile_max=profile_max, profile_api=api, bindings=bindings)
+    build = {k: v for k, v in BUILD.items() if k != "shapes"}  # the engine's own profile is what counts
+    feed = np.arange(n * 48, dtype=np.float32).reshape(n, 3, 4, 4)
+    with TensorRTRunner(engine, build=build) as runner:
+        assert (runner.min_batch, runner.max_batch) == (profile_min, profile_max)
+        out = runner.infer(feed)
+    assert out.shape == (n, 2)
+    np.testing.assert_allclose(out[:, 0], feed.reshape(n, -1).mean(axis=1))  # padding rows are dropped
+    assert _events(log, "execute") == expected and not _events(log, "refused")
+
+
+def test_the_build_records_profile_is_used_when_the_engine_does_not_say(monkeypatch: pytest.MonkeyPatch,
+                                                                         engine: Path) -> None:
+    log = _Log()
+    _install(monkeypatch, log, profile_min=2, profile_max=2, profile_api="none")
+    build = {**BUILD, "dla_core": 0, "shapes": {"min": [2, 3, 4, 4], "opt": [2, 3, 4, 4], "max": [2, 3, 4, 4]}}
+    with TensorRTRunner(engine, build=build) as runner:
+        out = runner.infer(np.ones((5, 3, 4, 4), np.float32))
+    assert out.shape == (5, 2)
+    assert _events(log, "execute") == ["execute batch 2"] * 3 and not _events(log, "refused")
+
+
+def test_an_input_of_another_size_is_refused_before_tensorrt_sees_it(monkeypatch: pytest.MonkeyPatch,
+                                                                      engine: Path) -> None:
+    log = _Log()
+    _install(monkeypatch, log, profile_min=2, profile_max=4)
+    with TensorRTRunner(engine, build=BUILD) as runner, pytest.raises(BadInputError, match=r"\[3, 4, 4\].*not \[3, 8, 8\]"):
+        runner.infer(np.zeros((2, 3, 8, 8), np.float32))
+    assert not _events(log, "refused")
+
+
+@pytest.mark.parametrize("low", [1, 2, 3, 5])
+@pytest.mark.parametrize("high", [5, 8])
+@pytest.mark.parametrize("n", [1, 4, 5, 11, 16])
+def test_profile_chunks_cover_the_feed_within_min_and_max(low: int, high: int, n: int) -> None:
+    from toolchain.runtime.runners import _profile_chunks
+
+    feed = np.arange(n, dtype=np.float32).reshape(n, 1)
+    chunks = list(_profile_chunks(feed, low, high))
+    assert all(low <= len(part) <= high for part, _ in chunks)
+    assert np.concatenate([part[:real] for part, real in chunks]).ravel().tolist() == list(range(n))
+    assert all(real == len(part) or (real < low and len(part) == low) for part, real in chunks)

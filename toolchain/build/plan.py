@@ -20,16 +20,25 @@ Rules (each refusal is a :class:`~toolchain.errors.UsageError` unless stated):
 - A Q/DQ ONNX (``onnx-int8`` from ``toolchain quantize``) builds as int8 only. TensorRT >= 10: a
   strongly typed network (the Q/DQ nodes and the ONNX's own types decide every layer's precision;
   precision flags are not allowed with it). TensorRT 8.x: the INT8 flag plus the FP16 flag, so the
-  layers the quantizer left in float may run in FP16. On DLA the 8.x form is used on every version
-  (INT8 + FP16 flags, weakly typed): DLA builds are documented with precision flags on TensorRT 8/10,
-  and strongly typed DLA builds are not (unverified on hardware either way).
+  layers the quantizer left in float may run in FP16.
 - DLA: TensorRT targets with SM >= 7.2 only; the core must be below ``target.dla_cores``, unless the
   count is listed in ``target.unverified`` (then any core 0-7 is planned with a note, and the builder
-  checks ``num_DLA_cores`` on the device); fp16 or int8 only; always with GPU fallback.
+  checks ``num_DLA_cores`` on the device); fp16 only (see the next two rules); always with GPU
+  fallback, and the builder reads back where the layers went: a DLA build that put no layer on the
+  DLA fails unless ``allow_gpu_fallback_only`` (``--allow-gpu-fallback-only``) says that is wanted.
+- DLA and Q/DQ: refused (see :data:`DLA_QDQ_DECISION`). The DLA runs only implicitly quantized INT8
+  (per-tensor scales from a calibrator or cache), not explicit Q/DQ networks; the FP32 ONNX the Q/DQ
+  one was quantized from builds FP16 on the DLA (``--precision fp16 --dla N``), and the Q/DQ ONNX
+  builds INT8 on the GPU (no ``--dla``).
+- DLA and shapes: DLA has no dynamic dimensions (NVIDIA's "DLA Supported Layers and Restrictions":
+  the profile's min, opt and max must be equal, and the run-time shape must be the built one). A
+  fixed-batch ONNX is static already; a dynamic-batch ONNX needs ``batch=(N, N, N)``
+  (``--batch N,N,N``); a range, or no ``batch`` (whose default is the range ``(1, 1, 8)``), is refused.
 - Workspace (TensorRT memory pool limit): 1024 MiB by default, capped at the target's memory.
 - ``batch=(min, opt, max)``: the optimisation profile of a dynamic-batch ONNX. Refused for a fixed
-  batch. A dynamic-batch ONNX without ``batch`` gets ``(1, 1, 8)``: the roadside pipeline runs one
-  frame at a time (so TensorRT tunes for batch 1) and may catch up on a few queued frames at once.
+  batch. A dynamic-batch ONNX without ``batch`` gets ``(1, 1, 8)`` on the GPU: the roadside pipeline
+  runs one frame at a time (so TensorRT tunes for batch 1) and may catch up on a few queued frames
+  at once; the TensorRT runner pads a short batch up to the profile's min.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ __all__ = [
     "BUILDER_SCRIPT",
     "DEFAULT_MAX_BATCH",
     "DEFAULT_WORKSPACE_MIB",
+    "DLA_QDQ_DECISION",
     "PLAN_VERSION",
     "PRECISION_CHOICES",
     "BuildPlan",
@@ -76,6 +86,23 @@ BUILDER_SCRIPT = Path(__file__).with_name("tensorrt_builder.py")
 
 ONNX_INT8_TYPE = "onnx-int8"
 """Artifact type of a Q/DQ ONNX from ``toolchain quantize``."""
+
+DLA_MAX_BATCH = 4096
+"""Largest batch the DLA runs (NVIDIA, "DLA Supported Layers and Restrictions", general restrictions)."""
+
+DLA_QDQ_DECISION = (
+    "refuse: a Q/DQ (explicitly quantized) ONNX is not built for the DLA. Sources: an NVIDIA TensorRT "
+    "maintainer, NVIDIA/TensorRT#2222 (DLA does not support QAT/explicit quantization; converting to implicit "
+    "quantization would work); NVIDIA/Model-Optimizer PR #1661 (\"DLA still only supports IQ\"; the suggested path "
+    "is NVIDIA's qdq-translator, Deep-Learning-Accelerator-SW/tools/qdq-translator, which strips the Q/DQ nodes and "
+    "writes a calibration cache plus per-layer precisions, needing DLA 3.14.1 = JetPack 6.0 on Jetson Orin); "
+    "NVIDIA/Model-Optimizer#135 (no calibration-cache export: incompatible with the deprecation of implicit "
+    "quantization, TensorRT 10.1). Rebuilding that translator here would be an implicit-INT8 path (deprecated "
+    "calibrator API, per-layer precision constraints, JetPack 6 only) that nothing here can run, and a DLA engine "
+    "with wrong scales gives wrong scores without an error. FP16 on the DLA is the documented path "
+    "(trtexec --useDLACore=0 --fp16 --allowGPUFallback in NVIDIA's \"Working with DLA\")."
+)
+"""Why plans refuse DLA with a Q/DQ ONNX, and the sources of that choice (also in the README)."""
 
 # Strongly typed networks (NetworkDefinitionCreationFlag.STRONGLY_TYPED) arrived in TensorRT 9; the
 # Jetson stacks jump from 8.x (JetPack 4/5) to 10.x (JetPack 6), so 10 is where the plan uses them.
@@ -115,8 +142,11 @@ class BuildPlan:
         strongly_typed: Create the network with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``.
         dla_core: DLA core to run on, or ``None`` for the GPU.
         gpu_fallback: Let layers DLA cannot run fall back to the GPU (always on with DLA).
+        allow_gpu_fallback_only: Accept a DLA build whose layers all fell back to the GPU (otherwise the
+            builder fails it: such an engine is a GPU engine recorded as ``dla:N``).
         workspace_mib: TensorRT workspace pool limit (``None`` for ONNX Runtime).
-        batch: ``(min, opt, max)`` batch of the optimisation profile (dynamic-batch ONNX on TensorRT), else ``None``.
+        batch: ``(min, opt, max)`` batch of the optimisation profile (dynamic-batch ONNX on TensorRT), else
+            ``None``; on the DLA always static (min = opt = max).
         dynamic_batch: Whether the ONNX has a dynamic batch dimension.
         input_name: The ONNX input tensor name.
         input_dtype: ``float32`` or ``uint8``.
@@ -150,6 +180,7 @@ class BuildPlan:
     strongly_typed: bool = False
     dla_core: int | None = None
     gpu_fallback: bool = False
+    allow_gpu_fallback_only: bool = False
     workspace_mib: int | None = None
     batch: tuple[int, int, int] | None = None
     dynamic_batch: bool = False
@@ -225,6 +256,7 @@ class BuildPlan:
             "int8": self.int8,
             "dla_core": self.dla_core,
             "gpu_fallback": self.gpu_fallback,
+            "allow_gpu_fallback_only": self.allow_gpu_fallback_only,
             "workspace_mib": self.workspace_mib,
             "profile": profile,
             "timing_cache": timing_cache,
@@ -244,6 +276,8 @@ def _key_fields(plan: BuildPlan) -> dict[str, Any]:
         "strongly_typed": plan.strongly_typed,
         "dla_core": plan.dla_core,
         "gpu_fallback": plan.gpu_fallback,
+        # Not an engine difference, but a cached GPU-only "DLA" engine must not satisfy a build that refuses one.
+        "allow_gpu_fallback_only": plan.allow_gpu_fallback_only,
         "workspace_mib": plan.workspace_mib,
         "shapes": [list(plan.min_shape), list(plan.opt_shape), list(plan.max_shape)],
         "input": [plan.input_name, plan.input_dtype, list(plan.input_shape)],
@@ -392,9 +426,21 @@ def _check_dla(target: Target, dla_core: int | None, precision: str, notes: list
         )
     if precision == "fp32":
         raise UsageError(
-            "the DLA runs only FP16 and INT8: use --precision fp16 (or int8 with an ONNX from `toolchain quantize`), "
-            "or drop --dla to build fp32 for the GPU"
+            "the DLA runs only FP16 and INT8 (and INT8 only implicitly quantized, which the toolchain does not "
+            "make): use --precision fp16, or drop --dla to build fp32 for the GPU"
         )
+
+
+def _refuse_dla_qdq(onnx_body: Mapping[str, Any], dla_core: int) -> None:
+    """A Q/DQ ONNX is never planned for the DLA: see :data:`DLA_QDQ_DECISION` for why and the sources."""
+    source = str(onnx_body.get("fp32") or "")
+    fp32 = f"the FP32 ONNX it was quantized from ({source[:12]})" if source else "the FP32 ONNX it was quantized from"
+    raise UsageError(
+        "this ONNX is explicitly quantized (Q/DQ nodes from `toolchain quantize`), and the DLA runs only implicitly "
+        "quantized INT8 (NVIDIA/TensorRT#2222, NVIDIA/Model-Optimizer#1661): at best TensorRT would fall back to the "
+        "GPU and the engine would be a GPU engine named dla. Either build " + fp32 + f" for the DLA with --precision fp16 --dla {dla_core}, or "
+        "build this INT8 ONNX for the GPU (drop --dla)"
+    )
 
 
 def _workspace(target: Target, workspace_mib: int | None) -> int:
@@ -412,7 +458,8 @@ def _workspace(target: Target, workspace_mib: int | None) -> int:
 
 
 def _batch(
-    target: Target, dynamic: bool, batch: tuple[int, int, int] | None, shape: tuple[int | str, ...], notes: list[str]
+    target: Target, dynamic: bool, batch: tuple[int, int, int] | None, shape: tuple[int | str, ...], notes: list[str],
+    dla_core: int | None = None,
 ) -> tuple[int, int, int] | None:
     if not target.is_tensorrt:
         if batch is not None:
@@ -421,14 +468,25 @@ def _batch(
                 "any batch of a dynamic-batch ONNX as is: drop --batch"
             )
         return None
+    on_dla = dla_core is not None
     if not dynamic:
         if batch is not None:
             raise UsageError(
                 f"--batch needs an ONNX exported with a dynamic batch, but this one has a fixed batch of {shape[0]}; "
                 "re-export with `toolchain export --batch dynamic`, or drop --batch"
             )
-        return None
+        if on_dla and int(shape[0]) > DLA_MAX_BATCH:
+            raise UsageError(f"the DLA runs batches of at most {DLA_MAX_BATCH}; this ONNX has a fixed batch of "
+                             f"{shape[0]}: re-export it with a smaller batch or drop --dla")
+        return None  # a fixed batch is a static shape: what the DLA needs
     if batch is None:
+        if on_dla:
+            raise UsageError(
+                "the DLA does not support dynamic dimensions (NVIDIA's DLA restrictions: the profile's min, opt and "
+                "max must be equal, and the shape at run time must be the one built), and this ONNX has a dynamic "
+                "batch: pass one static batch with --batch N,N,N (for example --batch 1,1,1: the roadside pipeline "
+                "runs one frame at a time), or re-export with a fixed batch (`toolchain export --batch N`)"
+            )
         notes.append(f"dynamic batch without --batch: profile min 1, opt 1, max {DEFAULT_MAX_BATCH}")
         return (1, 1, DEFAULT_MAX_BATCH)
     if (not isinstance(batch, (tuple, list)) or len(batch) != 3
@@ -439,6 +497,16 @@ def _batch(
         raise UsageError(
             f"--batch {low},{opt},{high} must satisfy 1 <= MIN <= OPT <= MAX <= {MAX_BATCH}; for example 1,1,8"
         )
+    if on_dla and not low == opt == high:
+        one = " (`--batch N` alone means 1,N,N)" if low == 1 and opt == high else ""
+        raise UsageError(
+            f"--batch {low},{opt},{high} is a range, and the DLA does not support dynamic dimensions (NVIDIA's DLA "
+            "restrictions: min, opt and max must be equal, and the run-time shape must be the built one): pass one "
+            f"static batch, --batch {high},{high},{high} or --batch {low},{low},{low}{one}, or drop --dla for a "
+            "batch range on the GPU"
+        )
+    if on_dla:
+        notes.append(f"static DLA profile: batch {low} only; the TensorRT runner pads shorter batches to {low}")
     return (low, opt, high)
 
 
@@ -453,6 +521,7 @@ def plan_build(
     dla_core: int | None = None,
     workspace_mib: int | None = None,
     batch: tuple[int, int, int] | None = None,
+    allow_gpu_fallback_only: bool = False,
 ) -> BuildPlan:
     """Check a build against its target and decide everything about it (see the module docstring).
 
@@ -465,7 +534,9 @@ def plan_build(
         precision: ``fp32``, ``fp16``, ``int8`` or ``best``.
         dla_core: DLA core to build for (TensorRT targets with a DLA), or ``None`` for the GPU.
         workspace_mib: TensorRT workspace pool limit in MiB (default 1024, capped at the target's memory).
-        batch: ``(min, opt, max)`` batch of the optimisation profile, for a dynamic-batch ONNX on TensorRT.
+        batch: ``(min, opt, max)`` batch of the optimisation profile, for a dynamic-batch ONNX on TensorRT
+            (on the DLA it must be static: ``(N, N, N)``).
+        allow_gpu_fallback_only: With ``dla_core``: accept an engine whose layers all run on the GPU.
 
     Returns:
         The plan, with its :attr:`BuildPlan.key`.
@@ -497,6 +568,8 @@ def plan_build(
     qdq = is_qdq(onnx_body)
     resolved = _resolve_precision(target, qdq, precision)
     notes: list[str] = []
+    if allow_gpu_fallback_only and dla_core is None:
+        raise UsageError("--allow-gpu-fallback-only is for DLA builds (--dla N); drop it, or add --dla N")
 
     if not target.is_tensorrt:
         if dla_core is not None:
@@ -517,8 +590,10 @@ def plan_build(
         return _with_key(plan)
 
     _check_dla(target, dla_core, resolved, notes)
+    if dla_core is not None and qdq:
+        _refuse_dla_qdq(onnx_body, dla_core)
     workspace = _workspace(target, workspace_mib)
-    profile = _batch(target, dynamic, batch, shape, notes)
+    profile = _batch(target, dynamic, batch, shape, notes, dla_core)
     if profile is None:
         fixed = tuple(int(d) for d in shape)  # a fixed batch: _dynamic is False, so every dim is an int
         low = opt = high = fixed
@@ -526,9 +601,8 @@ def plan_build(
         rest = tuple(int(d) for d in shape[1:])
         low, opt, high = ((profile[0], *rest), (profile[1], *rest), (profile[2], *rest))
 
-    on_dla = dla_core is not None
-    strongly_typed = (resolved == "int8" and not on_dla
-                      and target.tensorrt_version[:1] >= _STRONGLY_TYPED_TENSORRT)
+    on_dla = dla_core is not None  # and then fp16: fp32 and Q/DQ int8 are refused above
+    strongly_typed = resolved == "int8" and target.tensorrt_version[:1] >= _STRONGLY_TYPED_TENSORRT
     fp16 = resolved == "fp16" or (resolved == "int8" and not strongly_typed and target.supports("fp16"))
     int8 = resolved == "int8" and not strongly_typed
     flags = [name for name, on in (("FP16", fp16), ("INT8", int8), ("STRONGLY_TYPED", strongly_typed),
@@ -537,7 +611,8 @@ def plan_build(
         notes.append("strongly typed network: Q/DQ nodes set INT8, layers left in float keep the ONNX's FP32")
     plan = BuildPlan(
         target=target.name, backend=target.kind, precision=resolved, flags=tuple(flags), fp16=fp16, int8=int8,
-        strongly_typed=strongly_typed, dla_core=dla_core, gpu_fallback=on_dla, workspace_mib=workspace,
+        strongly_typed=strongly_typed, dla_core=dla_core, gpu_fallback=on_dla,
+        allow_gpu_fallback_only=bool(allow_gpu_fallback_only), workspace_mib=workspace,
         batch=profile, dynamic_batch=dynamic, input_name=input_name, input_dtype=input_dtype, input_shape=shape,
         min_shape=low, opt_shape=opt, max_shape=high, onnx_sha256=sha, opset=opset, qdq=qdq,
         tensorrt=target.tensorrt, jetpack=target.jetpack, l4t=target.l4t,

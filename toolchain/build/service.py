@@ -51,6 +51,7 @@ class BuildConfig:
         target: Target name or .toml path.
         precision: fp32, fp16, int8 or best (see :func:`toolchain.build.plan.plan_build`).
         dla_core: DLA core (TensorRT targets with a DLA), or None for the GPU.
+        allow_gpu_fallback_only: Keep a DLA build whose layers all fell back to the GPU (refused otherwise).
         workspace_mib: TensorRT memory pool limit.
         batch: (min, opt, max) batch of the optimisation profile, for a dynamic-batch ONNX.
         on: Docker Engine URL of the unit to build on (``ssh://user@unit``, ``unix://...``); None: here.
@@ -65,6 +66,7 @@ class BuildConfig:
     target: str
     precision: str = "best"
     dla_core: int | None = None
+    allow_gpu_fallback_only: bool = False
     workspace_mib: int | None = None
     batch: tuple[int, int, int] | None = None
     on: str | None = None
@@ -126,7 +128,8 @@ def _build(workspace: Workspace, config: BuildConfig, progress: Progress, cleanu
         raise UsageError(f"{config.onnx} is a {onnx.type} artifact; build takes an ONNX from export or quantize")
     body = {**onnx.record.body, **onnx_input_fields(onnx.path)}
     plan = plan_build(target, body, precision=config.precision, dla_core=config.dla_core,
-                      workspace_mib=config.workspace_mib, batch=config.batch)
+                      workspace_mib=config.workspace_mib, batch=config.batch,
+                      allow_gpu_fallback_only=config.allow_gpu_fallback_only)
     image = config.build_image or target.build_image
     client = None
     if config.on:
@@ -298,6 +301,7 @@ def _register(workspace: Workspace, plan: BuildPlan, target: Target, onnx: Any, 
         "batch": onnx.record.body.get("batch"),
         "opset": plan.opset,
         "flags": list(plan.flags),
+        "layers": _layer_counts(result) if plan.is_tensorrt else None,
         "plan": plan.to_json(),
         "where": where,
         "build_image": image if where.startswith("remote") else "",
@@ -316,6 +320,16 @@ def _register(workspace: Workspace, plan: BuildPlan, target: Target, onnx: Any, 
     return record
 
 
+def _layer_counts(result: dict[str, Any]) -> dict[str, Any] | None:
+    """How many engine layers run on the DLA and on the GPU, as the TensorRT builder read them back
+    (``layer_placement``: engine inspector or build log), or None from a builder that did not report it."""
+    placement = result.get("layer_placement")
+    if not isinstance(placement, dict):
+        return None
+    return {"dla": placement.get("dla"), "gpu": placement.get("gpu"),
+            "dla_transfers": placement.get("dla_transfers"), "source": placement.get("source")}
+
+
 def _cached(workspace: Workspace, key: str) -> Record | None:
     for record in workspace.registry.find(kind="build"):
         if record.body.get("key") == key and workspace.blobs.has(record.body["blob"]):
@@ -326,7 +340,8 @@ def _cached(workspace: Workspace, key: str) -> Record | None:
 def _result(workspace: Workspace, record: Record, onnx_id: str, *, cached: bool, started: float) -> BuildResult:
     body = record.body
     metadata = {k: body.get(k) for k in ("tensorrt_version", "compute_capability", "device_name", "dla_core",
-                                         "jetpack", "l4t", "shapes", "flags", "onnx_sha256", "build_seconds")}
+                                         "jetpack", "l4t", "shapes", "flags", "layers", "onnx_sha256",
+                                         "build_seconds")}
     return BuildResult(
         build=record.id, target=body["target"], backend=body.get("backend", "onnxruntime"), precision=body["precision"],
         path=workspace.blobs.path(body["blob"]), cached=cached, onnx=onnx_id, where=body.get("where", "local"),

@@ -14,17 +14,19 @@ Request (JSON, made by ``toolchain.build.plan.BuildPlan.request``)::
 
     {"format": 1, "onnx": "model.onnx", "onnx_sha256": "...", "precision": "fp16",
      "strongly_typed": false, "fp16": true, "int8": false, "dla_core": null, "gpu_fallback": false,
-     "workspace_mib": 1024, "profile": {"input": "images", "min": [1,3,224,224], "opt": [...], "max": [...]} | null,
+     "allow_gpu_fallback_only": false (optional), "workspace_mib": 1024, "profile": {"input": "images", "min": [1,3,224,224], "opt": [...], "max": [...]} | null,
      "timing_cache": "timing.cache" | null, "expect": {"tensorrt": "10.3.0", "compute_capability": "8.7"}}
 
 Outputs in OUTDIR: ``engine.plan`` (the raw serialized engine, no header bytes, so trtexec and
 DeepStream load it), ``build.log`` (TensorRT's messages, INFO and above), ``timing.cache`` (the
 updated timing cache), ``result.json`` (versions, device, flags, the engine's I/O read back from the
-deserialized engine, build time, engine sha256). On failure: ``error.json`` and ``build.log``.
+deserialized engine, where its layers run (``layer_placement``: DLA vs GPU counts), warnings, build
+time, engine sha256). The request file is read as UTF-8 whatever the locale. On failure: ``error.json`` and ``build.log``.
 Either way one JSON document on stdout: ``{"result": {...}}`` or ``{"error": {"code", "kind", "message"}}``.
 
-Exit codes: 0 built; 1 TensorRT failed to build or load the engine (see build.log); 2 invalid
-request; 4 bad input (missing or altered ONNX, parser errors); 5 wrong environment (no ``tensorrt``,
+Exit codes: 0 built; 1 TensorRT failed to build or load the engine (see build.log), or reported no
+layer placement for a DLA build; 2 invalid request; 4 bad input (missing or altered ONNX, parser
+errors, a profile TensorRT rejects, a DLA build with nothing on the DLA); 5 wrong environment (no ``tensorrt``,
 no GPU, a TensorRT version or GPU compute capability other than the target's, a DLA core the device
 lacks). Engines are not portable across TensorRT versions or GPU architectures, which is why a
 mismatch is refused instead of building an engine the device cannot load.
@@ -43,9 +45,18 @@ TensorRT API differences handled (Python API docs of 8.2, 8.5, 8.6 and 10.x):
   (8.4+), else ``config.max_workspace_size`` (8.2, removed in 10);
 - precision: ``BuilderFlag.FP16`` / ``BuilderFlag.INT8`` (explicit quantization from Q/DQ, no calibrator);
 - DLA: ``config.default_device_type = DeviceType.DLA``, ``config.DLA_core``, ``BuilderFlag.GPU_FALLBACK``;
-  the device's ``builder.num_DLA_cores`` is checked first;
-- ``builder.create_optimization_profile`` / ``profile.set_shape`` / ``config.add_optimization_profile``;
-- ``config.create_timing_cache`` / ``set_timing_cache`` / ``get_timing_cache().serialize()``;
+  the device's ``builder.num_DLA_cores`` is checked first, then ``config.can_run_on_DLA`` per layer
+  (none: refused before building); DLA requests must have a static profile (min = opt = max) and no
+  Q/DQ INT8 (the DLA runs only implicit quantization); after the build the engine inspector
+  (``create_engine_inspector().get_engine_information(LayerInformationFormat.JSON)``, 8.2+, with
+  ``config.profiling_verbosity = ProfilingVerbosity.DETAILED``) and the build log's "Layers Running on
+  DLA/GPU" lines say where layers went; a DLA engine with nothing on the DLA is refused (exit 4) unless
+  ``allow_gpu_fallback_only``;
+- ``builder.create_optimization_profile`` / ``profile.set_shape`` / ``config.add_optimization_profile``
+  (its returned index is checked: -1 means TensorRT found the profile invalid, exit 4);
+- ``config.create_timing_cache`` / ``set_timing_cache`` / ``get_timing_cache().serialize()``; a cache
+  that does not deserialize (another TensorRT version) or is refused (another device) is replaced by a
+  fresh one, with a warning in ``result.json``, ``build.log`` and stderr;
 - ``builder.build_serialized_network`` then ``Runtime.deserialize_cuda_engine`` to read the engine
   back: ``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_shape`` (8.5+) or ``num_bindings`` /
   ``get_binding_shape`` (8.2).
@@ -84,7 +95,7 @@ EXIT_ENVIRONMENT = 5
 PRECISIONS = ("fp32", "fp16", "int8")
 _REQUEST_KEYS = {
     "format", "onnx", "onnx_sha256", "target", "precision", "strongly_typed", "fp16", "int8", "dla_core",
-    "gpu_fallback", "workspace_mib", "profile", "timing_cache", "expect", "key",
+    "gpu_fallback", "allow_gpu_fallback_only", "workspace_mib", "profile", "timing_cache", "expect", "key",
 }
 _REQUIRED_KEYS = ("onnx", "precision", "strongly_typed", "fp16", "int8", "dla_core", "gpu_fallback",
                   "workspace_mib", "profile", "timing_cache", "expect")
@@ -174,7 +185,8 @@ def validate_request(request):
         raise _fail("onnx_sha256 must be a lowercase sha256 hex digest")
     if req["precision"] not in PRECISIONS:
         raise _fail("precision must be one of %s, got %r" % (", ".join(PRECISIONS), req["precision"]))
-    for flag in ("strongly_typed", "fp16", "int8", "gpu_fallback"):
+    req.setdefault("allow_gpu_fallback_only", False)  # optional: older requests lack it
+    for flag in ("strongly_typed", "fp16", "int8", "gpu_fallback", "allow_gpu_fallback_only"):
         if not isinstance(req[flag], bool):
             raise _fail("%s must be true or false, got %r" % (flag, req[flag]))
     precision = req["precision"]
@@ -194,10 +206,15 @@ def validate_request(request):
             raise _fail("dla_core must be null or a DLA core number (0, 1), got %r" % (dla,))
         if precision == "fp32":
             raise _fail("the DLA runs FP16 and INT8 only; precision fp32 cannot use dla_core")
-        if req["strongly_typed"]:
-            raise _fail("DLA builds use the int8 + fp16 flags, not a strongly typed network")
+        if precision == "int8" or req["strongly_typed"]:
+            # The only INT8 source here is a Q/DQ ONNX, and the DLA runs only implicitly quantized INT8
+            # (NVIDIA/TensorRT#2222, NVIDIA/Model-Optimizer#1661): the plan refuses it, so must this.
+            raise _fail("the DLA does not run explicitly quantized (Q/DQ) networks; build the FP32 ONNX with "
+                        "precision fp16 for the DLA, or this INT8 ONNX for the GPU (dla_core null)")
     elif req["gpu_fallback"]:
         raise _fail("gpu_fallback applies to DLA builds only (dla_core is null)")
+    elif req["allow_gpu_fallback_only"]:
+        raise _fail("allow_gpu_fallback_only applies to DLA builds only (dla_core is null)")
     workspace = req["workspace_mib"]
     if workspace is not None and (not _is_int(workspace) or workspace < 1):
         raise _fail("workspace_mib must be null or a positive integer, got %r" % (workspace,))
@@ -212,6 +229,10 @@ def validate_request(request):
             raise _fail("profile min, opt and max must have the same rank")
         if not all(a <= b <= c for a, b, c in zip(low, opt, high)):
             raise _fail("profile must satisfy min <= opt <= max in every dimension, got %r, %r, %r" % (low, opt, high))
+        if dla is not None and not low == opt == high:
+            # NVIDIA, "DLA Supported Layers and Restrictions": no dynamic dimensions on the DLA; the profile's
+            # min, opt and max must be equal and the run-time shape must be the built one.
+            raise _fail("a DLA build needs a static profile (min = opt = max), got %r, %r, %r" % (low, opt, high))
         req["profile"] = {"input": profile["input"], "min": low, "opt": opt, "max": high}
     cache = req["timing_cache"]
     if cache is not None and (not isinstance(cache, str) or not cache.strip()):
@@ -428,7 +449,8 @@ def _resolve(base, name):
 def _make_logger(trt, lines):
     # type: (Any, List[str]) -> Any
     """A ``trt.ILogger`` that keeps INFO and more severe messages in ``lines`` (VERBOSE is dropped:
-    it runs to megabytes) and echoes errors to stderr."""
+    it runs to megabytes, except the layer placement lines, which newer TensorRT logs as VERBOSE)
+    and echoes errors to stderr."""
     severity = trt.ILogger.Severity
     keep = int(severity.INFO)
     errors = int(severity.ERROR)
@@ -438,7 +460,7 @@ def _make_logger(trt, lines):
             trt.ILogger.__init__(self)
 
         def log(self, level, msg):
-            if int(level) > keep:
+            if int(level) > keep and not _PLACEMENT_LOG_RE.search(str(msg)):
                 return
             name = getattr(level, "name", str(level).rsplit(".", 1)[-1])
             line = "[%s] [%s] %s" % (time.strftime("%H:%M:%S"), name, msg)
@@ -494,6 +516,184 @@ def engine_io(trt, engine):
     return inputs, outputs
 
 
+# --------------------------------------------------------------------------- layer placement
+#
+# Where TensorRT put the layers of a DLA build, from two sources (UNVERIFIED ON HARDWARE, both):
+# - the engine inspector (TensorRT 8.2+: ``engine.create_engine_inspector().get_engine_information(
+#   trt.LayerInformationFormat.JSON)``): ``{"Layers": [...], "Bindings": [...]}``, each layer a name
+#   (ProfilingVerbosity LAYER_NAMES_ONLY, the default) or an object with ``Name`` and ``LayerType``
+#   (DETAILED, which the builder asks for). DLA subgraphs show as one ``{ForeignNode[first...last]}``
+#   layer each; GPU Myelin regions have the same name form, told apart by a LayerType naming Myelin.
+#   The GPU-side copies into and out of DLA memory (``x to nvm``, ``y from nvm``, ``... copy finish``)
+#   are counted apart, as transfers.
+# - the build log: ``---------- Layers Running on DLA ----------`` then ``[DlaLayer] {ForeignNode[...]}``
+#   lines, and ``... on GPU ...`` then ``[GpuLayer] TYPE: name`` lines (TensorRT 8.4+; VERBOSE in newer
+#   releases, so the logger keeps these lines at any level); TensorRT 7/8.0 wrote one comma-separated
+#   line after ``--------------- Layers running on DLA:`` and one after ``... on GPU:``.
+# The log, where it has device-labelled lines, wins: those labels are TensorRT's own words for the
+# device; the inspector's count rests on layer names. Both are recorded.
+
+_PLACEMENT_LOG_RE = re.compile(r"\[(Dla|Gpu)Layer\]|layers running on (dla|gpu)", re.IGNORECASE)
+_LOG_PREFIX_RE = re.compile(r"^\[[^\]]*\] \[[A-Za-z_]+\] ?")
+_DLA_TRANSFER_RE = re.compile(r"( to nvm| from nvm| copy finish)$", re.IGNORECASE)
+_PLACEMENT_NAMES = 20  # names kept per device in the result (counts are complete)
+
+
+def _placement(source, dla, gpu, transfers):
+    # type: (str, List[str], List[str], List[str]) -> Dict[str, Any]
+    return {"source": source, "dla": len(dla), "gpu": len(gpu), "dla_transfers": len(transfers),
+            "dla_layers": dla[:_PLACEMENT_NAMES], "gpu_layers": gpu[:_PLACEMENT_NAMES]}
+
+
+def placement_from_engine_information(information, dla_build):
+    # type: (Any, bool) -> Optional[Dict[str, Any]]
+    """Layer counts per device from the engine inspector's JSON (text or parsed); ``None`` when it
+    holds no layers (ProfilingVerbosity NONE, or not JSON)."""
+    if not isinstance(information, dict):
+        try:
+            information = json.loads(information)
+        except (TypeError, ValueError):
+            return None
+    layers = information.get("Layers") if isinstance(information, dict) else None
+    if not isinstance(layers, list) or not layers:
+        return None
+    dla, gpu, transfers = [], [], []  # type: List[str], List[str], List[str]
+    for entry in layers:
+        if isinstance(entry, dict):
+            name, kind = str(entry.get("Name", "")), str(entry.get("LayerType", "")).lower()
+        else:
+            name, kind = str(entry), ""
+        if _DLA_TRANSFER_RE.search(name.strip()):
+            transfers.append(name)
+        elif "dla" in kind or (dla_build and "foreignnode" in name.lower() and "myelin" not in kind):
+            dla.append(name)
+        else:
+            gpu.append(name)
+    return _placement("engine_inspector", dla, gpu, transfers)
+
+
+def _top_level_items(text):
+    # type: (str) -> List[str]
+    """Split ``{a,b}, PWN(c, d), e`` at the commas outside brackets."""
+    items, depth, current = [], 0, []  # type: List[str], int, List[str]
+    for char in text:
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth = max(0, depth - 1)
+        if char == "," and depth == 0:
+            items.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    items.append("".join(current).strip())
+    return [item for item in items if item]
+
+
+def placement_from_log(lines):
+    # type: (List[str]) -> Optional[Dict[str, Any]]
+    """Layer counts per device from TensorRT's build log; ``None`` when the log has no placement."""
+    found = {"dla": [], "gpu": []}  # type: Dict[str, List[str]]
+    seen = False
+    section = None  # type: Optional[str]
+    for line in lines:
+        message = _LOG_PREFIX_RE.sub("", line, count=1).strip()
+        for device, mark in (("dla", "[DlaLayer]"), ("gpu", "[GpuLayer]")):
+            if mark in message:
+                found[device].append(message.split(mark, 1)[1].strip().rstrip(","))
+                seen, section = True, None
+                break
+        else:
+            header = re.search(r"layers running on (dla|gpu)", message, re.IGNORECASE)
+            if header:
+                seen = True
+                # TensorRT 7/8.0: "...: " then the layers on the next line; 8.4+: "---- ... ----" then marked lines
+                section = header.group(1).lower() if message.endswith(":") else None
+            elif section is not None:
+                found[section].extend(_top_level_items(message))
+                section = None
+    if not seen:
+        return None
+    transfers = [n for n in found["gpu"] if _DLA_TRANSFER_RE.search(n)]
+    gpu = [n for n in found["gpu"] if not _DLA_TRANSFER_RE.search(n)]
+    return _placement("build_log", found["dla"], gpu, transfers)
+
+
+def layer_placement(inspected, logged, dla_build, network_layers=None, dla_capable=None):
+    # type: (Optional[Dict[str, Any]], Optional[Dict[str, Any]], bool, Optional[int], Optional[int]) -> Dict[str, Any]
+    """The placement recorded for a build: the build log's when it labels devices (DLA builds), else the
+    engine inspector's, else unknown (``dla``/``gpu`` None); both sources and the network's own layer
+    counts (``config.can_run_on_DLA`` before the build) are kept alongside."""
+    chosen = None  # type: Optional[Dict[str, Any]]
+    if dla_build and logged is not None and (logged["dla"] or logged["gpu"]):
+        chosen = logged
+    elif inspected is not None:
+        chosen = inspected
+    elif logged is not None:
+        chosen = logged
+    placement = dict(chosen) if chosen is not None else _placement("none", [], [], [])
+    if chosen is None:
+        placement["dla"] = placement["gpu"] = None
+    placement["engine_inspector"] = None if inspected is None else {k: inspected[k] for k in ("dla", "gpu", "dla_transfers")}
+    placement["build_log"] = None if logged is None else {k: logged[k] for k in ("dla", "gpu", "dla_transfers")}
+    placement["network_layers"] = network_layers
+    placement["network_dla_capable"] = dla_capable
+    return placement
+
+
+def check_placement(request, placement):
+    # type: (Dict[str, Any], Dict[str, Any]) -> None
+    """Refuse a DLA build that put nothing on the DLA (or whose placement is unknown), unless the request
+    allows a GPU-fallback-only engine: with GPU fallback on, TensorRT moves what the DLA cannot run to the
+    GPU without an error (NVIDIA, "GPU Fallback Mode"), and the engine would be recorded as ``dla:N``.
+
+    Raises:
+        BuilderError: (code 4) nothing on the DLA; (code 1) TensorRT reported no placement.
+    """
+    core = request["dla_core"]
+    if core is None or request.get("allow_gpu_fallback_only"):
+        return
+    escape = ("build for the GPU (drop --dla), or pass --allow-gpu-fallback-only to keep such an engine as "
+              "dla:%d" % core)
+    if placement.get("dla") is None:
+        raise BuilderError(EXIT_BUILD_FAILED, (
+            "TensorRT reported no layer placement for this DLA build (no engine inspector output and no "
+            "'Layers Running on DLA' lines in %s), so it cannot be confirmed that anything runs on DLA core %d; "
+            "the engine was not kept: %s" % (LOG_FILE, core, escape)))
+    if placement["dla"] == 0:
+        raise BuilderError(EXIT_BAD_INPUT, (
+            "TensorRT placed no layer on DLA core %d: all %s layers fell back to the GPU (source: %s; e.g. %s). "
+            "The engine was not kept: %s" % (core, placement.get("gpu"), placement.get("source"),
+                                             ", ".join(placement.get("gpu_layers") or []) or "-", escape)))
+
+
+def _inspect_engine(trt, engine, warnings):
+    # type: (Any, Any, List[str]) -> Optional[Any]
+    """The engine inspector's JSON text, or ``None`` where this TensorRT has no inspector (before 8.2)."""
+    if not hasattr(engine, "create_engine_inspector") or not hasattr(trt, "LayerInformationFormat"):
+        return None
+    try:
+        inspector = engine.create_engine_inspector()
+        return inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+    except Exception as exc:  # noqa: BLE001 - TensorRT raises its own types from the bindings
+        warnings.append("the engine inspector failed (%s); layer placement is taken from the build log" % exc)
+        return None
+
+
+def _dla_capable_layers(network, config):
+    # type: (Any, Any) -> Optional[int]
+    """How many network layers ``config.can_run_on_DLA`` accepts (config set for the DLA), or ``None``."""
+    if not hasattr(config, "can_run_on_DLA"):
+        return None
+    count = 0
+    try:
+        for i in range(network.num_layers):
+            count += bool(config.can_run_on_DLA(network.get_layer(i)))
+    except Exception:  # noqa: BLE001 - an API difference: the post-build placement still decides
+        return None
+    return count
+
+
 def _parse(trt, network, logger, onnx_path):
     # type: (Any, Any, Any, Path) -> None
     parser = trt.OnnxParser(network, logger)
@@ -525,9 +725,10 @@ def _network_flags(trt, request):
     return flags
 
 
-def _configure(trt, builder, network, config, request, timing_cache):
-    # type: (Any, Any, Any, Any, Dict[str, Any], Optional[bytes]) -> Tuple[List[str], bool]
-    """Apply the request to ``config``; returns (flags set, whether the given timing cache was used)."""
+def _configure(trt, builder, network, config, request, timing_cache, warnings):
+    # type: (Any, Any, Any, Any, Dict[str, Any], Optional[bytes], List[str]) -> Tuple[List[str], bool]
+    """Apply the request to ``config``; returns (flags set, whether the given timing cache was used).
+    What the caller should know but is not an error (a timing cache dropped) goes to ``warnings``."""
     flags = []  # type: List[str]
     if request["workspace_mib"] is not None:
         pool = int(request["workspace_mib"]) << 20
@@ -535,6 +736,10 @@ def _configure(trt, builder, network, config, request, timing_cache):
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, pool)
         else:  # TensorRT 8.0-8.3: the pool API does not exist yet
             config.max_workspace_size = pool
+    verbosity = getattr(trt, "ProfilingVerbosity", None)
+    if verbosity is not None and hasattr(verbosity, "DETAILED") and hasattr(config, "profiling_verbosity"):
+        # Layer names and types in the engine, for the engine inspector's placement report (8.2+).
+        config.profiling_verbosity = verbosity.DETAILED
     if request["fp16"]:
         config.set_flag(trt.BuilderFlag.FP16)
         flags.append("FP16")
@@ -563,7 +768,15 @@ def _configure(trt, builder, network, config, request, timing_cache):
                                % (len(profile["min"]), profile["input"], rank))
         optimization = builder.create_optimization_profile()
         optimization.set_shape(profile["input"], profile["min"], profile["opt"], profile["max"])
-        config.add_optimization_profile(optimization)
+        index = config.add_optimization_profile(optimization)
+        # The documented return is the profile's index, or -1 when the profile is invalid (8.x and 10.x).
+        if index is None or int(index) < 0:
+            shape = _dims(network.get_input(names.index(profile["input"])).shape)
+            raise BuilderError(EXIT_BAD_INPUT, (
+                "TensorRT %s rejected the optimisation profile of input %r (min %s, opt %s, max %s; "
+                "add_optimization_profile returned %r): it does not fit the ONNX input shape %s. Plan the build "
+                "again from this ONNX (its fixed dimensions must equal the profile's)"
+                % (trt.__version__, profile["input"], profile["min"], profile["opt"], profile["max"], index, shape)))
     else:
         for i in range(network.num_inputs):
             tensor = network.get_input(i)
@@ -571,14 +784,36 @@ def _configure(trt, builder, network, config, request, timing_cache):
                 raise BuilderError(EXIT_USAGE, (
                     "invalid build request: input %r has a dynamic shape %s but the request has no optimisation "
                     "profile; plan the build with a batch range" % (tensor.name, _dims(tensor.shape))))
+    return flags, _set_timing_cache(trt, config, timing_cache, warnings)
 
-    cache = config.create_timing_cache(timing_cache or b"")
-    used = bool(timing_cache)
-    if not config.set_timing_cache(cache, False):  # ignore_mismatch=False: refuse another device's cache
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, False)
-        used = False
-    return flags, used
+
+def _set_timing_cache(trt, config, blob, warnings):
+    # type: (Any, Any, Optional[bytes], List[str]) -> bool
+    """Start the build from ``blob`` where TensorRT accepts it, else from an empty cache; True if ``blob`` was used.
+
+    A cache written by another TensorRT version (or a damaged one) may fail to deserialize: depending on
+    the version ``create_timing_cache`` raises or returns None (UNVERIFIED which); either way the build
+    goes on with a fresh cache and says so. A cache from another device deserializes but
+    ``set_timing_cache(cache, ignore_mismatch=False)`` refuses it: same outcome.
+    """
+    if blob:
+        cache = None
+        reason = "TensorRT returned no cache"
+        try:
+            cache = config.create_timing_cache(blob)
+        except Exception as exc:  # noqa: BLE001 - the bindings raise RuntimeError/TypeError
+            reason = str(exc).strip() or type(exc).__name__
+        if cache is None:
+            warnings.append("the timing cache (%d bytes) could not be read by TensorRT %s (%s); it was probably "
+                            "written by another TensorRT version: the build starts from a fresh cache, which "
+                            "replaces it" % (len(blob), trt.__version__, reason))
+        elif config.set_timing_cache(cache, False):  # ignore_mismatch=False: refuse another device's cache
+            return True
+        else:
+            warnings.append("the timing cache was made on another device or TensorRT build and was refused "
+                            "(set_timing_cache); the build starts from a fresh cache, which replaces it")
+    config.set_timing_cache(config.create_timing_cache(b""), False)
+    return False
 
 
 def build(request, workdir, outdir=None):
@@ -623,6 +858,16 @@ def build(request, workdir, outdir=None):
         _write_atomic(outdir / LOG_FILE, ("\n".join(lines) + "\n" if lines else "").encode("utf-8"))
 
 
+_CACHE_DROPPED_RE = re.compile(r"timing cache will not be used|invalid timing cache", re.IGNORECASE)
+
+
+def _say(warning, lines):
+    # type: (str, List[str]) -> None
+    """A warning the user should see: into build.log (as the toolchain's line) and onto stderr."""
+    lines.append("[%s] [TOOLCHAIN] %s" % (time.strftime("%H:%M:%S"), warning))
+    sys.stderr.write("tensorrt_builder: warning: %s\n" % warning)
+
+
 def _build(trt, device, req, onnx_path, onnx_sha, cache_bytes, outdir, lines):
     # type: (Any, Dict[str, Any], Dict[str, Any], Path, str, Optional[bytes], Path, List[str]) -> Dict[str, Any]
     logger = _make_logger(trt, lines)
@@ -635,11 +880,30 @@ def _build(trt, device, req, onnx_path, onnx_sha, cache_bytes, outdir, lines):
     network = builder.create_network(_network_flags(trt, req))
     _parse(trt, network, logger, onnx_path)
     config = builder.create_builder_config()
-    flags, cache_used = _configure(trt, builder, network, config, req, cache_bytes)
+    warnings = []  # type: List[str]
+    flags, cache_used = _configure(trt, builder, network, config, req, cache_bytes, warnings)
+    dla_capable = None  # type: Optional[int]
+    if req["dla_core"] is not None:
+        # Before a build that may take minutes: can any layer run on the DLA at all? (UNVERIFIED ON HARDWARE)
+        dla_capable = _dla_capable_layers(network, config)
+        if dla_capable == 0 and not req["allow_gpu_fallback_only"]:
+            raise BuilderError(EXIT_BAD_INPUT, (
+                "none of the network's %d layers can run on DLA core %d (config.can_run_on_DLA): every layer would "
+                "fall back to the GPU. Build for the GPU (drop --dla), or pass --allow-gpu-fallback-only to keep "
+                "such an engine" % (network.num_layers, req["dla_core"])))
+    for warning in warnings:
+        _say(warning, lines)
 
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - started
+    if cache_used and any(_CACHE_DROPPED_RE.search(line) for line in lines):
+        # TensorRT may accept the blob, then drop it itself (8.x logs "The timing cache will not be used!" or
+        # "Detected invalid timing cache, setup a local cache instead"; NVIDIA/TensorRT#3566, #1413)
+        cache_used = False
+        warnings.append("TensorRT did not use the timing cache it was given (see %s); the build timed its "
+                        "layers afresh and the new cache replaces it" % LOG_FILE)
+        _say(warnings[-1], lines)
     if serialized is None:
         raise BuilderError(EXIT_BUILD_FAILED, (
             "TensorRT %s could not build an engine from %s (%s, flags %s); the errors are in %s"
@@ -653,6 +917,14 @@ def _build(trt, device, req, onnx_path, onnx_sha, cache_bytes, outdir, lines):
     if engine is None:
         raise BuilderError(EXIT_BUILD_FAILED, "TensorRT built an engine it cannot load back; see %s" % LOG_FILE)
     inputs, outputs = engine_io(trt, engine)
+    dla_build = req["dla_core"] is not None
+    said = len(warnings)
+    inspected = placement_from_engine_information(_inspect_engine(trt, engine, warnings), dla_build)
+    for warning in warnings[said:]:
+        _say(warning, lines)
+    placement = layer_placement(inspected, placement_from_log(lines), dla_build,
+                                int(network.num_layers), dla_capable)
+    check_placement(req, placement)  # before anything is written: a refused engine leaves no engine.plan
 
     _write_atomic(outdir / ENGINE_NAME, engine_bytes)  # raw plan: no header, loadable by trtexec/DeepStream
     cache_out = bytes(config.get_timing_cache().serialize())
@@ -678,6 +950,9 @@ def _build(trt, device, req, onnx_path, onnx_sha, cache_bytes, outdir, lines):
         "profile": req["profile"],
         "inputs": inputs,
         "outputs": outputs,
+        "layer_placement": placement,
+        "allow_gpu_fallback_only": req["allow_gpu_fallback_only"],
+        "warnings": warnings,
         "timing_cache": {"file": TIMING_CACHE_FILE, "loaded": cache_used, "sha256": hashlib.sha256(cache_out).hexdigest()},
         "build_seconds": round(seconds, 3),
         "log": LOG_FILE,
@@ -725,7 +1000,8 @@ def main(argv=None):
         return _error(BuilderError(EXIT_USAGE, "usage: tensorrt_builder.py REQUEST.json OUTDIR | --probe"), None)
     request_path, outdir = Path(args[0]), Path(args[1])
     try:
-        request = json.loads(request_path.read_text())
+        # utf-8 whatever the locale: under a C/POSIX locale Python 3.6 would read it as ASCII
+        request = json.loads(request_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         return _error(BuilderError(EXIT_BAD_INPUT, "cannot read the request %s: %s" % (request_path, exc)), outdir)
     except ValueError as exc:

@@ -31,6 +31,8 @@ def _batch(value: str | None) -> tuple[int, int, int] | None:
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "best"]), default="best", show_default=True,
               help="best: INT8 for a Q/DQ ONNX from quantize, else FP16 where the target has it, else FP32.")
 @click.option("--dla", "dla_core", type=int, default=None, help="Build for this DLA core (GPU fallback on).")
+@click.option("--allow-gpu-fallback-only", is_flag=True,
+              help="With --dla: keep an engine even if TensorRT placed no layer on the DLA (refused otherwise).")
 @click.option("--workspace", "workspace_mib", type=int, default=None, help="TensorRT memory pool limit in MiB.")
 @click.option("--batch", default=None, help="Optimisation profile MIN,OPT,MAX for a dynamic-batch ONNX (TensorRT).")
 @click.option("--on", "on", default=None, metavar="DOCKER_HOST",
@@ -40,8 +42,9 @@ def _batch(value: str | None) -> tuple[int, int, int] | None:
 @click.option("--timeout", "timeout_s", type=float, default=1800.0, show_default=True, help="Seconds a remote build may run.")
 @json_option
 @click.pass_context
-def build(ctx: click.Context, onnx: str, target: str, precision: str, dla_core: int | None, workspace_mib: int | None,
-          batch: str | None, on: str | None, build_image: str | None, insecure: bool, timeout_s: float) -> None:
+def build(ctx: click.Context, onnx: str, target: str, precision: str, dla_core: int | None,
+          allow_gpu_fallback_only: bool, workspace_mib: int | None, batch: str | None, on: str | None,
+          build_image: str | None, insecure: bool, timeout_s: float) -> None:
     """Build the engine of an ONNX artifact (id, prefix, NAME@vN or its path) for one target.
 
     \b
@@ -54,7 +57,8 @@ def build(ctx: click.Context, onnx: str, target: str, precision: str, dla_core: 
     """
     from toolchain.build.service import BuildConfig, build as run_build
 
-    config = BuildConfig(onnx=onnx, target=target, precision=precision, dla_core=dla_core, workspace_mib=workspace_mib,
+    config = BuildConfig(onnx=onnx, target=target, precision=precision, dla_core=dla_core,
+                         allow_gpu_fallback_only=allow_gpu_fallback_only, workspace_mib=workspace_mib,
                          batch=_batch(batch), on=on, build_image=build_image, insecure=insecure, timeout_s=timeout_s)
     with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:
         result = run_build(workspace, config, progress)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import BadInputError, MissingEnvironmentError, UsageError
-from toolchain.targets.profile import machine_architecture
+from toolchain.runtime.machine import machine_architecture
 
 
 def padded_chunks(images: np.ndarray, chunk: int, static: bool) -> Iterator[tuple[np.ndarray, int]]:
@@ -253,9 +253,26 @@ class TorchRunner(BaseRunner):
             self._torch.cuda.empty_cache()
 
 
+def _profile_chunks(images: np.ndarray, low: int, high: int) -> Iterator[tuple[np.ndarray, int]]:
+    """``(batch, real)`` pairs for an engine whose optimization profile takes batches ``low..high``: at most
+    ``high`` rows each, and a chunk shorter than ``low`` padded up to ``low`` by repeating its last image
+    (TensorRT refuses an input shape below the profile's min; a DLA profile has min = max)."""
+    for start in range(0, len(images), high):
+        part = images[start : start + high]
+        real = len(part)
+        if real < low:
+            part = np.concatenate([part, np.repeat(part[-1:], low - real, axis=0)])
+        yield part, real
+
+
 class TensorRTRunner(BaseRunner):
     """A serialized TensorRT engine run with pycuda: page-locked host buffers, one CUDA stream,
     async host->device copies, enqueue, async device->host copies, then a stream sync.
+
+    A dynamic-batch engine is fed only shapes inside its optimization profile (profile 0, read from
+    the engine: ``get_tensor_profile_shape`` on 8.5+/10, ``get_profile_shape`` on 8.x, else the build
+    record's shapes): batches are cut to the profile's max and a short last batch is padded up to
+    its min, the padding rows dropped from the output.
 
     Supports TensorRT 10.x (tensor-name API: ``num_io_tensors``, ``set_input_shape``,
     ``set_tensor_address``, ``execute_async_v3``) and 8.x (bindings API: ``num_bindings``,
@@ -389,19 +406,59 @@ class TensorRTRunner(BaseRunner):
             self._device_mem[name] = cuda.mem_alloc(host.nbytes)
         self._capacity = batch
 
+    def _profile_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """``(min, max)`` input shapes of optimization profile 0 of the first input: from the engine
+        (TensorRT 8.5+/10: ``get_tensor_profile_shape(name, 0)``; 8.x: ``get_profile_shape(0, name)``),
+        else from the build record's ``shapes``, else None."""
+        engine, name = self._engine, self._inputs[0] if self._inputs else ""
+        shapes: Any = None
+        try:
+            if engine is not None and hasattr(engine, "get_tensor_profile_shape"):
+                shapes = engine.get_tensor_profile_shape(name, 0)
+            elif engine is not None and hasattr(engine, "get_profile_shape"):
+                shapes = engine.get_profile_shape(0, name)  # the binding by name (8.x takes a name or an index)
+        except Exception:  # noqa: BLE001 - the bindings raise their own types; the record is the fallback
+            shapes = None
+        if shapes is not None:
+            low, high = tuple(int(d) for d in shapes[0]), tuple(int(d) for d in shapes[-1])
+            if low and high and low[0] > 0 and high[0] >= low[0]:
+                return low, high
+        try:
+            low = tuple(int(d) for d in self.build["shapes"]["min"])
+            high = tuple(int(d) for d in self.build["shapes"]["max"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return (low, high) if low and high and 0 < low[0] <= high[0] else None
+
     @property
     def max_batch(self) -> int | None:
-        """The largest batch of the engine's optimization profile, as its build record states it."""
-        try:
-            largest = int(self.build["shapes"]["max"][0])
-        except (KeyError, IndexError, TypeError, ValueError):
-            return None
-        return largest if largest > 0 else None
+        """The largest batch of the engine's optimization profile (from the engine, else its build record)."""
+        shapes = self._profile_shapes()
+        return shapes[1][0] if shapes else None
+
+    @property
+    def min_batch(self) -> int:
+        """The smallest batch of the engine's optimization profile (1 when nothing says otherwise)."""
+        shapes = self._profile_shapes()
+        return shapes[0][0] if shapes else 1
 
     def infer_impl(self, feed: np.ndarray) -> np.ndarray:
         batch = self.fixed_batch
-        chunk = batch or self.max_batch or max(1, len(feed))
-        outputs = [self._run(np.ascontiguousarray(part))[:real] for part, real in padded_chunks(feed, chunk, static=batch is not None)]
+        if batch is not None:
+            chunks = padded_chunks(feed, batch, static=True)
+        else:
+            shapes = self._profile_shapes()
+            if shapes is None:  # an older record and no profile API: TensorRT itself refuses what does not fit
+                chunks = padded_chunks(feed, max(1, len(feed)), static=False)
+            else:
+                low, high = shapes
+                sample = tuple(feed.shape[1:])
+                if len(sample) != len(low) - 1 or not all(a <= d <= b for a, d, b in zip(low[1:], sample, high[1:])):
+                    raise BadInputError(
+                        f"{self.path.name} takes inputs of shape {list(low[1:])} to {list(high[1:])} after the batch, "
+                        f"not {list(sample)}; preprocess to the size the engine was built for")
+                chunks = _profile_chunks(feed, low[0], high[0])
+        outputs = [self._run(np.ascontiguousarray(part))[:real] for part, real in chunks]
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def _run(self, part: np.ndarray) -> np.ndarray:

@@ -33,7 +33,6 @@ separated; they win over built-ins of the same name) and in the built-in catalog
 from __future__ import annotations
 
 import dataclasses
-import platform
 import math
 import re
 from collections.abc import Mapping
@@ -43,6 +42,7 @@ from typing import Any
 
 from toolchain import catalog_files as cf
 from toolchain.errors import BadInputError, UsageError
+from toolchain.runtime.machine import machine_architecture, normalize_architecture
 
 __all__ = [
     "ARCHITECTURES",
@@ -63,17 +63,6 @@ __all__ = [
     "parse_target",
     "target_dirs",
 ]
-
-def normalize_architecture(name: str) -> str:
-    """A CPU architecture as target profiles spell it: ``arm64`` -> ``aarch64``, ``amd64`` -> ``x86_64``."""
-    arch = name.lower()
-    return {"arm64": "aarch64", "amd64": "x86_64"}.get(arch, arch)
-
-
-def machine_architecture() -> str:
-    """This machine's CPU architecture as target profiles spell it (``x86_64``, ``aarch64``)."""
-    return normalize_architecture(platform.machine())
-
 
 DEFAULT_TARGET = "x86-64-cpu"
 """The target used when none is named: ONNX Runtime on the CPU of a workstation like this one."""
@@ -122,6 +111,8 @@ class Target:
         description: One line for humans.
         kind: ``tensorrt`` (a TensorRT engine) or ``onnxruntime`` (an ONNX Runtime artifact).
         architecture: CPU architecture, ``aarch64`` or ``x86_64``.
+        python: The Python of the target's runtime image (JetPack's: 3.6 on 4.6, 3.8 on 5.x, 3.10 on 6.x); the
+            runtime code the image ships must run on it (``package`` refuses targets older than it supports).
         gpu_compute_capability: GPU SM version ``"major.minor"``; empty for CPU targets.
         dla_cores: Deep Learning Accelerator cores (0 when none or not confirmed; see ``unverified``).
         jetpack: JetPack release the profile assumes (empty off Jetson).
@@ -149,6 +140,7 @@ class Target:
     description: str = ""
     kind: str
     architecture: str
+    python: str = ""
     gpu_compute_capability: str = ""
     dla_cores: int = 0
     jetpack: str = ""
@@ -180,6 +172,11 @@ class Target:
     def is_tensorrt(self) -> bool:
         """Whether engines for this target are TensorRT engines."""
         return self.kind == "tensorrt"
+
+    @property
+    def python_version(self) -> tuple[int, ...]:
+        """:attr:`python` as integers (``()`` when the profile does not say)."""
+        return _version(self.python) if self.python else ()
 
     @property
     def tensorrt_version(self) -> tuple[int, ...]:
@@ -312,6 +309,13 @@ def _dotted(value: Any) -> str:
     return text
 
 
+def _python(value: Any) -> str:
+    text = cf.string(value)
+    if text and not re.match(r"^3\.[0-9]{1,2}$", text):
+        raise cf.Invalid(f"expected a Python version such as '3.10', got {value!r}")
+    return text
+
+
 def _sm(value: Any) -> str:
     text = cf.string(value)
     if text and not _SM_RE.match(text):
@@ -333,6 +337,7 @@ _CHECKS: dict[str, Any] = {
     "description": cf.string,
     "kind": cf.choice(KINDS),
     "architecture": cf.choice(ARCHITECTURES),
+    "python": _python,
     "gpu_compute_capability": _sm,
     "dla_cores": cf.int_range(0, 8),
     "jetpack": cf.string,
