@@ -153,8 +153,24 @@ def check_disk(workspace: Path) -> Check:
     )
 
 
+def check_extras() -> list[Check]:
+    """One row per pip extra (:data:`toolchain.extras.EXTRAS`): installed, or what is missing and how to get it."""
+    from toolchain.extras import EXTRAS, INSTALL, status
+
+    checks = []
+    for row in status():
+        installed = ", ".join(f"{dist} {version}" for dist, version in row.installed.items())
+        if row.present:
+            checks.append(Check(name=f"[{row.name}]", ok=True, detail=installed or "installed"))
+        else:
+            detail = f"not installed: {', '.join(row.missing)}" + (f" (have {installed})" if installed else "")
+            checks.append(Check(name=f"[{row.name}]", ok=False, detail=detail,
+                                hint=f"{INSTALL.format(extra=row.name)} to {EXTRAS[row.name].purpose}"))
+    return checks
+
+
 def run_checks(workspace: Path) -> list[Check]:
-    """Every check, in the order they are shown."""
+    """Every check, in the order they are shown: components, then the pip extras."""
     checks: list[Callable[[], Check]] = [
         check_python,
         lambda: check_core("numpy", "base", required=True),
@@ -170,4 +186,4 @@ def run_checks(workspace: Path) -> list[Check]:
         check_pyav,
         lambda: check_disk(workspace),
     ]
-    return [check() for check in checks]
+    return [check() for check in checks] + check_extras()

@@ -16,7 +16,8 @@ from toolchain.doctor import run_checks
 @click.pass_context
 def doctor(ctx: click.Context) -> None:
     """Show what this machine can do: Python, torch/CUDA, ONNX Runtime providers, TensorRT,
-    pycuda, the Docker engine, PyAV codecs and disk space; with a hint for each missing piece.
+    pycuda, the Docker engine, PyAV codecs, disk space, and which pip extras ([data], [train], [trt],
+    [deploy], [dev]) are installed; with a hint for each missing piece.
 
     Exits 5 when something required by the base install is missing.
     """
@@ -28,7 +29,7 @@ def doctor(ctx: click.Context) -> None:
             table.add_column(column)
         for check in checks:
             mark = "[green]ok[/green]" if check.ok else ("[red]missing[/red]" if check.required else "[yellow]--[/yellow]")
-            table.add_row(mark, check.name, escape(check.detail), escape(check.hint))
+            table.add_row(mark, escape(check.name), escape(check.detail), escape(check.hint))
         console.print(table)
 
     emit(ctx, {"checks": [c.to_json() for c in checks], "ok": all(c.ok for c in checks if c.required)}, render)

@@ -6,10 +6,13 @@ Exit codes: 0 ok, 1 internal bug, 2 usage, 3 quality gate not met, 4 bad input o
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -30,7 +33,8 @@ from toolchain.cli.serve import serve
 from toolchain.cli.synth import synth
 from toolchain.cli.targets import targets
 from toolchain.cli.train import evaluate, train
-from toolchain.errors import ToolchainError
+from toolchain.errors import ToolchainError, missing_extra
+from toolchain.extras import extra_for_module, importable, require_for_command
 from toolchain.redaction import scrub
 from toolchain.workspace import default_workspace_path
 
@@ -73,6 +77,33 @@ cli.add_command(package)
 cli.add_command(deploy)
 
 
+def _with_extras_check(path: str, callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback`` preceded by the check of what :data:`toolchain.extras.COMMANDS` says ``path`` needs.
+
+    It runs after click has parsed the arguments (so ``--help`` and usage errors come first) and before
+    the command's code: a missing extra is exit 5 naming it, never a failure half-way.
+    """
+
+    @functools.wraps(callback)
+    def checked(*args: Any, **params: Any) -> Any:
+        require_for_command(path, params)
+        return callback(*args, **params)
+
+    return checked
+
+
+def _check_extras_of(group: click.Group, prefix: str = "") -> None:
+    for name, command in group.commands.items():
+        path = f"{prefix}{name}"
+        if isinstance(command, click.Group):
+            _check_extras_of(command, f"{path} ")
+        elif command.callback is not None:
+            command.callback = _with_extras_check(path, command.callback)
+
+
+_check_extras_of(cli)
+
+
 def _wants_json(argv: list[str]) -> bool:
     return "--json" in argv
 
@@ -98,11 +129,24 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]; rerun the same command to finish the job")
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - anything else is our bug
-        console.print(traceback.format_exc(), markup=False, highlight=False)
-        _report(args, "InternalError", f"{type(exc).__name__}: {exc} (this is a bug in toolchain; please report it)", 1)
-        sys.exit(1)
+    except ModuleNotFoundError as exc:
+        # A module an extra brings, imported somewhere the table of extras did not foresee: still exit 5.
+        extra = extra_for_module(exc.name or "")
+        if extra is None or importable(exc.name or ""):
+            _internal_error(args)
+        error = missing_extra(exc.name or "", extra)
+        _report(args, type(error).__name__, str(error), error.exit_code)
+        sys.exit(error.exit_code)
+    except Exception:  # noqa: BLE001 - anything else is our bug
+        _internal_error(args)
     sys.exit(0)
+
+
+def _internal_error(args: list[str]) -> None:
+    exc = sys.exc_info()[1]
+    console.print(traceback.format_exc(), markup=False, highlight=False)
+    _report(args, "InternalError", f"{type(exc).__name__}: {exc} (this is a bug in toolchain; please report it)", 1)
+    sys.exit(1)
 
 
 def _report(args: list[str], kind: str, message: str, code: int, *, json_written: bool = False) -> None:

@@ -25,6 +25,7 @@ from toolchain.data.sources import SourceItem, list_source, local_path
 from toolchain.data.splits import SPLITS, SplitFractions, assign_clusters
 from toolchain.errors import BadInputError, CorruptStoreError, UsageError
 from toolchain.hashing import canonical_json
+from toolchain.extras import require
 from toolchain.parallel import default_workers
 from toolchain.progress import NullProgress, Progress
 from toolchain.registry import NewRecord
@@ -175,6 +176,8 @@ def ingest(workspace: Workspace, config: IngestConfig, progress: Progress | None
     Re-ingesting the same lake returns the existing version and decodes nothing; a grown lake
     decodes only new images. Safe to rerun after a crash and to run concurrently.
     """
+    # Before any worker process starts: a worker that dies on a missing Pillow is a BrokenProcessPool.
+    require("data", needed_by="data ingest")
     progress = progress or NullProgress()
     started = time.perf_counter()
     listing = list_source(config.source, allow_roots=config.allow_roots, classes=config.classes)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolchain.errors import QualityGateError
+from toolchain.extras import require
 from toolchain.pipeline.cache import StageOutcome, find_stage, save_stage, stage_key
 from toolchain.pipeline.config import PipelineConfig
 from toolchain.progress import NullProgress, Progress
@@ -110,6 +111,10 @@ class PipelineRunner:
     def run(self) -> PipelineResult:
         started = time.perf_counter()
         cfg = self.config
+        # Every extra the stages will need, before the first stage (not after an hour of training).
+        require("train", needed_by="toolchain pipeline")
+        if cfg.deploy.fleet:
+            require("deploy", needed_by="toolchain pipeline with a [deploy] fleet")
         lake = self._lake()
         dataset = self._ingest(lake)
         model = self._train(dataset)
