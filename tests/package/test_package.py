@@ -95,15 +95,16 @@ def test_vendored_dependencies_import_from_the_target_dir(tmp_path: Path) -> Non
     assert not list(vendor.rglob("*.so")), "only pure-python wheels are vendored"
 
 
-def test_runtime_copy_is_sources_only(tmp_path: Path) -> None:
+def test_runtime_copy_is_sources_only_and_imports_without_the_workstation(tmp_path: Path) -> None:
     copy_runtime(tmp_path)
     files = [p for p in (tmp_path / "toolchain").rglob("*") if p.is_file()]
     assert (tmp_path / "toolchain" / "serve" / "service.py") in files
-    assert (tmp_path / "toolchain" / "catalog" / "targets" / "x86-64-cpu.toml") in files
     assert not [p for p in files if "__pycache__" in p.parts or p.suffix == ".pyc"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = ("import sys; import toolchain.cli.main, toolchain.serve.service; "
-            "bad = [m for m in ('torch', 'PIL', 'cv2', 'onnx', 'sklearn', 'docker') if m in sys.modules]; print(bad)")
+    code = ("import sys; import toolchain.serve.__main__, toolchain.serve.service, toolchain.serve.healthcheck, "
+            "toolchain.bench.onunit; "
+            "bad = [m for m in ('torch', 'PIL', 'cv2', 'onnx', 'sklearn', 'docker', 'toolchain.workspace') "
+            "if m in sys.modules]; print(bad)")
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr
 

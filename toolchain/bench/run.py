@@ -20,18 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from toolchain.bench.report import frame_arrays, stream_report
 from toolchain.bench.stats import summarize
 from toolchain.bench.subject import RUNNERS, Subject, require_runner_available, resolve_subject
 from toolchain.errors import MissingEnvironmentError, UsageError
 from toolchain.registry import NewRecord
-from toolchain.runtime.pipeline import STAGES, NullSink, Pipeline, PipelineConfig, PipelineResult, pure_inference
+from toolchain.runtime.pipeline import NullSink, Pipeline, PipelineConfig, PipelineResult, pure_inference
 from toolchain.runtime.preprocess import Preprocessor, Roi
 from toolchain.runtime.sources import open_source
 from toolchain.workspace import Workspace
-
-DROP_TOLERANCE = 0.01
-"""Real time allows at most this fraction of frames dropped (and p99 within the budget)."""
-
 
 @dataclass(frozen=True, kw_only=True)
 class BenchConfig:
@@ -136,66 +133,18 @@ def run_bench(workspace: Workspace, config: BenchConfig) -> dict[str, Any]:
             report["plots_error"] = str(exc)
     report["plots"] = {name: str(path) for name, path in plots.items()}
     if config.record:
-        report["benchmark"], blobs = _record(workspace, subject, report, plots)
-        if plots and not config.plots_dir:  # the drawn copies were temporary: point at the stored ones
-            report["plots"] = {name: str(workspace.blobs.path(sha)) for name, sha in blobs.items()}
-            shutil.rmtree(next(iter(plots.values())).parent, ignore_errors=True)
+        report["benchmark"], _ = record_benchmark(workspace, subject, report, plots, config.plots_dir)
     return report
 
 
-def stream_report(result: PipelineResult) -> dict[str, Any]:
-    """Percentiles, overhead, drops, misses and the verdict of one pipeline run."""
-    frames = result.frames
-    stage_ms = {s: np.array([f.stage_seconds()[s] for f in frames]) * 1e3 for s in STAGES}
-    e2e = np.array([f.e2e for f in frames]) * 1e3
-    stage_summary = {s: summarize(v) for s, v in stage_ms.items()}
-    wait_summary = summarize(e2e - sum(stage_ms.values())) if frames else summarize([])
-    e2e_summary = summarize(e2e)
-    stage_p50_sum = sum(v["p50"] or 0.0 for v in stage_summary.values())
-    e2e_p50 = e2e_summary["p50"] or 0.0
-    streams = result.streams
-    arrived = sum(s.arrived for s in streams)
-    dropped = sum(s.dropped for s in streams)
-    misses = int(np.count_nonzero(e2e > result.budget_ms))
-    fps = len(frames) / result.measure_seconds
-    demanded = sum(s.fps for s in streams if s.status != "broken")
-    healthy = all(s.status in ("ended", "stopped", "running") for s in streams)
-    cfg = result.config
-    if not frames:
-        realtime, reason = False, "no frame was measured"
-    elif cfg.pace == "realtime":
-        p99 = e2e_summary["p99"] or 0.0
-        realtime = bool(p99 <= result.budget_ms and dropped <= DROP_TOLERANCE * max(1, arrived) and healthy)
-        reason = (f"p99 end-to-end {p99:.1f} ms vs budget {result.budget_ms:.1f} ms, "
-                  f"{dropped} of {arrived} frames dropped")
-    else:
-        realtime = bool(fps >= demanded * 0.99 and healthy)
-        reason = f"throughput {fps:.1f} frames/s vs {demanded:.1f} needed"
-    if not healthy:
-        reason += "; " + ", ".join(f"{s.name}: {s.status}" for s in streams if s.status not in ("ended", "stopped", "running"))
-    per_stream_fps = [s.fps for s in streams]
-    rate = f"{min(per_stream_fps):g}" if per_stream_fps and len(set(per_stream_fps)) == 1 else "/".join(f"{f:g}" for f in per_stream_fps)
-    verdict = (f"real-time {'yes' if realtime else 'no'} for {len(streams)} stream{'s' * (len(streams) != 1)} at {rate} fps "
-               f"on this device ({reason})")
-    batch_sizes = np.array([f.batch_size for f in frames]) if frames else np.zeros(1)
-    return {
-        "mode": "stream", "pace": cfg.pace, "streams": len(streams),
-        "e2e_ms": e2e_summary, "infer_ms": stage_summary["infer"], "stage_ms": stage_summary,
-        "overhead": {"e2e_p50_ms": round(e2e_p50, 3), "stage_p50_sum_ms": round(stage_p50_sum, 3),
-                     "fraction": round((e2e_p50 - stage_p50_sum) / e2e_p50, 4) if e2e_p50 else None,
-                     # Measured per frame: e2e minus that frame's own stage times (queues, hand-overs). The
-                     # formula above also counts skew (a median of sums is not the sum of medians).
-                     "wait_p50_ms": wait_summary["p50"],
-                     "wait_fraction": round((wait_summary["p50"] or 0.0) / e2e_p50, 4) if e2e_p50 else None},
-        "stage_share": {s: round((v["p50"] or 0.0) / e2e_p50, 4) if e2e_p50 else None for s, v in stage_summary.items()},
-        "fps": round(fps, 2), "fps_per_stream": round(fps / max(1, len(streams)), 2), "frames": len(frames),
-        "arrived": arrived, "dropped": dropped, "deadline_misses": misses, "budget_ms": round(result.budget_ms, 3),
-        "cpu_percent": round(100 * result.cpu_seconds / result.measure_seconds, 1),
-        "cpu_utilisation": round(result.cpu_seconds / result.measure_seconds / (os.cpu_count() or 1), 3),
-        "batch": {"mean": round(float(batch_sizes.mean()), 2), "max": int(batch_sizes.max()), "count": result.batches},
-        "measured_seconds": round(result.measure_seconds, 3), "realtime": realtime, "verdict": verdict,
-        "stream_states": [s.to_json() for s in streams],
-    }
+def record_benchmark(workspace: Workspace, subject: Subject, report: dict[str, Any], plots: dict[str, Path],
+                     plots_dir: str | None) -> tuple[str, dict[str, str]]:
+    """Commit ``report`` as a ``benchmark`` linked to the artifact, its plots as blobs; ``(record id, blobs)``."""
+    benchmark, blobs = _record(workspace, subject, report, plots)
+    if plots and not plots_dir:  # the drawn copies were temporary: point at the stored ones
+        report["plots"] = {name: str(workspace.blobs.path(sha)) for name, sha in blobs.items()}
+        shutil.rmtree(next(iter(plots.values())).parent, ignore_errors=True)
+    return benchmark, blobs
 
 
 def _pure_report(config: BenchConfig, subject: Subject, runner: Any, budget: float | None) -> dict[str, Any]:
@@ -224,20 +173,23 @@ def _pure_report(config: BenchConfig, subject: Subject, runner: Any, budget: flo
 
 
 def _plots(result: PipelineResult, report: dict[str, Any], config: BenchConfig) -> dict[str, Path]:
+    return plots_from_arrays(frame_arrays(result), report, config.plots_dir)
+
+
+def plots_from_arrays(frames: dict[str, Any], report: dict[str, Any], plots_dir: str | None) -> dict[str, Path]:
+    """The latency histograms and the timeline of one run, from :func:`toolchain.bench.report.frame_arrays`."""
     from toolchain.bench.plots import plot_histograms, plot_timeline
 
-    if not result.frames:
+    if not frames["e2e_ms"]:
         return {}
-    out = Path(config.plots_dir) if config.plots_dir else Path(tempfile.mkdtemp(prefix="toolchain-bench-"))
-    frames = result.frames
-    stage_ms = {"e2e": np.array([f.e2e for f in frames]) * 1e3}
-    stage_ms.update({s: np.array([f.stage_seconds()[s] for f in frames]) * 1e3 for s in STAGES})
+    out = Path(plots_dir) if plots_dir else Path(tempfile.mkdtemp(prefix="toolchain-bench-"))
+    stage_ms = {"e2e": np.array(frames["e2e_ms"])}
+    stage_ms.update({s: np.array(v) for s, v in frames["stage_ms"].items()})
     title = f"{report['artifact']} ({report['runner']}), {report['streams']} stream(s), pace {report['pace']}"
-    hist = plot_histograms(stage_ms, out / "latency_histograms.png", title=title, budget_ms=result.budget_ms)
-    timeline = plot_timeline(
-        np.array([f.t_arrival - result.measure_start for f in frames]), stage_ms["e2e"], np.array([f.stream for f in frames]),
-        [(k, t - result.measure_start) for k, t in result.drops], [s.name for s in result.streams],
-        out / "timeline.png", title=title, budget_ms=result.budget_ms)
+    hist = plot_histograms(stage_ms, out / "latency_histograms.png", title=title, budget_ms=frames["budget_ms"])
+    timeline = plot_timeline(np.array(frames["arrival_s"]), stage_ms["e2e"], np.array(frames["stream"]),
+                             [tuple(d) for d in frames["drops"]], frames["stream_names"], out / "timeline.png",
+                             title=title, budget_ms=frames["budget_ms"])
     return {"latency_histograms": hist, "timeline": timeline}
 
 

@@ -157,14 +157,18 @@ def _onnx_metadata(path: Path) -> dict[str, str]:
 
 def _subject_from_metadata(*, ref: str, kind: str, record: Record | None, path: Path, meta: Mapping[str, str],
                            layout: str | None, build: Mapping[str, Any] | None = None, accuracy: float | None = None) -> Subject:
+    def listed(key: str) -> list[Any]:  # export writes lists as JSON strings; records made by hand hold lists
+        value = meta[key]
+        return list(json.loads(value) if isinstance(value, str) else value)
+
     def vector(key: str, default: tuple[float, ...]) -> tuple[float, ...]:
-        return tuple(float(v) for v in json.loads(meta[key])) if key in meta else default
+        return tuple(float(v) for v in listed(key)) if key in meta else default
 
     return Subject(
         ref=ref, kind=kind, record=record, path=path, size_bytes=path.stat().st_size,
         input_size=int(meta.get("input_size", 128)), layout=layout or meta.get("input_layout", "float-nchw"),
         mean=vector("mean", (0.485, 0.456, 0.406)), std=vector("std", (0.229, 0.224, 0.225)),
-        classes=tuple(json.loads(meta["classes"])) if "classes" in meta else (),
+        classes=tuple(map(str, listed("classes"))) if "classes" in meta else (),
         build=build, target=(build or {}).get("target"), accuracy=accuracy,
     )
 

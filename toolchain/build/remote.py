@@ -148,57 +148,87 @@ def ensure_image(client: Any, image: str) -> Any:
         ) from exc
 
 
-def check_architecture(client: Any, architecture: str) -> None:
-    """Refuse an engine host whose CPU architecture is not the target's (its build would not run there)."""
-    from toolchain.docker_engine import engine_architecture
+def check_architecture(client: Any, architecture: str, image_id: str | None = None) -> bool:
+    """Refuse an engine that cannot run the target's CPU binaries; True when it runs them emulated.
+
+    An engine of another architecture passes when ``image_id`` runs there as ``architecture`` (qemu-user:
+    ``uname -m`` in the image, :func:`toolchain.docker_engine.runs_as`).
+    """
+    from toolchain.docker_engine import engine_architecture, runs_as
 
     arch = engine_architecture(client)
-    if arch != architecture:
-        raise MissingEnvironmentError(
-            f"the Docker engine runs on {arch}, the target needs {architecture}: an engine or artifact built there "
-            "would not run on the unit. Point --on at a unit of the target"
-        )
+    if arch == architecture:
+        return False
+    if image_id is not None and runs_as(client, image_id) == architecture:
+        return True
+    raise MissingEnvironmentError(
+        f"the Docker engine runs on {arch}, the target needs {architecture}, and it cannot run {architecture} binaries: "
+        "an engine or artifact built there would not run on the unit. Point --on at a unit of the target (or, for an "
+        "emulated test build, register qemu-user on this engine's host: scripts/binfmt_up arm64)"
+    )
 
 
-def run_in_container(client: Any, job: ContainerJob, out_dir: Path) -> ContainerOutcome:
-    """Run ``job`` on the engine behind ``client`` and bring OUTDIR back into ``out_dir``."""
+def run_container(client: Any, image_id: str, *, command: list[str], files: Mapping[str, bytes | Path], fetch: str,
+                  out_dir: Path, timeout_s: float, runtime: str | None = None, network_mode: str | None = None,
+                  role: str = "build", max_output_bytes: int = MAX_OUTPUT_BYTES, what: str = "the job",
+                  entrypoint: list[str] | None = None) -> tuple[int, str]:
+    """Run ``command`` in a fresh container of ``image_id`` with ``files`` under :data:`WORKDIR`; bring the
+    container's ``fetch`` folder back into ``out_dir``; remove the container whatever happened.
+
+    No network unless ``network_mode`` names one (``host``: a bench reading the unit's cameras).
+    Returns ``(exit code, logs)``.
+
+    Raises:
+        MissingEnvironmentError: it did not finish in ``timeout_s`` (it is stopped).
+        BadInputError: what came back is larger than ``max_output_bytes`` or not an archive.
+    """
     import docker.errors
 
-    if job.architecture:
-        check_architecture(client, job.architecture)
-    image = ensure_image(client, job.image)
-    started = time.perf_counter()
-    files: dict[str, bytes | Path] = {"builder.py": job.script, "request.json": json.dumps(dict(job.request)).encode()}
-    files.update(job.inputs)
     container = client.containers.create(
-        image.id, command=["python3", f"{WORKDIR}/builder.py", f"{WORKDIR}/request.json", f"{WORKDIR}/out"],
-        working_dir="/", network_disabled=True, runtime=job.runtime, labels={"org.toolchain.role": "build"},
+        image_id, command=command, entrypoint=entrypoint, working_dir="/", network_disabled=network_mode is None,
+        network_mode=network_mode, runtime=runtime, labels={"org.toolchain.role": role},
         environment={"PYTHONDONTWRITEBYTECODE": "1"},
     )
     try:
         container.put_archive("/", _tar(files))
         container.start()
         try:
-            status = container.wait(timeout=job.timeout_s)
+            status = container.wait(timeout=timeout_s)
         except Exception as exc:  # noqa: BLE001 - requests raises ReadTimeout/ConnectionError subclasses
             container.kill()
             raise MissingEnvironmentError(
-                f"the build on the unit did not finish in {job.timeout_s:.0f} s and was stopped; raise --timeout "
-                "or check the unit's load"
+                f"{what} on the unit did not finish in {timeout_s:.0f} s and was stopped; raise --timeout or check "
+                "the unit's load"
             ) from exc
         code = int(status.get("StatusCode", 1))
         logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
-            chunks, _ = container.get_archive(f"{WORKDIR}/out")
-            _untar(chunks, out_dir, limit=job.max_output_bytes)
+            chunks, _ = container.get_archive(fetch)
+            _untar(chunks, out_dir, limit=max_output_bytes)
         except docker.errors.NotFound:
-            pass  # the builder failed before writing anything; its logs say why
+            pass  # it failed before writing anything; its logs say why
     finally:
         try:
             container.remove(force=True)
         except docker.errors.DockerException:
             pass  # already gone (engine restarted); nothing of ours is left to clean
+    return code, logs
+
+
+def run_in_container(client: Any, job: ContainerJob, out_dir: Path) -> ContainerOutcome:
+    """Run ``job`` on the engine behind ``client`` and bring OUTDIR back into ``out_dir``."""
+
+    image = ensure_image(client, job.image)
+    if job.architecture:
+        check_architecture(client, job.architecture, image.id)
+    started = time.perf_counter()
+    files: dict[str, bytes | Path] = {"builder.py": job.script, "request.json": json.dumps(dict(job.request)).encode()}
+    files.update(job.inputs)
+    code, logs = run_container(
+        client, image.id, command=["python3", f"{WORKDIR}/builder.py", f"{WORKDIR}/request.json", f"{WORKDIR}/out"],
+        files=files, fetch=f"{WORKDIR}/out", out_dir=out_dir, timeout_s=job.timeout_s, runtime=job.runtime,
+        max_output_bytes=job.max_output_bytes, what="the build")
     error_file = out_dir / "error.json"
     if code != 0:
         detail = json.loads(error_file.read_text())["error"]["message"] if error_file.is_file() else logs.strip()[-2000:]

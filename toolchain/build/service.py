@@ -138,9 +138,10 @@ def _build(workspace: Workspace, config: BuildConfig, progress: Progress, cleanu
 
         client = connect(config.on, insecure=config.insecure)
         cleanup.callback(client.close)
-        check_architecture(client, target.architecture)
-        builder_identity = f"image {ensure_image(client, image).id}"
-        where = f"remote {redact(config.on)}"
+        build_image = ensure_image(client, image)
+        emulated = check_architecture(client, target.architecture, build_image.id)
+        builder_identity = f"image {build_image.id}"
+        where = f"remote {redact(config.on)}" + (" (emulated)" if emulated else "")
     elif target.is_tensorrt:
         environment = _local_tensorrt(target, plan)
         builder_identity = f"local tensorrt {environment.get('tensorrt_version')}"

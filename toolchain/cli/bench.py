@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -37,12 +38,19 @@ from toolchain.errors import UsageError
 @click.option("--plots", "plots_dir", default=None, help="Directory for the PNG plots (default: a temp dir; they are also stored in the registry).")
 @click.option("--compare", is_flag=True, help="Bench every ARTIFACT and print one table (size, accuracy, inference ms, e2e p99, fps).")
 @click.option("--no-record", is_flag=True, help="Do not record the benchmark in the registry.")
+@click.option("--on", "on", default=None, metavar="DOCKER_HOST",
+              help="Run the benchmark on this unit's Docker engine, inside the image `package` built for the build's target.")
+@click.option("--unit", default=None, help="Run it on this unit of --fleet (its engine URL).")
+@click.option("--fleet", type=click.Path(dir_okay=False, path_type=Path), default=None, help="fleet.toml naming --unit.")
+@click.option("--image", default=None, help="With --on/--unit: the runtime image to use (default: the packaged one).")
+@click.option("--insecure", is_flag=True, help="Allow a plain, unencrypted tcp:// engine URL (closed test networks).")
 @json_option
 @click.pass_context
 def bench(ctx: click.Context, artifacts: tuple[str, ...], sources: tuple[str, ...], streams: int, pace: str, runner: str,
           duration: float, warmup: float, budget_ms: float | None, max_batch: int, max_wait_ms: float, queue: int,
           roi: str | None, fps: float | None, loop: bool, pure: bool, batch: int, threads: int, plots_dir: str | None,
-          compare: bool, no_record: bool) -> None:
+          compare: bool, no_record: bool, on: str | None, unit: str | None, fleet: Path | None, image: str | None,
+          insecure: bool) -> None:
     """Will ARTIFACT keep up with these cameras on this device? Measures the whole path of every frame:
     decode -> preprocess -> batch -> infer -> postprocess -> sink, with p50/p90/p95/p99/max per stage
     and end to end, throughput, dropped frames, deadline misses, CPU use and a real-time verdict.
@@ -50,6 +58,13 @@ def bench(ctx: click.Context, artifacts: tuple[str, ...], sources: tuple[str, ..
     ARTIFACT: a build (`toolchain build`), an ONNX artifact, a registered model (torch runner) or a
     file path. With --compare, several ARTIFACTs. Each run is recorded as a `benchmark` linked to the
     artifact, with the device it ran on.
+
+    \b
+    --on DOCKER_HOST (or --unit NAME --fleet FILE) runs it on a roadside unit, in the runtime image
+    `package` built for the build's target: the same code `serve` runs there. Sources are as the unit
+    sees them (a camera URL, a local file sent along, or synthetic). The unit's facts are read inside
+    the container (architecture, CPU, memory, L4T, TensorRT, power mode); a run under emulation
+    (qemu-user) is marked emulated and gets no real-time verdict.
     """
     from toolchain.bench.run import BenchConfig, compare as compare_runs, run_bench
 
@@ -62,7 +77,16 @@ def bench(ctx: click.Context, artifacts: tuple[str, ...], sources: tuple[str, ..
                            max_wait_ms=max_wait_ms, queue=queue, roi=roi, fps=fps, loop=loop, pure=pure, batch=batch,
                            threads=threads, plots_dir=plots_dir, record=not no_record)
 
+    where = _where(on, unit, fleet)
+    if where is not None and compare:
+        raise UsageError("--compare runs on this machine; bench one ARTIFACT with --on")
     with app(ctx).open_workspace() as workspace:
+        if where is not None:
+            from toolchain.bench.remote import run_bench_on
+
+            report = run_bench_on(workspace, config(artifacts[0]), where, image=image, insecure=insecure)
+            emit(ctx, report, lambda out: _render(out, report))
+            return
         if compare:
             payload = compare_runs(workspace, [config(a) for a in artifacts])
             emit(ctx, payload, lambda out: _render_compare(out, payload))
@@ -71,12 +95,29 @@ def bench(ctx: click.Context, artifacts: tuple[str, ...], sources: tuple[str, ..
     emit(ctx, report, lambda out: _render(out, report))
 
 
+def _where(on: str | None, unit: str | None, fleet: Path | None) -> str | None:
+    """The engine URL of --on, or of --unit in --fleet; None to run here."""
+    if unit is None:
+        if fleet is not None:
+            raise UsageError("--fleet names units: pass --unit NAME with it")
+        return on
+    if on is not None:
+        raise UsageError("give --on URL or --unit NAME --fleet FILE, not both")
+    if fleet is None:
+        raise UsageError("--unit needs --fleet FILE (the fleet.toml that names it)")
+    from toolchain.deploy.fleet import load_fleet
+
+    return load_fleet(fleet).unit(unit).url
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _render(out: Console, report: dict[str, Any]) -> None:
-    table = Table(title=f"{report['artifact']} on {report['runner']} ({report['device']['runner_device']}), "
+    where = f" on {escape(report['where'])}" + (" [yellow](emulated)[/yellow]" if report.get("emulated") else "") \
+        if report.get("where") else ""
+    table = Table(title=f"{report['artifact']} on {report['runner']} ({report['device']['runner_device']}){where}, "
                         f"{report['mode']}, pace {report['pace']}")
     for column in ("stage", "p50", "p90", "p95", "p99", "max", "share of e2e p50"):
         table.add_column(column, justify="right" if column != "stage" else "left")
@@ -96,7 +137,7 @@ def _render(out: Console, report: dict[str, Any]) -> None:
     for state in report.get("stream_states", []):
         if state["status"] not in ("ended", "stopped"):
             out.print(f"[yellow]stream {escape(state['name'])}: {state['status']}[/yellow] {escape(state['error'])}")
-    colour = "green" if report["realtime"] else "red"
+    colour = "green" if report["realtime"] else "yellow" if report["realtime"] is None else "red"
     out.print(f"[bold {colour}]{escape(report['verdict'])}[/bold {colour}]")
     for name, path in report.get("plots", {}).items():
         out.print(f"{name}: {escape(path)}")

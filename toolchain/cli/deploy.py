@@ -123,22 +123,26 @@ def status(ctx: click.Context, fleet: Path, units: tuple[str, ...], lineage: boo
 
     def render(out: Console) -> None:
         table = Table(title=f"fleet {escape(str(fleet))}")
-        for column in ("unit", "target", "container", "status", "health", "model", "artifact", "port", "last deployment"):
+        for column in ("unit", "target", "arch", "container", "status", "health", "model", "artifact", "port",
+                       "last deployment"):
             table.add_column(column)
         for row in rows:
             last = row.get("last_deployment") or {}
             last_text = f"{last.get('result', '')} {last.get('finished_at', '')}".strip()
             if not row["reachable"]:
-                table.add_row(row["unit"], row["target"], "", "[magenta]unreachable[/magenta]", "", "", "", "", last_text)
+                table.add_row(row["unit"], row["target"], "", "", "[magenta]unreachable[/magenta]", "", "", "", "", last_text)
                 continue
             if row["error"]:
-                table.add_row(row["unit"], row["target"], "", f"[red]{safe(row['error'][:200])}[/red]", "", "", "", "",
+                table.add_row(row["unit"], row["target"], safe(row.get("architecture", "")), "",
+                              f"[red]{safe(row['error'][:200])}[/red]", "", "", "", "",
                               last_text)
             elif not row["containers"]:
-                table.add_row(row["unit"], row["target"], "(none)", "", "", "", "", "", last_text)
+                table.add_row(row["unit"], row["target"], safe(row.get("architecture", "")), "(none)", "", "", "", "", "",
+                              last_text)
             for c in row["containers"]:
                 # Everything here was read from the unit (container names, labels): it may hold terminal escapes.
-                table.add_row(row["unit"], row["target"], safe(c["name"]), safe(c["status"]), safe(c["health"]),
+                arch = safe(c.get("architecture") or row.get("architecture", "")) + (" (emulated)" if c.get("emulated") else "")
+                table.add_row(row["unit"], row["target"], arch, safe(c["name"]), safe(c["status"]), safe(c["health"]),
                               safe(c["model"] or ""), safe((c["artifact"] or "")[:12]), safe(c["http_port"] or ""),
                               safe(last_text))
         out.print(table)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -17,7 +17,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from toolchain.redaction import scrub, scrub_data
-from toolchain.workspace import Workspace
+
+if TYPE_CHECKING:
+    from toolchain.workspace import Workspace
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -55,6 +57,8 @@ class AppContext:
     json: bool = False
 
     def open_workspace(self) -> Workspace:
+        from toolchain.workspace import Workspace  # not on the roadside image: serve never opens one
+
         return Workspace(self.workspace_path)
 
 

@@ -378,7 +378,15 @@ def fleet_status(workspace: Workspace | None, fleet_path: Path, *, units: tuple[
             return row
         try:
             row["reachable"] = True
+            from toolchain.docker_engine import engine_architecture
+
             row["containers"] = serving_containers(client)
+            try:
+                row["architecture"] = engine_architecture(client)
+            except Exception:  # noqa: BLE001 - the containers are what the row is for; the CPU is extra
+                row["architecture"] = ""
+            for container in row["containers"]:  # an arm64 image on an x86-64 engine runs under qemu-user
+                container["emulated"] = bool(container["architecture"]) and container["architecture"] != row["architecture"]
         except Exception as exc:  # noqa: BLE001 - an engine failing mid-way is this unit's row, the others go on
             row["error"] = f"{type(exc).__name__}: {scrub(exc)}"
         finally:

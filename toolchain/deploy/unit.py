@@ -28,7 +28,7 @@ from typing import Any
 
 from toolchain.deploy.fleet import Unit
 from toolchain.errors import BadInputError, MissingEnvironmentError, ToolchainError
-from toolchain.redaction import scrub, scrub_data
+from toolchain.redaction import scrub_data
 
 # Results: ok ones first.
 DEPLOYED, UNCHANGED = "deployed", "unchanged"
@@ -81,6 +81,8 @@ class UnitResult:
     health: dict[str, Any] = field(default_factory=dict)
     started_at: str = ""
     seconds: float = 0.0
+    architecture: str = ""
+    emulated: bool = False
 
     @property
     def ok(self) -> bool:
@@ -92,7 +94,7 @@ class UnitResult:
                 "message": self.message, "canary": self.canary, "container": self.container,
                 "container_id": self.container_id, "http_port": self.http_port, "previous_image": self.previous_image,
                 "transferred": self.transferred, "health": self.health, "started_at": self.started_at,
-                "seconds": round(self.seconds, 3)})
+                "seconds": round(self.seconds, 3), "architecture": self.architecture, "emulated": self.emulated})
 
 
 def slug(text: str) -> str:
@@ -405,10 +407,11 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
         result.message = f"{unit.name} is a {unit.target} unit; the image is for {release.target}"
         return
     arch = engine_architecture(client)
-    if arch != architecture:
+    result.architecture, result.emulated = arch, False
+    if arch != architecture and not _may_emulate(arch, architecture):
         result.result = REFUSED
-        result.message = (f"{unit.name} says it is {unit.target} ({architecture}) but its engine runs on {arch}; "
-                          "fix its target in the fleet file")
+        result.message = (f"{unit.name} says it is {unit.target} ({architecture}) but its engine runs on {arch} and "
+                          f"cannot run {architecture} binaries; fix its target in the fleet file")
         return
     serving_name, previous_name, next_name = container_names(release.model)
     _finish_interrupted_switch(client, serving_name, previous_name, next_name)
@@ -434,6 +437,18 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
         serves = current is not None and _state(current)[0] == "running"
         raise MissingEnvironmentError(f"{exc}; nothing was changed on {unit.name}" + (
             f": {serving_name} ({result.previous_image[:19]}) still serves" if serves else "")) from exc
+    if arch != architecture:
+        # Another CPU than the engine's: what the engine actually runs is read by running the image (qemu-user
+        # on an x86-64 engine runs arm64 images, emulated), never taken from the fleet file.
+        from toolchain.docker_engine import runs_as
+
+        ran = runs_as(client, release.image_id)
+        if ran != architecture:
+            result.result = REFUSED
+            result.message = (f"{unit.name}'s engine ({arch}) cannot run the {architecture} image (uname -m gave "
+                              f"{ran or 'nothing'}); nothing was changed")
+            return
+        result.architecture, result.emulated = ran, True
 
     candidate = _get(client, next_name)
     if candidate is not None:
@@ -465,6 +480,13 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
     _promote(client, current, candidate, serving_name, previous_name, result)
     if result.ok:
         prune_credentials_volumes(client, release)
+
+
+def _may_emulate(engine_arch: str, architecture: str) -> bool:
+    """Whether an engine on ``engine_arch`` might run ``architecture`` images (then a probe after the transfer
+    decides). Engines do not list the foreign CPUs qemu-user gives them; only an x86-64 one has qemu for arm64
+    in practice, so an arm64 unit (a Jetson) asked to run an x86-64 image is refused before any transfer."""
+    return not (engine_arch == "aarch64" and architecture == "x86_64")
 
 
 def _finish_interrupted_switch(client: Any, serving_name: str, previous_name: str, next_name: str) -> None:
@@ -532,6 +554,15 @@ def _promote(client: Any, current: Any | None, candidate: Any, serving_name: str
                                     else "first deployment on this unit")
 
 
+def _image_architecture(client: Any, image_id: str | None) -> str:
+    from toolchain.runtime.machine import normalize_architecture
+
+    try:
+        return normalize_architecture(str(client.images.get(image_id).attrs.get("Architecture", ""))) if image_id else ""
+    except Exception:  # noqa: BLE001 - an image gone from under a container: unknown
+        return ""
+
+
 def serving_containers(client: Any) -> list[dict[str, Any]]:
     """The toolchain service containers on a unit (any state), with their labels' lineage parsed."""
     rows = []
@@ -552,6 +583,6 @@ def serving_containers(client: Any) -> list[dict[str, Any]]:
             "onnx_sha256": labels.get("org.toolchain.onnx_sha256"), "target": labels.get("org.toolchain.target"),
             "toolchain_version": labels.get("org.toolchain.toolchain_version"),
             "http_port": labels.get("org.toolchain.http_port"), "deployment": labels.get("org.toolchain.deployment"),
-            "lineage": lineage,
+            "lineage": lineage, "architecture": _image_architecture(client, attrs.get("Image")),
         })
     return sorted(rows, key=lambda r: r["name"])

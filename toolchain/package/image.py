@@ -7,9 +7,11 @@ dependencies), build ``Dockerfile.jetson`` with the target's base image, label t
 carries and where it came from (so a unit's ``docker inspect`` prints the lineage), optionally
 ``docker save`` it, and commit an ``image`` record linked to the build.
 
-Jetson images are ``linux/arm64``: they can only be built on an arm64 engine (``--docker-host
-ssh://user@jetson``); this x86-64 workstation has no arm64 base image and no emulation, so such a
-build is refused here with that explanation.
+Jetson and ``aarch64-cpu`` images are ``linux/arm64``: they are built on an engine that runs arm64
+binaries, decided by running ``uname -m`` in the base image (an arm64 unit, or this x86-64 workstation
+with qemu-user registered: ``scripts/binfmt_up arm64``, then an emulated build, recorded as such). The
+vendored wheels are fetched for the image's Python and CPU. Only the runtime files ship
+(:mod:`toolchain.package.runtime_files`); targets whose Python the runtime cannot run on are refused.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from toolchain.hashing import digest_json, sha256_file
 from toolchain.progress import NullProgress, Progress
 from toolchain.registry import NewRecord, Record
 from toolchain.serve.bundle import build_info, model_from_build, write_bundle
+from toolchain.package.runtime_files import MIN_RUNTIME_PYTHON, PACKAGE, copy_runtime, runtime_files
 from toolchain.targets.profile import Target, load_target
 from toolchain.workspace import Workspace
 
@@ -86,6 +89,8 @@ class PackageConfig:
         dockerfile: Dockerfile to use (default: Dockerfile.jetson at the repository root).
         python_version: Python of the base image (the vendored wheels match it); default: asked of the image.
         http_port: Port the service listens on inside the container.
+        stand_in_base: Assemble a TensorRT target's image over a base that lacks TensorRT/pycuda (a stand-in
+            arm64 Debian, to prove the assembly); the image cannot run the engine, and says so.
     """
 
     ref: str
@@ -98,6 +103,7 @@ class PackageConfig:
     dockerfile: Path | None = None
     python_version: str | None = None
     http_port: int = 8080
+    stand_in_base: bool = False
 
     def __post_init__(self) -> None:
         for tag in self.tags:
@@ -121,11 +127,13 @@ class PackageResult:
     save: dict[str, Any] | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
     seconds: float = 0.0
+    emulated: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"image": self.image, "image_id": self.image_id, "tags": list(self.tags), "target": self.target,
                 "platform": self.platform, "build": self.build, "model": self.model, "labels": self.labels,
-                "cached": self.cached, "save": self.save, "warnings": list(self.warnings), "seconds": round(self.seconds, 3)}
+                "cached": self.cached, "save": self.save, "warnings": list(self.warnings), "seconds": round(self.seconds, 3),
+                "emulated": self.emulated}
 
 
 def resolve_build(workspace: Workspace, ref: str, target: Target) -> tuple[Record, tuple[str, ...]]:
@@ -318,11 +326,47 @@ def probe_base(client: Any, image_id: str, modules: tuple[str, ...]) -> dict[str
         raise BadInputError(f"could not read the base image's answer {out[-200:]!r}") from exc
 
 
-def copy_runtime(destination: Path) -> None:
-    """Copy the toolchain package (sources and catalog files only) into ``destination/toolchain``."""
-    package = Path(__file__).resolve().parents[1]
-    shutil.copytree(package, destination / "toolchain",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "*.so"))
+def check_runtime_python(target: Target, config: PackageConfig) -> None:
+    """Refuse a target whose Python the runtime cannot run on (JetPack 4.6's 3.6), saying what to use instead."""
+    if config.base_image or not target.python_version or target.python_version >= MIN_RUNTIME_PYTHON:
+        return
+    needed = ".".join(map(str, MIN_RUNTIME_PYTHON))
+    raise MissingEnvironmentError(
+        f"target {target.name} runs Python {target.python} (JetPack {target.jetpack or '?'}), and the runtime needs "
+        f"Python {needed} or newer (its TensorRT bindings exist only for the JetPack's own Python). Upgrade the unit to "
+        f"JetPack 5.1 or later (a jetson-xavier-nx / jetson-orin-* target), or pass --base-image with an image that has "
+        f"python3 >= {needed} and TensorRT bindings for it"
+    )
+
+
+def engine_runs(client: Any, base: Any, target: Target, base_image: str) -> dict[str, Any]:
+    """Whether the engine runs the target's CPU binaries, read by running ``uname -m`` in the base image.
+
+    An x86-64 engine with qemu-user registered (``scripts/binfmt_up``) runs arm64 images, emulated: decided by
+    this probe, never by a flag. Returns ``{"architecture", "engine_architecture", "emulated"}``.
+
+    Raises:
+        BadInputError: the base image is for another architecture than the target's.
+        MissingEnvironmentError: the engine cannot run the image's binaries.
+    """
+    from toolchain.docker_engine import engine_architecture, runs_as
+    from toolchain.runtime.machine import normalize_architecture
+
+    image_arch = normalize_architecture(str(base.attrs.get("Architecture", "")))
+    if image_arch and image_arch != target.architecture:
+        raise BadInputError(f"the base image {base_image} is {image_arch}, target {target.name} is {target.architecture}: "
+                            "pass --base-image with an image for the target's CPU")
+    engine_arch = engine_architecture(client)
+    ran = runs_as(client, base.id)
+    detail = f"uname -m in the base image gave {ran or 'nothing (exec format error?)'}"
+    if ran != target.architecture:
+        how = ("register qemu-user for it here (`scripts/binfmt_up arm64`: qemu-user-static and binfmt-support), or "
+               "build on an arm64 engine (--docker-host ssh://user@jetson)" if target.architecture == "aarch64"
+               else "build on an engine of that architecture (--docker-host)")
+        raise MissingEnvironmentError(
+            f"the Docker engine ({engine_arch}) cannot run {target.architecture} binaries ({detail[:200]}): {how}"
+        )
+    return {"architecture": ran, "engine_architecture": engine_arch, "emulated": engine_arch != ran}
 
 
 def _find_dockerfile(config: PackageConfig) -> Path:
@@ -368,29 +412,34 @@ def package(workspace: Workspace, config: PackageConfig, progress: Progress | No
     tags = config.tags or (default_tag(info["model"], target, build),)
     dockerfile = _find_dockerfile(config)
 
-    from toolchain.docker_engine import connect, engine_architecture, redact
+    from toolchain.docker_engine import connect, redact
 
+    check_runtime_python(target, config)
     client = connect(config.docker_host, insecure=config.insecure)
     try:
-        engine_arch = engine_architecture(client)
-        if engine_arch != target.architecture:
-            raise MissingEnvironmentError(
-                f"target {target.name} needs a {platform} image and the Docker engine here runs on {engine_arch}. "
-                + ("Jetson images are built on an arm64 engine: pass --docker-host ssh://user@jetson (a unit with the "
-                   f"base image {base_image}). " if target.architecture == "aarch64" else "")
-                + "This workstation has no arm64 base image and no emulation, so it cannot build one"
-            )
         from toolchain.build.remote import ensure_image
 
         base = ensure_image(client, base_image)
+        runs = engine_runs(client, base, target, base_image)
+        emulated = runs["emulated"]
         needed = tuple(BINARY) if not target.is_tensorrt else ("numpy", "av")
         required = REQUIRED_FROM_BASE["tensorrt" if target.is_tensorrt else "onnxruntime"]
         probe = probe_base(client, base.id, (*needed, *required))
         lacking = [m for m in required if m in probe["missing"]]
-        if lacking:
+        if lacking and not config.stand_in_base:
             raise MissingEnvironmentError(
                 f"the base image {base_image} lacks {', '.join(lacking)}, which cannot be vendored: use the L4T image "
-                f"matching the unit's JetPack ({target.runtime_image}), with pycuda installed on it"
+                f"matching the unit's JetPack ({target.runtime_image}), with pycuda installed on it (or pass "
+                "--stand-in-base to assemble the image over a stand-in base that cannot run the engine)"
+            )
+        if lacking:
+            warnings = (*warnings, f"stand-in base {base_image}: it lacks {', '.join(lacking)}, so this image proves the "
+                                   "assembly only; it cannot run the engine (unverified until built on the L4T base)")
+        probed_python = tuple(int(p) for p in str(probe["python"]).split(".")[:2])
+        if probed_python < MIN_RUNTIME_PYTHON:
+            raise MissingEnvironmentError(
+                f"the base image {base_image} has Python {probe['python']}; the runtime needs Python "
+                f"{'.'.join(map(str, MIN_RUNTIME_PYTHON))} or newer: use a base image with a newer python3"
             )
         python_version = config.python_version or str(probe["python"])
         binary = tuple(BINARY[m] for m in needed if m in probe["missing"])
@@ -398,6 +447,7 @@ def package(workspace: Workspace, config: PackageConfig, progress: Progress | No
         glibc = str(libc[1]) if libc and libc[0] == "glibc" and libc[1] else "2.17"
         dockerfile_text = dockerfile.read_text()
         key = digest_json({"build": build.id, "base": base.id, "dockerfile": sha256_file(dockerfile),
+                           "stand_in": bool(lacking),
                            "toolchain": _runtime_digest(), "vendored": VENDORED, "binary": binary, "python": python_version,
                            "platform": platform, "labels": labels, "port": config.http_port})
         existing = _existing_image(workspace, key, client)
@@ -409,14 +459,14 @@ def package(workspace: Workspace, config: PackageConfig, progress: Progress | No
             return PackageResult(image=existing.id, image_id=existing.body["image_id"], tags=tuple(tags),
                                  target=target.name, platform=platform, build=build.id, model=info["model"],
                                  labels=labels, cached=True, save=saved, warnings=warnings,
-                                 seconds=time.perf_counter() - started)
+                                 seconds=time.perf_counter() - started, emulated=emulated)
         progress.start(f"package {info['model']} for {target.name} ({platform})", None)
         with tempfile.TemporaryDirectory(prefix="toolchain-package-") as tmp:
             context = Path(tmp)
             (context / "Dockerfile").write_text(dockerfile_text)
             (context / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
             write_bundle(model, context / "model", sha256=info["artifact_sha256"])  # the bytes shipped are the verified ones
-            copy_runtime(context / "runtime")
+            copy_runtime(context / "runtime")  # the runtime files only (toolchain.package.runtime_files)
             shutil.copytree(vendored := vendor_dependencies(workspace, python_version, target.architecture, binary=binary, glibc=glibc),
                             context / "vendor",
                             ignore=shutil.ignore_patterns(".complete"))
@@ -443,6 +493,7 @@ def package(workspace: Workspace, config: PackageConfig, progress: Progress | No
             "build": build.id, "model": info["model"], "artifact_sha256": info["artifact_sha256"],
             "onnx_sha256": info["onnx_sha256"], "backend": model.backend, "labels": labels, "http_port": config.http_port,
             "python_version": python_version, "vendored": [*VENDORED, *binary], "toolchain_version": __version__,
+            "engine_architecture": runs["engine_architecture"], "emulated": emulated, "stand_in_base": bool(lacking),
             "vendored_sha256": vendored.sha256,
             "docker_host": redact(config.docker_host or os.environ.get("DOCKER_HOST", "")),
             "size": int(image_obj.attrs.get("Size") or 0), "save": saved, "build_log_tail": log[-4000:],
@@ -456,7 +507,7 @@ def package(workspace: Workspace, config: PackageConfig, progress: Progress | No
     progress.finish()
     return PackageResult(image=record.id, image_id=image_obj.id, tags=tuple(tags), target=target.name, platform=platform,
                          build=build.id, model=info["model"], labels=labels, cached=False, save=saved, warnings=warnings,
-                         seconds=time.perf_counter() - started)
+                         seconds=time.perf_counter() - started, emulated=emulated)
 
 
 def make_world_readable(context: Path) -> None:
@@ -480,10 +531,8 @@ def _record_name(model: str) -> str:
 
 
 def _runtime_digest() -> str:
-    """Digest of the toolchain sources copied into the image (a code change makes a new image)."""
-    package = Path(__file__).resolve().parents[1]
-    files = sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
-    return digest_json([(str(p.relative_to(package)), sha256_file(p)) for p in files])
+    """Digest of the toolchain files copied into the image (a change to them makes a new image)."""
+    return digest_json([(str(p), sha256_file(PACKAGE / p)) for p in runtime_files()])
 
 
 def _docker_build(client: Any, context: Path, tag: str, buildargs: dict[str, str], platform: str) -> tuple[Any, str]:

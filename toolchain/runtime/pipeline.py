@@ -38,6 +38,7 @@ import numpy as np
 
 from toolchain.errors import BadInputError, UsageError
 from toolchain.redaction import scrub
+from toolchain.runtime.compat import frozen_config, strict_zip
 from toolchain.runtime.preprocess import postprocess
 from toolchain.runtime.runners import BaseRunner
 from toolchain.runtime.sources import FrameSource
@@ -115,7 +116,7 @@ class JsonLinesSink(Sink):
         self.out.flush()
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen_config
 class PipelineConfig:
     """How the pipeline runs.
 
@@ -397,7 +398,7 @@ class Pipeline:
                 results = postprocess(scores, self.classes)
                 t_q1 = time.perf_counter()
                 batches += 1
-                for record, (label, score) in zip(batch, results, strict=True):
+                for record, (label, score) in strict_zip(batch, results):
                     record.input = None
                     record.label, record.score, record.batch_size = label, score, len(batch)
                     record.t_batch0, record.t_batch1, record.t_infer1, record.t_post1 = t_b0, t_b1, t_i1, t_q1

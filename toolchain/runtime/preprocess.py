@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from toolchain.errors import UsageError
+from toolchain.runtime.compat import frozen_config
 
 LAYOUTS = ("float-nchw", "uint8-nhwc")
 
@@ -44,7 +45,7 @@ def resize_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(indices, order, 1), np.take_along_axis(weights, order, 1)
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen_config
 class Roi:
     """A region of interest in frame pixels."""
 
@@ -65,7 +66,7 @@ class Roi:
         return cls(x=x, y=y, width=w, height=h)
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen_config
 class PreprocessConfig:
     """How a frame becomes one model input.
 

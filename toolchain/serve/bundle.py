@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from toolchain.errors import BadInputError, InputNotFoundError
 from toolchain.fileio import write_atomic
+from toolchain.runtime.compat import frozen_config
 
 MANIFEST = "model.json"
 SCHEMA = 1
@@ -23,7 +24,7 @@ DEFAULT_MEAN = (0.485, 0.456, 0.406)
 DEFAULT_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen_config
 class ServingModel:
     """What ``serve`` needs to know about the engine it runs.
 

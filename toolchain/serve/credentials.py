@@ -57,7 +57,7 @@ class CameraCredential:
 def _parse(path: Path, text: str) -> Any:
     if path.suffix.lower() == ".toml":
         try:
-            import tomllib  # Python 3.11+; the container's file is JSON
+            import tomllib  # novermin - Python 3.11+, guarded; the container's file is JSON
         except ImportError as exc:
             raise BadInputError(f"{path}: TOML needs Python 3.11; write the credentials as JSON") from exc
         try:

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from toolchain.errors import UsageError
 from toolchain.redaction import scrub
+from toolchain.runtime.compat import frozen_config
 from toolchain.runtime.sources import FrameSource
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen_config
 class Backoff:
     """Reconnect delays: ``initial_s``, doubled after each failure, at most ``max_s``."""
 

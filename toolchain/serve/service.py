@@ -20,19 +20,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from toolchain.errors import MissingEnvironmentError, UsageError
 from toolchain.redaction import redact_url, scrub
+from toolchain.runtime.compat import frozen_config
 from toolchain.runtime.pipeline import Pipeline, PipelineConfig
 from toolchain.runtime.preprocess import PreprocessConfig, Preprocessor
 from toolchain.runtime.runners import BaseRunner, OnnxRuntimeRunner, TensorRTRunner
 from toolchain.runtime.sources import FrameSource, open_source
 from toolchain.serve.bundle import ServingModel
 from toolchain.serve.credentials import CameraCredential, load_credentials
-from toolchain.serve.events import DEFAULT_KEEP, DEFAULT_MAX_BYTES, EventSink, RotatingFile
+from toolchain.serve.events import (
+    DEFAULT_KEEP,
+    DEFAULT_MAX_BYTES,
+    EventSink,
+    RotatingFile,
+)
 from toolchain.serve.healthcheck import publish_endpoint
 from toolchain.serve.http import HttpServer, ServiceState
 from toolchain.serve.reconnect import Backoff, ReconnectingSource
@@ -42,7 +47,7 @@ REQUIRE = ("any", "all", "none")
 _NAMED_SOURCE = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]{0,63})=(.+)$")
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen_config
 class ServeConfig:
     """Options of ``toolchain serve``.
 
@@ -115,7 +120,7 @@ def with_credentials(specs: list[tuple[str, str]], credentials: dict[str, Camera
     return [credentials[name].apply(url) if name in credentials else url for name, url in specs]
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen_config
 class ServeResult:
     """How a serve run ended."""
 

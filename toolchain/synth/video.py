@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.errors import BadInputError, MissingEnvironmentError
+from toolchain.runtime.compat import frozen_config
 
 _CAR_COLOURS = np.array([[200, 200, 205], [30, 30, 35], [150, 20, 25], [20, 50, 120], [120, 125, 130],
                          [230, 230, 225], [40, 90, 50], [180, 150, 60]], dtype=np.float32)
@@ -27,7 +28,7 @@ _TRUCK_COLOURS = np.array([[235, 235, 235], [200, 40, 30], [30, 70, 150], [90, 9
                            [60, 60, 60]], dtype=np.float32)
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen_config
 class VideoConfig:
     """What clip to make.
 

@@ -1,0 +1,81 @@
+"""The code the runtime image ships runs on every target's Python: checked with vermin over exactly those files.
+
+JetPack ships Python 3.6 (4.6), 3.8 (5.x), 3.10 (6.x); the runtime (serve, runners, sources, pipeline,
+health check, bench on a unit, and what they import) must run on the Python of every target ``package``
+accepts, and ``package`` refuses the targets below :data:`MIN_RUNTIME_PYTHON` with what to use instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from toolchain.errors import MissingEnvironmentError
+from toolchain.package.image import PackageConfig, check_runtime_python
+from toolchain.package.runtime_files import MIN_RUNTIME_PYTHON, PACKAGE, WORKSTATION_ONLY, copy_runtime, runtime_files
+from toolchain.targets.profile import list_targets
+
+
+def _vermin(files: list[Path], python: str) -> subprocess.CompletedProcess[str]:
+    vermin = shutil.which("vermin") or str(Path(sys.executable).with_name("vermin"))
+    if not Path(vermin).exists():
+        pytest.skip("vermin is not installed (pip install 'toolchain[dev]')")
+    return subprocess.run([vermin, f"-t={python}-", "--violations", "--no-tips",
+                           *map(str, files)], capture_output=True, text=True, timeout=300)
+
+
+def _minimum_python(files: list[Path], python: str) -> tuple[bool, str]:
+    run = _vermin(files, python)
+    return run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_image_ships_the_runtime_files_only(tmp_path: Path) -> None:
+    files = {str(p) for p in runtime_files()}
+    assert {"serve/__main__.py", "serve/service.py", "serve/healthcheck.py", "runtime/runners.py", "runtime/sources.py",
+            "runtime/pipeline.py", "bench/onunit.py", "redaction.py"} <= files
+    assert not any(f.startswith(("train/", "data/", "registry/", "export/", "quantize/", "deploy/")) for f in files)
+    copy_runtime(tmp_path)
+    assert sorted(str(p.relative_to(tmp_path / "toolchain")) for p in (tmp_path / "toolchain").rglob("*.py")) == sorted(files)
+
+
+def test_every_toolchain_import_of_the_runtime_stays_inside_it() -> None:
+    shipped = {".".join(("toolchain", *p.with_suffix("").parts)).removesuffix(".__init__") for p in runtime_files()}
+    outside = []
+    for relative in runtime_files():
+        tree = ast.parse((PACKAGE / relative).read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            for name in names:
+                if name.startswith("toolchain") and name not in shipped and name not in WORKSTATION_ONLY:
+                    outside.append(f"{relative}: {name}")
+    assert not outside, f"runtime files import modules the image does not ship: {outside}"
+
+
+@pytest.mark.parametrize("python", sorted({t.python for t in list_targets() if t.python_version >= MIN_RUNTIME_PYTHON},
+                                          key=lambda v: tuple(map(int, v.split(".")))))
+def test_the_runtime_files_run_on_every_supported_target_python(python: str) -> None:
+    targets = [t.name for t in list_targets() if t.python == python]
+    ok, report = _minimum_python([PACKAGE / p for p in runtime_files()], python)
+    assert ok, f"the runtime image's code needs a newer Python than {python} ({', '.join(targets)}):\n{report}"
+
+
+def test_the_check_fails_on_code_that_needs_a_newer_python(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.py"
+    newer.write_text("from dataclasses import dataclass\n\n@dataclass(kw_only=True)\nclass C:\n    x: int = 0\n")
+    ok, report = _minimum_python([newer], f"{MIN_RUNTIME_PYTHON[0]}.{MIN_RUNTIME_PYTHON[1]}")
+    assert not ok and "kw_only" in report
+
+
+def test_targets_whose_python_the_runtime_cannot_run_are_refused_with_what_to_use() -> None:
+    old = [t for t in list_targets() if t.python_version and t.python_version < MIN_RUNTIME_PYTHON]
+    assert [t.name for t in old] == ["jetson-nano"]
+    with pytest.raises(MissingEnvironmentError, match="JetPack 5.1 or later"):
+        check_runtime_python(old[0], PackageConfig(ref="m", target="jetson-nano"))
+    check_runtime_python(old[0], PackageConfig(ref="m", target="jetson-nano", base_image="my/l4t-py38"))  # user's choice
+    assert all(t.python for t in list_targets()), "every target profile states its Python"

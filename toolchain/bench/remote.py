@@ -1,0 +1,178 @@
+"""``toolchain bench ARTIFACT --on URL``: the benchmark run inside the unit's runtime image, on its engine.
+
+The image is the one ``package`` built for the artifact's target (or ``--image``); it runs
+:mod:`toolchain.bench.onunit` with the same bundle, runner, preprocessing and pipeline as ``serve``, so
+the numbers are what the unit will run. Sources are what the unit sees: a camera URL (the container
+shares the unit's network), a local file (sent along into the container) or ``synthetic``. The report,
+per-frame times and device facts come back as JSON; the plots are drawn here; the benchmark is
+recorded with the unit's facts as read inside the container.
+
+Under emulation (an x86-64 engine running the arm64 image through qemu-user) latency says nothing about
+the hardware: such a run is recorded with ``emulated: true`` and gets no real-time verdict.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from toolchain.bench.run import BenchConfig, plots_from_arrays, record_benchmark
+from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
+from toolchain.redaction import redact_url
+from toolchain.workspace import Workspace
+
+from toolchain.build.remote import WORKDIR
+
+IN_DIR = f"{WORKDIR}/in"
+OUT_DIR = "/tmp/toolchain-bench-out"  # writable by the image's non-root user
+NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+
+
+def _image_for(workspace: Workspace, build: Any, image_ref: str | None) -> tuple[str, str | None]:
+    """``(image reference on the engine, image record id or None)`` for ``build``."""
+    if image_ref:
+        return image_ref, None
+    from toolchain.deploy.rollout import find_image_record
+
+    record = find_image_record(workspace, build, str(build.body.get("target", "")))
+    if record is None:
+        raise MissingEnvironmentError(
+            f"build {build.id[:12]} has no packaged image for {build.body.get('target')}: run `toolchain package "
+            f"{build.id[:12]} --target {build.body.get('target')} --docker-host URL` first, or pass --image"
+        )
+    return str(record.body["image_id"]), record.id
+
+
+def _ensure_image(client: Any, reference: str, image_record: str | None, workspace: Workspace) -> Any:
+    """The image on the engine; loaded from its checked ``package --save`` tarball when the engine lacks it."""
+    import docker.errors
+
+    try:
+        return client.images.get(reference)
+    except docker.errors.ImageNotFound:
+        pass
+    if image_record is None:
+        raise MissingEnvironmentError(f"the engine has no image {reference}; load it there or pass --image with one it has")
+    record = workspace.registry.get(image_record)
+    saved = (record.body.get("save") or {}) if record is not None else {}
+    if not saved.get("path") or not Path(saved["path"]).is_file():
+        raise MissingEnvironmentError(
+            f"the engine has no image {reference[:19]} and no saved tarball of it is known: package it on that engine "
+            "(`toolchain package ... --docker-host URL`) or with --save FILE"
+        )
+    from toolchain.deploy.rollout import _checked_tar
+
+    tarball = _checked_tar(Path(saved["path"]), saved.get("sha256"), record)
+    with open(tarball, "rb") as data:
+        client.images.load(data)
+    return client.images.get(reference)
+
+
+def _sources(specs: tuple[str, ...]) -> tuple[list[str], dict[str, Path], bool]:
+    """The sources as the container sees them, the local files to send along, and whether it needs a network."""
+    seen, files, network = [], {}, False
+    for spec in specs:
+        if spec.startswith(NETWORK_SCHEMES):
+            seen.append(spec)
+            network = True
+        elif spec.startswith("synthetic"):
+            seen.append(spec)
+        else:
+            path = Path(spec)
+            if path.is_dir():
+                raise UsageError(f"--source {spec} is a directory; with --on send a video file, a camera URL or synthetic")
+            if not path.is_file():
+                raise InputNotFoundError(f"--source {spec} does not exist here; with --on, a file is sent to the unit")
+            name = f"{len(files)}-{path.name}"
+            files[f"in/{name}"] = path
+            seen.append(f"{IN_DIR}/{name}")
+    return seen, files, network
+
+
+def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image: str | None = None,
+                 insecure: bool = False, timeout_s: float | None = None) -> dict[str, Any]:
+    """Benchmark ``config.artifact`` (a build) on the engine at ``where``, in its runtime image.
+
+    Returns the bench JSON of a local run plus ``where`` (the engine URL, redacted), ``device`` (the
+    unit's facts read in the container, and the engine's own architecture) and ``emulated``.
+    """
+    from toolchain.bench.subject import resolve_subject
+    from toolchain.build.remote import run_container
+    from toolchain.docker_engine import connect, engine_architecture, runs_as
+
+    if config.pure:
+        raise UsageError("--pure is not available with --on; bench the stream path on the unit")
+    subject = resolve_subject(workspace, config.artifact)
+    if subject.record is None or subject.record.kind != "build":
+        raise UsageError(f"{config.artifact} is not a build: --on runs a packaged build's image; build it for the unit's "
+                         "target and package it first")
+    build = subject.record
+    reference, image_record = _image_for(workspace, build, image)
+    sources, files, network = _sources(config.stream_specs)
+    request = {"sources": sources, "pace": config.pace, "duration_s": config.duration_s, "warmup_s": config.warmup_s,
+               "max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms, "queue": config.queue,
+               "budget_ms": config.budget_ms, "fps": config.fps, "loop": config.loop, "threads": config.threads}
+    client = connect(where, insecure=insecure)
+    try:
+        image_obj = _ensure_image(client, reference, image_record, workspace)
+        labels = image_obj.labels or {}
+        if labels.get("org.toolchain.artifact") not in (None, build.id):
+            raise BadInputError(f"image {reference[:19]} carries build {labels['org.toolchain.artifact'][:12]}, not "
+                                f"{build.id[:12]}; pass the image packaged from this build")
+        target = str(build.body.get("target", ""))
+        from toolchain.targets.profile import load_target
+
+        arch = load_target(target).architecture
+        ran = runs_as(client, image_obj.id)
+        engine_arch = engine_architecture(client)
+        if ran != arch:
+            raise MissingEnvironmentError(
+                f"the engine at {redact_url(where)} ({engine_arch}) cannot run the {arch} image of {target} "
+                f"(uname -m gave {ran or 'nothing'}); bench on a unit of that target, or register qemu-user here "
+                "(`scripts/binfmt_up arm64`) for an emulated run"
+            )
+        emulated = ran != engine_arch
+        limit = timeout_s or (config.warmup_s + config.duration_s) * (20 if emulated else 3) + 120
+        with tempfile.TemporaryDirectory(prefix="toolchain-bench-on-") as tmp:
+            out = Path(tmp)
+            runtime = "nvidia" if build.body.get("backend") == "tensorrt" else None
+            code, logs = run_container(
+                client, image_obj.id, entrypoint=["python3", "-m", "toolchain.bench.onunit"],
+                command=[f"{WORKDIR}/request.json", OUT_DIR],
+                files={"request.json": json.dumps(request).encode(), **files}, fetch=OUT_DIR, out_dir=out,
+                timeout_s=limit, runtime=runtime, network_mode="host" if network else None, role="bench",
+                max_output_bytes=256 << 20, what="the benchmark")
+            if code != 0:
+                error_file = out / "error.json"
+                detail = (json.loads(error_file.read_text())["error"]["message"] if error_file.is_file()
+                          else logs.strip()[-1500:])
+                raise (MissingEnvironmentError if code == 5 else BadInputError)(
+                    f"the benchmark on {redact_url(where)} failed (exit {code}): {detail}")
+            result = json.loads((out / "report.json").read_text())
+    finally:
+        client.close()
+    report = result["report"]
+    device = {**result["device"], "engine_architecture": engine_arch, "emulated": emulated,
+              "runner_device": result.get("runner_device", "")}
+    if emulated:
+        report["realtime"] = None  # latency under qemu-user says nothing about the hardware
+        report["verdict"] = (f"no real-time verdict: the {arch} image ran emulated on an {engine_arch} engine (qemu-user), "
+                             f"so its latency ({report['e2e_ms']['p99']} ms p99) does not represent {target} hardware")
+    full = {"artifact": subject.ref, "artifact_id": build.id, "artifact_kind": subject.kind, "target": target,
+            "runner": result.get("runner", ""), "size_mb": round(subject.size_bytes / 1e6, 3),
+            "accuracy": subject.accuracy, "device": device, "where": redact_url(where), "emulated": emulated,
+            "image": image_obj.id, "image_record": image_record,
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "config": asdict(config), **report}
+    plots: dict[str, Path] = {}
+    try:
+        plots = plots_from_arrays(result["frames"], full, config.plots_dir)
+    except MissingEnvironmentError as exc:
+        full["plots_error"] = str(exc)
+    full["plots"] = {name: str(path) for name, path in plots.items()}
+    if config.record:
+        full["benchmark"], blobs = record_benchmark(workspace, subject, full, plots, config.plots_dir)
+    return full
