@@ -1,8 +1,14 @@
-"""Streaming latency sweep: `toolchain bench ARTIFACT --source S --streams N` for N = 1, 2, ... until a run
-is not real-time; prints one line per N (e2e p50/p99, fps, drops, overhead) and writes the JSON reports.
+"""Streaming latency sweep: `toolchain bench ARTIFACT --source S --streams N --loop` for N in --streams
+(default 1, 2, 4, ... up to --max-streams, stopping at the first run that is not real-time); one line per N
+(e2e p50/p99, fps, drops, misses, CPU, fps as a share of the decode+resize limit) and the JSON reports.
+
+Before the sweep it measures, in the same run on the same machine, the limits of the clip itself on one
+core: decode only (PyAV, one decoder thread) and decode + colour conversion + resize to the model's input
+in libswscale (what the scaled-decode path does per frame); the machine's limit is that times its cores.
 
 Usage: python scripts/bench_stream.py --workspace WS --artifact REF --source FILE|synthetic:640x352@30
-           [--budget-ms 33] [--duration 10] [--max-streams 8] [--out DIR] [--threads T]
+           [--budget-ms 33] [--duration 10] [--max-streams 32] [--streams 8,16,24,32] [--out DIR]
+           [--threads T] [--size 128] [--full-decode]
 """
 
 from __future__ import annotations
@@ -26,15 +32,33 @@ def main() -> int:
     parser.add_argument("--max-streams", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", default="bench-out/stream")
+    parser.add_argument("--streams", default=None, help="Comma-separated stream counts (default 1,2,4,... to --max-streams).")
+    parser.add_argument("--size", type=int, default=128, help="Model input side for the decode+resize limit.")
+    parser.add_argument("--full-decode", action="store_true", help="Bench the full-frame decode + numpy resize path.")
+    parser.add_argument("--aligned", action="store_true", help="All streams' frames at the same instants (worst case).")
+    parser.add_argument("--no-stop", action="store_true", help="Run every count even after one is not real-time.")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sustained = 0
     print(f"load average before: {os.getloadavg()}", file=sys.stderr)
-    for n in range(1, args.max_streams + 1):
+    limit = None
+    if not args.source.startswith("synthetic"):
+        decode, scaled = decode_limits(args.source, args.size)
+        cores = os.cpu_count() or 1
+        limit = scaled * cores
+        print(f"limits of {args.source} on one core: decode only {decode:.0f} frames/s, decode + swscale to "
+              f"{args.size}x{args.size} RGB {scaled:.0f} frames/s; machine ({cores} cores): {limit:.0f} frames/s", flush=True)
+    counts = [int(n) for n in args.streams.split(",")] if args.streams else \
+        sorted({1, 2, *range(4, args.max_streams + 1, 4), args.max_streams})
+    for n in counts:
         cmd = [sys.executable, "-m", "toolchain", "--workspace", args.workspace, "--json", "bench", args.artifact,
                "--source", args.source, "--streams", str(n), "--duration", str(args.duration), "--warmup",
                str(args.warmup), "--loop", "--plots", str(out / f"plots-{n}"), "--threads", str(args.threads)]
+        if args.full_decode:
+            cmd.append("--full-decode")
+        if args.aligned:
+            cmd.append("--aligned")
         if args.budget_ms:
             cmd += ["--budget-ms", str(args.budget_ms)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -47,12 +71,38 @@ def main() -> int:
         print(f"streams={n} e2e p50={e2e['p50']:.2f} p99={e2e['p99']:.2f} ms, fps={report['fps']:.1f}, dropped={report['dropped']}"
               f", misses={report['deadline_misses']}, overhead={report['overhead']['fraction']:.1%} (wait {report['overhead']['wait_fraction']:.1%}), cpu={report['cpu_percent']}%"
               f", p50 decode/pre/infer={st['decode']['p50']:.2f}/{st['preprocess']['p50']:.2f}/{st['infer']['p50']:.2f} ms"
-              f", realtime={report['realtime']}", flush=True)
-        if not report["realtime"]:
+              f", realtime={report['realtime']}"
+              + (f", share of decode+resize limit={report['fps'] / limit:.0%}" if limit else ""), flush=True)
+        if report["realtime"]:
+            sustained = max(sustained, n)
+        elif not args.no_stop:
             break
-        sustained = n
     print(f"sustained real-time streams: {sustained}; load average after: {os.getloadavg()}")
     return 0
+
+
+def decode_limits(path: str, size: int, seconds: float = 3.0) -> tuple[float, float]:
+    """Frames/s of decoding ``path`` on one thread, and of decoding + libswscale to size x size RGB (looped)."""
+    import time
+
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    def rate(scale: bool) -> float:
+        frames, started = 0, time.perf_counter()
+        reformatter = VideoReformatter()
+        while time.perf_counter() - started < seconds:
+            with av.open(path) as container:
+                stream = container.streams.video[0]
+                stream.thread_count = 1
+                for frame in container.decode(stream):
+                    if scale:
+                        reformatter.reformat(frame, width=size, height=size, format="rgb24",
+                                             interpolation="BILINEAR").to_ndarray()
+                    frames += 1
+        return frames / (time.perf_counter() - started)
+
+    return rate(False), rate(True)
 
 
 if __name__ == "__main__":

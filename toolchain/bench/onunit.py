@@ -44,7 +44,9 @@ def run(request: Dict[str, Any]) -> Dict[str, Any]:
     config = PipelineConfig(pace=request.get("pace", "realtime"), duration_s=float(request.get("duration_s", 10.0)),
                             warmup_s=float(request.get("warmup_s", 2.0)), max_batch=int(request.get("max_batch", 0)),
                             max_wait_ms=float(request.get("max_wait_ms", 0.0)), queue=int(request.get("queue", 2)),
-                            budget_ms=request.get("budget_ms"), stall_s=float(request.get("stall_s", 5.0)))
+                            budget_ms=request.get("budget_ms"), stall_s=float(request.get("stall_s", 5.0)),
+                            scaled_decode=bool(request.get("scaled_decode", True)),
+                            aligned=bool(request.get("aligned", False)))
     with make_runner(model, threads=int(request.get("threads", 0))) as runner:
         result = Pipeline(sources, runner, preprocess, model.classes, NullSink(), config).run()
         runner_device = getattr(runner, "device", "")

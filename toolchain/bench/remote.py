@@ -115,7 +115,8 @@ def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image
     sources, files, network = _sources(config.stream_specs)
     request = {"sources": sources, "pace": config.pace, "duration_s": config.duration_s, "warmup_s": config.warmup_s,
                "max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms, "queue": config.queue,
-               "budget_ms": config.budget_ms, "fps": config.fps, "loop": config.loop, "threads": config.threads}
+               "budget_ms": config.budget_ms, "fps": config.fps, "loop": config.loop, "threads": config.threads,
+               "scaled_decode": config.scaled_decode, "aligned": config.aligned}
     client = connect(where, insecure=insecure)
     try:
         image_obj = _ensure_image(client, reference, image_record, workspace)

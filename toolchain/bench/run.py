@@ -53,6 +53,8 @@ class BenchConfig:
     threads: int = 0
     plots_dir: str | None = None
     record: bool = True
+    scaled_decode: bool = True
+    aligned: bool = False
 
     def __post_init__(self) -> None:
         if self.runner not in RUNNERS:
@@ -117,7 +119,8 @@ def run_bench(workspace: Workspace, config: BenchConfig) -> dict[str, Any]:
             sources = [open_source(spec, index=i, fps=config.fps, loop=config.loop) for i, spec in enumerate(config.stream_specs)]
             pipeline = Pipeline(sources, runner, preprocess, subject.classes, NullSink(), PipelineConfig(
                 pace=config.pace, duration_s=config.duration_s, warmup_s=config.warmup_s, max_batch=config.max_batch,
-                max_wait_ms=config.max_wait_ms, queue=config.queue, budget_ms=budget, stall_s=5.0))
+                max_wait_ms=config.max_wait_ms, queue=config.queue, budget_ms=budget, stall_s=5.0,
+                scaled_decode=config.scaled_decode, aligned=config.aligned))
             result = pipeline.run()
             report = stream_report(result)
     report = {"artifact": subject.ref, "artifact_id": subject.record.id if subject.record else None,

@@ -38,6 +38,12 @@ from toolchain.errors import UsageError
 @click.option("--plots", "plots_dir", default=None, help="Directory for the PNG plots (default: a temp dir; they are also stored in the registry).")
 @click.option("--compare", is_flag=True, help="Bench every ARTIFACT and print one table (size, accuracy, inference ms, e2e p99, fps).")
 @click.option("--no-record", is_flag=True, help="Do not record the benchmark in the registry.")
+@click.option("--aligned", is_flag=True,
+              help="Release every stream's frames at the same instants (worst case, genlocked cameras); default: "
+                   "streams offset by a fraction of a frame, as free-running cameras are.")
+@click.option("--full-decode", is_flag=True,
+              help="Decode full-size RGB frames and resize in numpy (bit-exact preprocessing) instead of letting the "
+                   "decoder scale to the model's input.")
 @click.option("--on", "on", default=None, metavar="DOCKER_HOST",
               help="Run the benchmark on this unit's Docker engine, inside the image `package` built for the build's target.")
 @click.option("--unit", default=None, help="Run it on this unit of --fleet (its engine URL).")
@@ -49,7 +55,7 @@ from toolchain.errors import UsageError
 def bench(ctx: click.Context, artifacts: tuple[str, ...], sources: tuple[str, ...], streams: int, pace: str, runner: str,
           duration: float, warmup: float, budget_ms: float | None, max_batch: int, max_wait_ms: float, queue: int,
           roi: str | None, fps: float | None, loop: bool, pure: bool, batch: int, threads: int, plots_dir: str | None,
-          compare: bool, no_record: bool, on: str | None, unit: str | None, fleet: Path | None, image: str | None,
+          compare: bool, no_record: bool, aligned: bool, full_decode: bool, on: str | None, unit: str | None, fleet: Path | None, image: str | None,
           insecure: bool) -> None:
     """Will ARTIFACT keep up with these cameras on this device? Measures the whole path of every frame:
     decode -> preprocess -> batch -> infer -> postprocess -> sink, with p50/p90/p95/p99/max per stage
@@ -75,7 +81,8 @@ def bench(ctx: click.Context, artifacts: tuple[str, ...], sources: tuple[str, ..
         return BenchConfig(artifact=artifact, sources=sources, streams=streams, pace=pace, runner=runner,
                            duration_s=duration, warmup_s=warmup, budget_ms=budget_ms, max_batch=max_batch,
                            max_wait_ms=max_wait_ms, queue=queue, roi=roi, fps=fps, loop=loop, pure=pure, batch=batch,
-                           threads=threads, plots_dir=plots_dir, record=not no_record)
+                           threads=threads, plots_dir=plots_dir, record=not no_record, scaled_decode=not full_decode,
+                           aligned=aligned)
 
     where = _where(on, unit, fleet)
     if where is not None and compare:

@@ -131,6 +131,11 @@ class PipelineConfig:
         stall_s: A stream with no frame for this long is reported as stalled.
         keep_frames: Keep every measured frame's record for the report (a benchmark); a service that
             runs for months sets it off and reads the counts in :class:`StreamState` and its sink.
+        scaled_decode: Let decoders scale frames to the model's input as they convert colours (libswscale),
+            instead of full-size RGB frames resized in numpy; off reproduces the preprocessing bit for bit.
+        aligned: Paced streams release their frames at the same instants (a burst of one frame per stream
+            each period: the worst case, as if every camera were genlocked). Off, stream k of n is shifted by
+            k/n of its frame period, as free-running cameras are.
     """
 
     pace: str = "realtime"
@@ -142,6 +147,8 @@ class PipelineConfig:
     budget_ms: float | None = None
     stall_s: float = 5.0
     keep_frames: bool = True
+    scaled_decode: bool = True
+    aligned: bool = False
 
     def __post_init__(self) -> None:
         if self.pace not in PACES:
@@ -222,6 +229,9 @@ class Pipeline:
         self.streams = [StreamState(name=s.name, fps=s.fps, live=s.live) for s in self.sources]
         self._close_lock = threading.Lock()
         self._finished: set[int] = set()  # source threads that have ended
+        # The busy-wait before a paced frame is shared out: at 16 streams x 30 fps a full SPIN_S each would
+        # burn most of a core spinning (BENCHMARKS.md, "Many streams").
+        self._spin_s = SPIN_S / len(self.sources)
         self._abandoned: set[int] = set()  # source threads run() stopped waiting for (they close their source)
 
     # -- source threads ------------------------------------------------------------------------------
@@ -230,6 +240,7 @@ class Pipeline:
         src, state, cfg = self.sources[k], self.streams[k], self.config
         realtime_paced = cfg.pace == "realtime" and not src.live
         period = 1.0 / src.fps if src.fps > 0 else 0.0
+        phase = 0.0 if cfg.aligned else period * k / len(self.sources)
         i = 0
         try:
             start_in = t0 - time.perf_counter()
@@ -238,12 +249,12 @@ class Pipeline:
             while not self._stop.is_set():
                 if realtime_paced:
                     offset = i * period
-                    t_arrival = t0 + offset
+                    t_arrival = t0 + phase + offset
                     # Window edges compared as offsets from t0, in one arithmetic: t0 + 40 * 0.02 and
                     # (t0 + 0.4) + 0.4 can differ in the last bit, which let a frame at the edge in or out.
                     if offset >= cfg.warmup_s + cfg.duration_s:
                         break
-                    if _wait_until(t_arrival, self._stop):
+                    if _wait_until(t_arrival, self._stop, self._spin_s):
                         break
                 t_d0 = time.perf_counter()
                 if not realtime_paced and t_d0 >= end:
@@ -344,8 +355,11 @@ class Pipeline:
         measured_any = False
         cpu_start: float | None = None
         try:
+            decode_size = getattr(self.preprocess, "decode_size", None) if cfg.scaled_decode else None
             for k, src in enumerate(self.sources):
                 try:
+                    if decode_size is not None:
+                        src.request_size(*decode_size)
                     src.open()
                     self.streams[k].fps = src.fps
                     self.streams[k].live = src.live
@@ -433,8 +447,9 @@ class Pipeline:
             self._stop.set()
             with self._cv:
                 self._cv.notify_all()
+            deadline = time.perf_counter() + JOIN_TIMEOUT_S  # one deadline for all: not 5 s per hung camera
             for thread in threads.values():
-                thread.join(timeout=JOIN_TIMEOUT_S)
+                thread.join(timeout=max(0.0, deadline - time.perf_counter()))
             for k in opened:
                 with self._close_lock:
                     # A thread still inside read() (a network stream waiting out its timeout) closes its own
@@ -450,7 +465,7 @@ class Pipeline:
             sys.setswitchinterval(switch_interval)
 
 
-def _wait_until(when: float, stop: threading.Event) -> bool:
+def _wait_until(when: float, stop: threading.Event, spin_s: float = SPIN_S) -> bool:
     """Sleep until ``perf_counter() >= when`` (True if ``stop`` was set meanwhile).
 
     A timed wait wakes up late by up to a millisecond on a busy 2-core machine, which a paced
@@ -458,7 +473,7 @@ def _wait_until(when: float, stop: threading.Event) -> bool:
     time, then yield in a short loop (at most 1.5 ms a frame: under 5% of one core at 30 fps).
     """
     left = when - time.perf_counter()
-    if left > SPIN_S and stop.wait(left - SPIN_S):
+    if left > spin_s and stop.wait(left - spin_s):
         return True
     while time.perf_counter() < when:
         if stop.is_set():

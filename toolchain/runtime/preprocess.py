@@ -136,7 +136,21 @@ class Preprocessor:
             out += wx[:, k] * cols[ix[:, k]]
         return out.reshape(size, size, 3).transpose(2, 1, 0)  # (x, y, c) -> (c, y, x)
 
+    @property
+    def decode_size(self) -> tuple[int, int] | None:
+        """``(width, height)`` a decoder may scale frames to before they get here (None: full frames needed).
+
+        With no region of interest the whole frame is resized to the input size, so a decoder that scales as
+        it converts colours (libswscale) saves the full-size RGB frame and the resize here.
+        """
+        return None if self.config.roi is not None else (self.config.size, self.config.size)
+
     def __call__(self, frame: np.ndarray) -> np.ndarray:
+        size = self.config.size
+        if self.config.roi is None and frame.shape[0] == size and frame.shape[1] == size:
+            if self.config.layout == "uint8-nhwc":  # already the model's input: scaled by the decoder
+                return np.ascontiguousarray(frame)
+            return np.ascontiguousarray(frame.transpose(2, 0, 1) * self._scale - self._shift, dtype=np.float32)
         chw = self.resize(np.ascontiguousarray(self.crop(frame)))
         if self.config.layout == "uint8-nhwc":
             return np.ascontiguousarray(np.clip(np.rint(chw), 0, 255).astype(np.uint8).transpose(1, 2, 0))

@@ -135,15 +135,19 @@ class OnnxRuntimeRunner(BaseRunner):
             be available, except that the CPU provider is always a valid fallback.
         threads: Intra-op threads, with one inter-op thread (0 = ONNX Runtime's defaults).
         max_batch: Largest batch run at once on a graph with a dynamic batch (None: the whole feed).
+        spinning: Let idle intra-op threads busy-wait for work (ONNX Runtime's default). Off by default: on a
+            unit the decoders need those cores, and at 16 streams the spinning cost more than it saved
+            (BENCHMARKS.md, "Many streams").
     """
 
     def __init__(self, path: Path, *, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 0,
-                 max_batch: int | None = None) -> None:
+                 max_batch: int | None = None, spinning: bool = False) -> None:
         super().__init__(f"onnxruntime:{Path(path).name}")
         self.path = Path(path)
         self.providers = providers
         self.threads = threads
         self.max_batch = max_batch
+        self.spinning = spinning
         self._session: Any = None
         self.input_name = ""
         self.input_shape: list[Any] = []
@@ -165,6 +169,7 @@ class OnnxRuntimeRunner(BaseRunner):
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(self.providers))
         except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for graphs it cannot load

@@ -42,6 +42,12 @@ class FrameSource(abc.ABC):
         self.fps = fps
         self.live = live
         self.loop = loop
+        self.output_size: tuple[int, int] | None = None
+
+    def request_size(self, width: int, height: int) -> None:
+        """Deliver frames already resized to ``width`` x ``height`` if this source can do it cheaper than the
+        preprocessor (a decoder scaling as it converts colours); sources that cannot keep full frames."""
+        self.output_size = (int(width), int(height))
 
     @abc.abstractmethod
     def open(self) -> None:
@@ -95,6 +101,7 @@ class PyAVSource(FrameSource):
         self._container: Any = None
         self._stream: Any = None
         self._frames: Any = None
+        self._reformatter: Any = None
         self.arrival = 0.0
 
     def open(self) -> None:
@@ -114,6 +121,10 @@ class PyAVSource(FrameSource):
             self._container.close()
             raise BadInputError(f"{self.name} has no video stream")
         self._stream = self._container.streams.video[0]
+        if self._stream.codec_context is None:  # FFmpeg found the stream but has no decoder for its codec
+            codec = getattr(getattr(self._stream, "codec", None), "name", "") or "its codec"
+            self._container.close()
+            raise BadInputError(f"{self.name}: this FFmpeg cannot decode {codec}; set the camera to H.264 or H.265")
         self._stream.thread_count = self.threads
         rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
         self.fps = float(rate) if rate else 25.0
@@ -131,7 +142,18 @@ class PyAVSource(FrameSource):
         while True:
             try:
                 frame = next(self._frames)
-                return frame.to_ndarray(format="rgb24")
+                if self._reformatter is None:
+                    # One per stream: ``frame.to_ndarray(...)`` makes a new one (a new SwsContext, filters built
+                    # again) for every frame, which cost more than the scaling itself (BENCHMARKS.md).
+                    self._reformatter = av.video.reformatter.VideoReformatter()
+                if self.output_size is not None:
+                    # libswscale converts YUV to RGB and shrinks in one pass, straight to the model's input:
+                    # its bilinear filter widens with the downscale like the preprocessor's antialiased one
+                    # (agreement measured in tests/runtime/test_scaled_decode.py and BENCHMARKS.md).
+                    width, height = self.output_size
+                    return self._reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                                                      interpolation="BILINEAR").to_ndarray()
+                return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
             except StopIteration:
                 if not self.loop:
                     return None

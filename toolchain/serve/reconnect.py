@@ -69,11 +69,21 @@ class ReconnectingSource(FrameSource):
         self._on_connect = on_connect or (lambda _name, _again: None)
         self._on_error = on_error or (lambda _name, _message: None)
         self._opened_once = False
+        self._tried = False  # the first open is tried at once; each one after a failure waits out the backoff
         self.reconnects = 0
 
+    def request_size(self, width: int, height: int) -> None:
+        super().request_size(width, height)
+        for source in (self._pending, self._inner):
+            if source is not None:
+                source.request_size(width, height)
+
     def _try_open(self) -> bool:
+        self._tried = True
         source = self._pending or self._factory()
         self._pending = None
+        if self.output_size is not None:
+            source.request_size(*self.output_size)
         try:
             source.open()
         except Exception as exc:  # noqa: BLE001 - any open failure of a camera is retried
@@ -98,14 +108,21 @@ class ReconnectingSource(FrameSource):
         self._on_error(self.name, message)
 
     def open(self) -> None:
-        """Try once; a camera that is not there yet is retried by ``read`` (a unit may boot before its cameras)."""
-        if not self._try_open() and not self.live:
+        """Open a file now; a live camera is opened by the first ``read``, on the camera's own thread.
+
+        The pipeline opens its sources one after another before it starts their threads: a camera that accepts
+        the connection but never answers would hold every other camera up for its whole open timeout. A camera
+        that is not there yet is retried by ``read`` (a unit may boot before its cameras).
+        """
+        if self.live:
+            return
+        if not self._try_open():
             raise UsageError(f"cannot open {self.name}; check the --source path")  # a file that is not there stays so
 
     def read(self) -> np.ndarray | None:
         while not self._stop.is_set():
             if self._inner is None:
-                if self._stop.wait(self._next_delay()):
+                if self._tried and self._stop.wait(self._next_delay()):
                     return None
                 if not self._try_open():
                     continue
