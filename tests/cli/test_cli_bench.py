@@ -97,3 +97,20 @@ def test_bench_errors_map_to_exit_codes(tmp_path: Path, clip: Path, capsys: pyte
     assert torch_on_onnx.code == 2 and "registered model" in torch_on_onnx.err
     two = run_main(["--workspace", ws, "bench", onnx_path, onnx_path, "--source", clip], capsys)
     assert two.code == 2 and "--compare" in two.err
+
+
+def test_bench_on_a_unit_of_a_fleet_uses_its_engine_url(tmp_path) -> None:  # noqa: ANN001
+    import pytest
+
+    from toolchain.cli.bench import _where
+    from toolchain.errors import UsageError
+
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text('[[unit]]\nname = "u1"\nurl = "unix:///tmp/u1/docker.sock"\ntarget = "x86-64-cpu"\n'
+                     'cameras = ["synthetic"]\n')
+    assert _where(None, "u1", fleet) == "unix:///tmp/u1/docker.sock"
+    assert _where("unix:///x.sock", None, None) == "unix:///x.sock" and _where(None, None, None) is None
+    for on, unit, path, message in (("unix:///x.sock", "u1", fleet, "not both"), (None, "u1", None, "needs --fleet"),
+                                    (None, None, fleet, "pass --unit")):
+        with pytest.raises(UsageError, match=message):
+            _where(on, unit, path)
