@@ -27,6 +27,8 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
+from toolchain.redaction import scrub
+
 # End-to-end latency buckets (seconds): a 15 fps camera leaves 66 ms per frame.
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.033, 0.05, 0.066, 0.1, 0.2, 0.5, 1.0, 2.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -102,7 +104,7 @@ class ServiceState:
             state = self.cameras[camera]
             state.connected = False
             state.errors += 1
-            state.last_error = error
+            state.last_error = scrub(error)  # /healthz is served to the unit's network: no credential in it
 
     def _camera_up(self, state: CameraState, now: float) -> bool:
         return state.connected and state.last_frame > 0 and now - state.last_frame <= self.stale_s

@@ -189,11 +189,8 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
         def factory(url: str) -> Callable[[], FrameSource]:
             return lambda: open_source(url, loop=config.loop)
 
-        def disconnected(camera: str, error: str) -> None:
-            state.disconnected(camera, scrub(error))  # /healthz is served to the unit's network
-
         sources = [ReconnectingSource(name, factory(url), stop=stop, backoff=config.backoff,
-                                      on_connect=state.connected, on_error=disconnected)
+                                      on_connect=state.connected, on_error=state.disconnected)
                    for name, url in zip(names, urls)]
         with make_runner(model, threads=config.threads) as runner:
             state.model_ready = True
