@@ -1,7 +1,7 @@
 """Which pip extra each command needs: the one table, and the checks built on it.
 
-The base install (``pip install toolchain``) is what a roadside unit needs: ``serve``, ``bench``, ``build``
-for CPU targets, the registry, catalogs and synthetic clips. Everything else comes with an extra
+The base install (``pip install toolchain``) is what a roadside unit needs: ``serve``, ``bench``,
+the registry, catalogs and synthetic clips (``build`` reads ONNX graphs: ``[deploy]``). Everything else comes with an extra
 (``pyproject.toml``'s ``[project.optional-dependencies]``). :data:`EXTRAS` says what each extra brings
 (import names, with the distribution that provides each); :data:`COMMANDS` says which extra a command
 needs. The CLI checks :data:`COMMANDS` before a command's code runs (so ``toolchain train --data X``
