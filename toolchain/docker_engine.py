@@ -24,11 +24,10 @@ def engine_url(url: str | None) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL without a password (records and logs keep only this)."""
-    parsed = urlparse(url)
-    if parsed.password:
-        return url.replace(f":{parsed.password}@", ":***@")
-    return url
+    """The URL as records and logs keep it: :func:`toolchain.redaction.redact_url`, the one rule for every URL."""
+    from toolchain.redaction import redact_url
+
+    return redact_url(url)
 
 
 def connect(url: str | None = None, *, insecure: bool = False, timeout: float = 120.0) -> Any:

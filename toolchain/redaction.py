@@ -41,6 +41,11 @@ _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 
 
+def is_secret_parameter(name: str) -> bool:
+    """Whether a query parameter called ``name`` carries a credential (``pwd``, ``token``, ``X-Amz-Signature``...)."""
+    return _SECRET_PARAM.match(name) is not None
+
+
 def register_secret(value: str | None) -> None:
     """Mask ``value`` (and its percent-encoded and decoded forms) wherever :func:`scrub` sees it.
 
@@ -58,9 +63,9 @@ def _mask_params(query: str) -> str:
     if not query:
         return query
     pairs = parse_qsl(query, keep_blank_values=True)
-    if not any(_SECRET_PARAM.match(name) for name, _ in pairs):
+    if not any(is_secret_parameter(name) for name, _ in pairs):
         return query
-    return urlencode([(name, MASK if _SECRET_PARAM.match(name) else value) for name, value in pairs], safe="*")
+    return urlencode([(name, MASK if is_secret_parameter(name) else value) for name, value in pairs], safe="*")
 
 
 def redact_url(url: str) -> str:
@@ -97,7 +102,7 @@ def scrub(text: Any) -> str:
         text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
     if "=" in text:
         text = _PARAM_IN_TEXT.sub(
-            lambda m: f"{m.group(1)}{m.group(2)}={MASK}" if _SECRET_PARAM.match(m.group(2)) else m.group(0), text)
+            lambda m: f"{m.group(1)}{m.group(2)}={MASK}" if is_secret_parameter(m.group(2)) else m.group(0), text)
     return _mask_registered(text)
 
 

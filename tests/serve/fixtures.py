@@ -20,14 +20,15 @@ def tiny_build(workspace: Workspace, tmp: Path, *, name: str = "tiny-onnx") -> s
 
 
 def write_video(path: Path, *, frames: int = 20, fps: int = 10, size: tuple[int, int] = (96, 64),
-                fmt: str | None = None) -> Path:
-    """A short H.264 video of a bar moving across the frame (``fmt="mpegts"`` makes it streamable over HTTP)."""
+                fmt: str | None = None, options: dict[str, str] | None = None) -> Path:
+    """A short H.264 video of a bar moving across the frame (``fmt="mpegts"`` makes it streamable over HTTP;
+    ``options`` go to libx264)."""
     import av
 
     width, height = size
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format=fmt) as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264", rate=fps, options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(frames):
             image = np.full((height, width, 3), 40, np.uint8)

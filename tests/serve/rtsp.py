@@ -51,23 +51,10 @@ def camera_clip(path: Path, *, seconds: float = 2.0, fps: int = 15, size: tuple[
     A client joining a live stream waits for the next key frame, so the GOP is short; cameras rarely send
     B-frames (they add a frame of latency).
     """
-    import av
-    import numpy as np
+    from tests.serve.fixtures import write_video
 
-    width, height = size
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"g": str(fps), "bf": "0", "preset": "veryfast"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(round(seconds * fps)):
-            image = np.full((height, width, 3), 40, np.uint8)
-            x = (i * 7) % max(1, width - 16)
-            image[:, x : x + 16] = (230, 200, 30)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_video(path, frames=round(seconds * fps), fps=fps, size=size,
+                       options={"g": str(fps), "bf": "0", "preset": "veryfast"})
 
 
 def system_python() -> str:

@@ -15,9 +15,10 @@ import pytest
 
 from tests.serve.fixtures import free_port, tiny_build, write_video
 from toolchain.errors import UsageError
+from toolchain.redaction import redact_url
 from toolchain.serve.bundle import model_from_registry
 from toolchain.serve.reconnect import Backoff
-from toolchain.serve.service import ServeConfig, camera_name, redact_url, serve
+from toolchain.serve.service import ServeConfig, camera_name, serve
 from toolchain.workspace import Workspace
 
 

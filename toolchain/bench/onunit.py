@@ -41,12 +41,7 @@ def run(request: Dict[str, Any]) -> Dict[str, Any]:
     fps = request.get("fps")
     sources = [open_source(spec, index=i, fps=fps, loop=bool(request.get("loop"))) for i, spec in enumerate(specs)]
     preprocess = Preprocessor(PreprocessConfig(size=model.size, layout=model.layout, mean=model.mean, std=model.std))
-    config = PipelineConfig(pace=request.get("pace", "realtime"), duration_s=float(request.get("duration_s", 10.0)),
-                            warmup_s=float(request.get("warmup_s", 2.0)), max_batch=int(request.get("max_batch", 0)),
-                            max_wait_ms=float(request.get("max_wait_ms", 0.0)), queue=int(request.get("queue", 2)),
-                            budget_ms=request.get("budget_ms"), stall_s=float(request.get("stall_s", 5.0)),
-                            scaled_decode=bool(request.get("scaled_decode", True)),
-                            aligned=bool(request.get("aligned", False)))
+    config = PipelineConfig(**request.get("pipeline", {}))  # the workstation's BenchConfig.pipeline_config()
     with make_runner(model, threads=int(request.get("threads", 0))) as runner:
         result = Pipeline(sources, runner, preprocess, model.classes, NullSink(), config).run()
         runner_device = getattr(runner, "device", "")

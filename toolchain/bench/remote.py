@@ -21,15 +21,19 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.bench.run import BenchConfig, plots_from_arrays, record_benchmark
-from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
-from toolchain.redaction import redact_url
-from toolchain.workspace import Workspace
-
 from toolchain.build.remote import WORKDIR
+from toolchain.errors import (
+    BadInputError,
+    InputNotFoundError,
+    MissingEnvironmentError,
+    UsageError,
+)
+from toolchain.redaction import redact_url
+from toolchain.runtime.sources import NETWORK_SCHEMES
+from toolchain.workspace import Workspace
 
 IN_DIR = f"{WORKDIR}/in"
 OUT_DIR = "/tmp/toolchain-bench-out"  # writable by the image's non-root user
-NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
 
 def _image_for(workspace: Workspace, build: Any, image_ref: str | None) -> tuple[str, str | None]:
@@ -113,10 +117,8 @@ def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image
     build = subject.record
     reference, image_record = _image_for(workspace, build, image)
     sources, files, network = _sources(config.stream_specs)
-    request = {"sources": sources, "pace": config.pace, "duration_s": config.duration_s, "warmup_s": config.warmup_s,
-               "max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms, "queue": config.queue,
-               "budget_ms": config.budget_ms, "fps": config.fps, "loop": config.loop, "threads": config.threads,
-               "scaled_decode": config.scaled_decode, "aligned": config.aligned}
+    request = {"sources": sources, "fps": config.fps, "loop": config.loop, "threads": config.threads,
+               "pipeline": asdict(config.pipeline_config(config.budget_ms))}
     client = connect(where, insecure=insecure)
     try:
         image_obj = _ensure_image(client, reference, image_record, workspace)

@@ -70,8 +70,13 @@ class BenchConfig:
             raise UsageError(f"--fps must be a positive frame rate, got {self.fps}")
         if self.roi:
             Roi.parse(self.roi)
-        PipelineConfig(pace=self.pace, duration_s=self.duration_s, warmup_s=self.warmup_s, max_batch=self.max_batch,
-                       max_wait_ms=self.max_wait_ms, queue=self.queue, budget_ms=self.budget_ms)
+        self.pipeline_config(self.budget_ms)  # the pipeline's own checks, on the options as given
+
+    def pipeline_config(self, budget_ms: float | None) -> PipelineConfig:
+        """The pipeline these options run (here, or in a unit's container through ``bench --on``)."""
+        return PipelineConfig(pace=self.pace, duration_s=self.duration_s, warmup_s=self.warmup_s,
+                              max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, queue=self.queue,
+                              budget_ms=budget_ms, stall_s=5.0, scaled_decode=self.scaled_decode, aligned=self.aligned)
 
     @property
     def stream_specs(self) -> tuple[str, ...]:
@@ -117,10 +122,7 @@ def run_bench(workspace: Workspace, config: BenchConfig) -> dict[str, Any]:
             report = _pure_report(config, subject, runner, budget)
         else:
             sources = [open_source(spec, index=i, fps=config.fps, loop=config.loop) for i, spec in enumerate(config.stream_specs)]
-            pipeline = Pipeline(sources, runner, preprocess, subject.classes, NullSink(), PipelineConfig(
-                pace=config.pace, duration_s=config.duration_s, warmup_s=config.warmup_s, max_batch=config.max_batch,
-                max_wait_ms=config.max_wait_ms, queue=config.queue, budget_ms=budget, stall_s=5.0,
-                scaled_decode=config.scaled_decode, aligned=config.aligned))
+            pipeline = Pipeline(sources, runner, preprocess, subject.classes, NullSink(), config.pipeline_config(budget))
             result = pipeline.run()
             report = stream_report(result)
     report = {"artifact": subject.ref, "artifact_id": subject.record.id if subject.record else None,

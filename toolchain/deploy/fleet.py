@@ -37,18 +37,19 @@ units sharing an engine would replace each other's; such a fleet file is refused
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import tomllib
+
 from toolchain.errors import BadInputError, InputNotFoundError
 from toolchain.redaction import has_credentials, scrub
+from toolchain.runtime.sources import camera_name
 from toolchain.targets.profile import load_target
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_NAMED = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}=")  # a camera NAME=URL (as serve parses it)
 _FIELDS = {"name", "url", "target", "cameras", "canary", "network", "http_port", "loop", "mounts", "env", "runtime",
            "transfer", "health_timeout_s", "serve_args", "credentials", "http_host", "memory_mb", "cpus", "pids_limit",
            "read_only", "log_driver", "log_max_size", "log_max_file"}
@@ -139,7 +140,7 @@ def _parse_unit(path: Path, index: int, raw: dict[str, Any], defaults: dict[str,
     if not cameras:
         raise BadInputError(f"{where}: cameras is empty; list at least one camera URL")
     for i, camera in enumerate(cameras):
-        if has_credentials(camera.partition("=")[2] if _NAMED.match(camera) else camera):
+        if has_credentials(camera_name(camera, i)[1]):
             raise BadInputError(
                 f"{where}: camera {i + 1} ({scrub(camera)}) carries credentials in its URL, which would show in "
                 "`docker inspect` and `ps` on the unit. Name the camera (NAME=URL without credentials) and put its "

@@ -25,7 +25,7 @@ from toolchain.deploy.fleet import Fleet, Unit, load_fleet
 from toolchain.deploy.unit import SKIPPED, UNREACHABLE, Release, UnitResult, deploy_unit, serving_containers
 from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
 from toolchain.progress import NullProgress, Progress
-from toolchain.redaction import scrub
+from toolchain.redaction import redact_url, scrub
 from toolchain.registry import NewRecord, Record
 from toolchain.targets.profile import load_target
 from toolchain.workspace import Workspace
@@ -310,7 +310,7 @@ def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None
                        else "no canary could be reached")
                 report.stopped = f"rollout stopped: {why}"
                 for unit in rest:
-                    skipped = UnitResult(unit=unit.name, url=_redact(unit.url), target=unit.target, result=SKIPPED,
+                    skipped = UnitResult(unit=unit.name, url=redact_url(unit.url), target=unit.target, result=SKIPPED,
                                          message=report.stopped)
                     _record(workspace, report, skipped, releases[unit.target])
                     report.units.append(skipped)
@@ -346,12 +346,6 @@ def credentials_key(workspace: Workspace) -> bytes:
     if len(key) != 32:
         raise BadInputError(f"{path} is not a 32-byte key (cut short?); remove it and deploy again")
     return key
-
-
-def _redact(url: str) -> str:
-    from toolchain.docker_engine import redact
-
-    return redact(url)
 
 
 def _select(fleet: Fleet, names: tuple[str, ...]) -> list[Unit]:

@@ -248,7 +248,7 @@ def unit_credentials(unit: Unit) -> str | None:
     if unit.credentials is None:
         return None
     from toolchain.serve.credentials import load_credentials, to_json
-    from toolchain.serve.service import camera_name
+    from toolchain.runtime.sources import camera_name
 
     everything = load_credentials(unit.credentials)
     names = [camera_name(camera, i)[0] for i, camera in enumerate(unit.cameras)]

@@ -22,11 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
+from toolchain.errors import (
+    BadInputError,
+    InputNotFoundError,
+    MissingEnvironmentError,
+    UsageError,
+)
 from toolchain.redaction import redact_url, scrub
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+_NAMED_SOURCE = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]{0,63})=(.+)$")
 _SYNTHETIC_RE = re.compile(r"^synthetic(?::(\d+)x(\d+))?(?:@(\d+(?:\.\d+)?))?(?::(\d+))?$")
 
 
@@ -230,6 +236,15 @@ class SyntheticSource(FrameSource):
         frame = self._renderer.frame(self._next)
         self._next += 1
         return frame
+
+
+def camera_name(spec: str, index: int) -> tuple[str, str]:
+    """``(name, url)`` of a ``--source`` (or a fleet camera): ``NAME=URL`` names it, else the URL, redacted, is
+    the name (``serve``, ``deploy`` and the fleet file read camera entries through this one parser)."""
+    match = _NAMED_SOURCE.match(spec)
+    if match and "://" not in match.group(1) and not spec.startswith(("/", ".")):
+        return match.group(1), match.group(2)
+    return redact_url(spec), spec
 
 
 def open_source(spec: str, *, index: int = 0, fps: float | None = None, loop: bool = False) -> FrameSource:

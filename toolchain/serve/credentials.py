@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from toolchain.errors import BadInputError, InputNotFoundError
-from toolchain.redaction import _SECRET_PARAM, register_secret
+from toolchain.redaction import is_secret_parameter, register_secret
 
 CONTAINER_DIR = "/run/secrets/toolchain"
 CONTAINER_PATH = CONTAINER_DIR + "/cameras.json"
@@ -105,7 +105,7 @@ def _register(credential: CameraCredential) -> None:
         if parts.username and not parts.password:
             register_secret(parts.username)
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if _SECRET_PARAM.match(key):
+            if is_secret_parameter(key):
                 register_secret(value)
 
 

@@ -14,7 +14,6 @@ counts frames in its own sink instead.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 import threading
@@ -24,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.errors import MissingEnvironmentError, UsageError
-from toolchain.redaction import redact_url, scrub
+from toolchain.redaction import scrub
 from toolchain.runtime.compat import frozen_config
 from toolchain.runtime.pipeline import Pipeline, PipelineConfig
 from toolchain.runtime.preprocess import PreprocessConfig, Preprocessor
 from toolchain.runtime.runners import BaseRunner, OnnxRuntimeRunner, TensorRTRunner
-from toolchain.runtime.sources import FrameSource, open_source
+from toolchain.runtime.sources import FrameSource, camera_name, open_source
 from toolchain.serve.bundle import ServingModel
 from toolchain.serve.credentials import CameraCredential, load_credentials
 from toolchain.serve.events import (
@@ -44,7 +43,6 @@ from toolchain.serve.reconnect import Backoff, ReconnectingSource
 
 FOREVER_S = 10 * 365 * 86400.0
 REQUIRE = ("any", "all", "none")
-_NAMED_SOURCE = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]{0,63})=(.+)$")
 
 
 @frozen_config
@@ -96,14 +94,6 @@ class ServeConfig:
         names = [camera_name(spec, i)[0] for i, spec in enumerate(self.sources)]
         if len(set(names)) != len(names):
             raise UsageError(f"two --source entries have the same camera name ({', '.join(names)}); name them NAME=URL")
-
-
-def camera_name(spec: str, index: int) -> tuple[str, str]:
-    """``(name, url)`` of a ``--source``: ``NAME=URL`` names it, else the URL (password removed) is the name."""
-    match = _NAMED_SOURCE.match(spec)
-    if match and "://" not in match.group(1) and not spec.startswith(("/", ".")):
-        return match.group(1), match.group(2)
-    return redact_url(spec), spec
 
 
 def with_credentials(specs: list[tuple[str, str]], credentials: dict[str, CameraCredential]) -> list[str]:
