@@ -20,7 +20,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from toolchain.bench.run import BenchConfig, plots_from_arrays, record_benchmark
+from toolchain.bench.run import (
+    BenchConfig,
+    budget_for,
+    plots_from_arrays,
+    record_benchmark,
+)
 from toolchain.build.remote import WORKDIR
 from toolchain.errors import (
     BadInputError,
@@ -118,7 +123,7 @@ def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image
     reference, image_record = _image_for(workspace, build, image)
     sources, files, network = _sources(config.stream_specs)
     request = {"sources": sources, "fps": config.fps, "loop": config.loop, "threads": config.threads,
-               "pipeline": asdict(config.pipeline_config(config.budget_ms))}
+               "pipeline": asdict(config.pipeline_config(budget_for(config, subject)))}
     client = connect(where, insecure=insecure)
     try:
         image_obj = _ensure_image(client, reference, image_record, workspace)

@@ -95,7 +95,7 @@ def device_info(runner_device: str = "") -> dict[str, Any]:
             "cores": os.cpu_count() or 1, "runner_device": runner_device, "python": platform.python_version()}
 
 
-def _budget(config: BenchConfig, subject: Subject) -> float | None:
+def budget_for(config: BenchConfig, subject: Subject) -> float | None:
     if config.budget_ms is not None:
         return config.budget_ms
     if subject.target:
@@ -114,7 +114,7 @@ def run_bench(workspace: Workspace, config: BenchConfig) -> dict[str, Any]:
     runner_name = subject.default_runner() if config.runner == "auto" else config.runner
     require_runner_available(runner_name)
     runner = subject.make_runner(workspace, runner_name, threads=config.threads)
-    budget = _budget(config, subject)
+    budget = budget_for(config, subject)
     roi = Roi.parse(config.roi) if config.roi else None
     preprocess = Preprocessor(subject.preprocess_config(roi))
     with runner:
