@@ -10,8 +10,13 @@ from toolchain.artifacts import Artifact, register_file
 from toolchain.workspace import Workspace
 
 
-def write_tiny_onnx(path: Path, *, size: int = 16, batch: int | str = 1, opset: int = 17, seed: int = 0) -> Path:
-    """Conv 3->4 + ReLU + global average pool + Gemm 4->2 on a float NCHW input."""
+def write_tiny_onnx(path: Path, *, size: int = 16, batch: int | str = 1, opset: int = 17, seed: int = 0,
+                    hidden: int = 0) -> Path:
+    """Conv 3->4 + ReLU + global average pool + Gemm 4->2 on a float NCHW input.
+
+    ``hidden`` > 0 puts a Gemm 4->hidden + ReLU before the last one: megabytes of weights at no compute cost
+    (a model as large as a real one, for transfer tests).
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -19,7 +24,7 @@ def write_tiny_onnx(path: Path, *, size: int = 16, batch: int | str = 1, opset: 
     weights = [
         numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "conv_w"),
         numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "conv_b"),
-        numpy_helper.from_array(rng.standard_normal((2, 4)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(rng.standard_normal((2, hidden or 4)).astype(np.float32), "fc_w"),
         numpy_helper.from_array(rng.standard_normal(2).astype(np.float32), "fc_b"),
     ]
     nodes = [
@@ -27,8 +32,13 @@ def write_tiny_onnx(path: Path, *, size: int = 16, batch: int | str = 1, opset: 
         helper.make_node("Relu", ["c"], ["r"]),
         helper.make_node("GlobalAveragePool", ["r"], ["p"]),
         helper.make_node("Flatten", ["p"], ["f"]),
-        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
     ]
+    if hidden:
+        weights += [numpy_helper.from_array(rng.standard_normal((hidden, 4)).astype(np.float32) * 0.1, "hidden_w"),
+                    numpy_helper.from_array(np.zeros(hidden, np.float32), "hidden_b")]
+        nodes += [helper.make_node("Gemm", ["f", "hidden_w", "hidden_b"], ["h"], transB=1),
+                  helper.make_node("Relu", ["h"], ["hr"])]
+    nodes.append(helper.make_node("Gemm", ["hr" if hidden else "f", "fc_w", "fc_b"], ["logits"], transB=1))
     graph = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 2])], initializer=weights,
@@ -42,9 +52,9 @@ def write_tiny_onnx(path: Path, *, size: int = 16, batch: int | str = 1, opset: 
 
 
 def register_tiny_onnx(workspace: Workspace, tmp: Path, *, size: int = 16, batch: int | str = 1, opset: int = 17,
-                       name: str = "tiny-onnx") -> Artifact:
+                       name: str = "tiny-onnx", seed: int = 0, hidden: int = 0) -> Artifact:
     """Register :func:`write_tiny_onnx` as an ONNX artifact with the body fields export writes."""
-    path = write_tiny_onnx(tmp / f"{name}.onnx", size=size, batch=batch, opset=opset)
+    path = write_tiny_onnx(tmp / f"{name}.onnx", size=size, batch=batch, opset=opset, seed=seed, hidden=hidden)
     return register_file(workspace, path, name=name, type="onnx", body={
         "format": "onnx", "opset": opset, "input": "float-nchw", "batch": str(batch),
         "input_name": "input", "output_name": "logits", "input_shape": [batch, 3, size, size], "input_dtype": "float32",

@@ -71,11 +71,27 @@ def model(docker_client: Any) -> Iterator[str]:
 
 
 def _release(image_id: str, model: str) -> Release:
-    def no_tarball() -> Path:
-        raise AssertionError("the image is on the engine; nothing to transfer")
+    """A release whose image is on the engine already (no archive: a transfer would fail the test)."""
+    return Release(image_record="rec-" + image_id[7:19], image_id=image_id, tag="", model=model, build="b" * 64,
+                   target="x86-64-cpu", artifact_sha256="c" * 64, backend="onnxruntime")
 
-    return Release(image_record="rec-" + image_id[7:19], image_id=image_id, tag="unused:tag", model=model, build="b" * 64,
-                   target="x86-64-cpu", artifact_sha256="c" * 64, backend="onnxruntime", tarball=no_tarball)
+
+class _OneFile:
+    """An image archive that is one file, whatever it holds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def full(self) -> Path:
+        return self.path
+
+    def layers(self) -> Any:
+        from toolchain.deploy.layers import read_layers
+
+        return read_layers(self.path)
+
+    def partial(self, skip: int) -> Path:
+        raise AssertionError("a partial archive of a file that is no image")
 
 
 def _unit(docker_url: str, port: int, cameras: tuple[str, ...] = ("synthetic",)) -> Unit:
@@ -151,7 +167,7 @@ def test_an_image_that_cannot_be_loaded_leaves_the_old_container_serving(
     garbage = tmp_path / "image.tar"
     garbage.write_bytes(b"not a docker save tarball" * 100)
     release = Release(image_record="r", image_id="sha256:" + "1" * 64, tag="toolchain/none:x", model=model, build="b" * 64,
-                      target="x86-64-cpu", artifact_sha256="c" * 64, backend="onnxruntime", tarball=lambda: garbage)
+                      target="x86-64-cpu", artifact_sha256="c" * 64, backend="onnxruntime", archive=_OneFile(garbage))
     result = deploy_unit(unit, release, deployment="d2")
     assert result.result == FAILED and "docker load" in result.message and "still serves" in result.message
     assert _running(docker_client, serving) == ("running", images["a"]) and _running(docker_client, nxt) is None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -34,6 +36,7 @@ def deploy() -> None:
 
     \b
     toolchain deploy MODEL@ALIAS --fleet fleet.toml [--canary N] [--parallel K]
+    toolchain deploy rollback --fleet fleet.toml [--unit U]
     toolchain deploy status --fleet fleet.toml [--lineage]
     """
 
@@ -60,8 +63,9 @@ def rollout(ctx: click.Context, ref: str, fleet: Path, canary: int, parallel: in
     """Deploy MODEL@ALIAS (or an image record) to every unit of the fleet.
 
     \b
-    Per unit: check its target and CPU architecture, transfer the image (docker load through the Engine
-    API, or pull), start the new container (NVIDIA runtime on Jetson) next to the old one, wait for its
+    Per unit: check its target and CPU architecture, send only the image layers the unit lacks (docker
+    load through the Engine API of a partial archive, or a pull by digest from the registry `package
+    --push` filled; a dropped link is retried), start the new container (NVIDIA runtime on Jetson) next to the old one, wait for its
     HEALTHCHECK, then stop the old one (kept as toolchain-MODEL-previous). A release that does not become
     healthy is removed and the old container keeps serving (rolled-back). Unreachable units are reported;
     the others go on. Each unit's outcome is a `deployment` record. Rerunning finishes an interrupted
@@ -75,20 +79,32 @@ def rollout(ctx: click.Context, ref: str, fleet: Path, canary: int, parallel: in
     with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:
         report = run_deploy(workspace, config, progress)
 
+    emit(ctx, report.to_json(), _render(report))
+    _exit_for(report, ref)
+
+
+def _render(report: Any) -> Callable[[Console], None]:
     def render(out: Console) -> None:
-        table = Table(title=f"deployment {report.deployment} of {escape(report.ref)}")
-        for column in ("unit", "target", "result", "port", "seconds", "message"):
+        title = "rollback" if report.action == "rollback" else f"deployment {report.deployment} of {escape(report.ref)}"
+        table = Table(title=title)
+        for column in ("unit", "target", "result", "port", "sent", "layers", "seconds", "message"):
             table.add_column(column)
         for unit in report.units:
             style = _STYLE.get(unit.result, "")
+            moved = unit.transfer
+            sent = f"{moved.bytes_sent / 1e6:.2f} MB {moved.transport}" if moved.transport != "none" else "0"
+            layers = f"{moved.layers_sent} new, {moved.layers_reused} kept" if moved.layers_sent or moved.layers_reused else ""
             table.add_row(unit.unit + (" (canary)" if unit.canary else ""), unit.target,
-                          f"[{style}]{unit.result}[/{style}]", str(unit.http_port or ""), f"{unit.seconds:.1f}",
-                          safe(unit.message[:300]))
+                          f"[{style}]{unit.result}[/{style}]", str(unit.http_port or ""), sent, layers,
+                          f"{unit.seconds:.1f}", safe(unit.message[:300]))
         out.print(table)
         if report.stopped:
             out.print(f"[red]{escape(report.stopped)}[/red]")
 
-    emit(ctx, report.to_json(), render)
+    return render
+
+
+def _exit_for(report: Any, ref: str) -> None:
     if not report.ok:
         counts = ", ".join(f"{n} {result}" for result, n in sorted(report.counts().items()))
         bad = [u for u in report.units if not u.ok and u.result not in ("unreachable", "skipped")]
@@ -101,6 +117,36 @@ def rollout(ctx: click.Context, ref: str, fleet: Path, canary: int, parallel: in
                                             "(units already done are left as they are)")
         error.reported_json = True  # type: ignore[attr-defined]  # main() then writes no second document
         raise error
+
+
+@deploy.command("rollback")
+@click.option("--fleet", "fleet", type=click.Path(dir_okay=False, path_type=Path), required=True, help="fleet.toml.")
+@click.option("--unit", "units", multiple=True, help="Only this unit (repeatable).")
+@click.option("--model", default=None, help="The model to roll back (default: the one each unit serves).")
+@click.option("--parallel", type=int, default=1, show_default=True, help="Units at once.")
+@click.option("--insecure", is_flag=True, help="Allow plain, unencrypted tcp:// engine URLs.")
+@click.option("--health-timeout", "health_timeout_s", type=float, default=None,
+              help="Seconds the restored container may take to become healthy (default: per unit).")
+@json_option
+@click.pass_context
+def rollback_command(ctx: click.Context, fleet: Path, units: tuple[str, ...], model: str | None, parallel: int,
+                     insecure: bool, health_timeout_s: float | None) -> None:
+    """Switch units back to the release they served before the current one, with no transfer.
+
+    \b
+    Each unit keeps the images of its last `retention` releases (fleet file, default 2) and tags them
+    toolchain-releases/MODEL:rTIME. The previous one is started next to the current container and must
+    pass the same health check before the current one stops; a unit that kept no earlier release says
+    so. Rolling back twice returns to the release rolled back from. Exit codes as for a rollout.
+    """
+    from toolchain.deploy.rollout import RollbackConfig, rollback
+
+    config = RollbackConfig(fleet=fleet, units=units, model=model, parallel=parallel, insecure=insecure,
+                            health_timeout_s=health_timeout_s)
+    with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:
+        report = rollback(workspace, config, progress)
+    emit(ctx, report.to_json(), _render(report))
+    _exit_for(report, "the previous release")
 
 
 @deploy.command("status")
@@ -124,27 +170,30 @@ def status(ctx: click.Context, fleet: Path, units: tuple[str, ...], lineage: boo
     def render(out: Console) -> None:
         table = Table(title=f"fleet {escape(str(fleet))}")
         for column in ("unit", "target", "arch", "container", "status", "health", "model", "artifact", "port",
-                       "last deployment"):
+                       "last deployment", "last transfer"):
             table.add_column(column)
         for row in rows:
             last = row.get("last_deployment") or {}
-            last_text = f"{last.get('result', '')} {last.get('finished_at', '')}".strip()
+            last_text = f"{last.get('action') or ''} {last.get('result', '')} {last.get('finished_at', '')}".strip()
+            moved = (f"{(last.get('bytes_sent') or 0) / 1e6:.2f} MB {last.get('transport')}, "
+                     f"{last.get('layers_sent') or 0} layer(s), {last.get('transfer_s') or 0:.1f} s"
+                     if last.get("transport") else "")
             if not row["reachable"]:
                 table.add_row(row["unit"], row["target"], "", "", "[magenta]unreachable[/magenta]", "", "", "", "", last_text)
                 continue
             if row["error"]:
                 table.add_row(row["unit"], row["target"], safe(row.get("architecture", "")), "",
                               f"[red]{safe(row['error'][:200])}[/red]", "", "", "", "",
-                              last_text)
+                              last_text, moved)
             elif not row["containers"]:
                 table.add_row(row["unit"], row["target"], safe(row.get("architecture", "")), "(none)", "", "", "", "", "",
-                              last_text)
+                              last_text, moved)
             for c in row["containers"]:
                 # Everything here was read from the unit (container names, labels): it may hold terminal escapes.
                 arch = safe(c.get("architecture") or row.get("architecture", "")) + (" (emulated)" if c.get("emulated") else "")
                 table.add_row(row["unit"], row["target"], arch, safe(c["name"]), safe(c["status"]), safe(c["health"]),
                               safe(c["model"] or ""), safe((c["artifact"] or "")[:12]), safe(c["http_port"] or ""),
-                              safe(last_text))
+                              safe(last_text), moved)
         out.print(table)
         if lineage:
             for row in rows:

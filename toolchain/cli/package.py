@@ -25,13 +25,15 @@ from toolchain.cli.output import app, emit, json_option, progress_for
               help="Dockerfile (default: the Dockerfile.jetson shipped in the toolchain package).")
 @click.option("--python-version", default=None, help="Python of the base image (default: per target).")
 @click.option("--port", "http_port", type=int, default=8080, show_default=True, help="Service port inside the container.")
+@click.option("--push", "push", default=None, metavar="REGISTRY",
+              help="Push the image to REGISTRY (HOST[:PORT]) and record its digest; units with transfer = \"pull\" pull it.")
 @click.option("--stand-in-base", is_flag=True,
               help="Assemble a Jetson image over a base without TensorRT/pycuda (proves the assembly; cannot run the engine).")
 @json_option
 @click.pass_context
 def package(ctx: click.Context, ref: str, target: str, tags: tuple[str, ...], save: Path | None, base_image: str | None,
             docker_host: str | None, insecure: bool, dockerfile: Path | None, python_version: str | None,
-            http_port: int, stand_in_base: bool) -> None:
+            http_port: int, push: str | None, stand_in_base: bool) -> None:
     """Build the runtime image of MODEL@ALIAS (or NAME@vN, or a build id) for one target.
 
     \b
@@ -46,7 +48,7 @@ def package(ctx: click.Context, ref: str, target: str, tags: tuple[str, ...], sa
 
     config = PackageConfig(ref=ref, target=target, tags=tags, base_image=base_image, save=save, docker_host=docker_host,
                            insecure=insecure, dockerfile=dockerfile, python_version=python_version, http_port=http_port,
-                           stand_in_base=stand_in_base)
+                           stand_in_base=stand_in_base, push=push)
     with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:
         result = run_package(workspace, config, progress)
 
@@ -59,6 +61,9 @@ def package(ctx: click.Context, ref: str, target: str, tags: tuple[str, ...], sa
                   f"{result.labels['org.toolchain.artifact_sha256'][:12]}")
         if result.save:
             out.print(f"saved: {escape(result.save['path'])} sha256 {result.save['sha256']}")
+        if result.push:
+            out.print(f"pushed: {escape(result.push['reference'])} ({result.push['layers']} layers, "
+                      f"{result.push['bytes'] / 1e6:.1f} MB compressed)")
         for warning in result.warnings:
             out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 

@@ -18,7 +18,10 @@ Unit fields: ``name``, ``url``, ``target``, ``cameras`` (required); ``canary`` (
 rollout uses ``http_port + 1`` while the old one still serves on ``http_port``, they alternate),
 ``loop`` (replay video-file cameras), ``mounts`` (``"HOST:CONTAINER[:ro]"``), ``env`` (table),
 ``runtime`` (default ``nvidia`` for TensorRT targets), ``transfer`` (``load``: ``docker load`` through
-the Engine API; ``pull``: the unit pulls the image's tag from a registry it can reach),
+the Engine API of an archive of only the layers the unit lacks; ``pull``: the unit pulls the image by
+digest from the registry ``package --push`` put it in), ``registry`` (``HOST[:PORT]`` of that registry as
+the unit reaches it; default: the address it was pushed to), ``transfer_attempts`` (3: tries when the link
+drops), ``retention`` (2: releases whose images stay on the unit for a rollback without transfer),
 ``health_timeout_s`` (120), ``serve_args`` (extra ``toolchain serve`` options).
 
 Security settings (see README "Security of roadside units"): ``credentials`` (a TOML or JSON file on
@@ -52,7 +55,7 @@ from toolchain.targets.profile import load_target
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _FIELDS = {"name", "url", "target", "cameras", "canary", "network", "http_port", "loop", "mounts", "env", "runtime",
            "transfer", "health_timeout_s", "serve_args", "credentials", "http_host", "memory_mb", "cpus", "pids_limit",
-           "read_only", "log_driver", "log_max_size", "log_max_file"}
+           "read_only", "log_driver", "log_max_size", "log_max_file", "registry", "retention", "transfer_attempts"}
 _SIZE_RE = re.compile(r"^[1-9][0-9]*[kmg]$")
 LOG_DRIVERS = ("json-file", "local")
 TRANSFERS = ("load", "pull")
@@ -74,6 +77,9 @@ class Unit:
     env: tuple[tuple[str, str], ...] = ()
     runtime: str | None = None
     transfer: str = "load"
+    registry: str = ""
+    transfer_attempts: int = 3
+    retention: int = 2
     health_timeout_s: float = 120.0
     serve_args: tuple[str, ...] = ()
     credentials: Path | None = None
@@ -155,6 +161,13 @@ def _parse_unit(path: Path, index: int, raw: dict[str, Any], defaults: dict[str,
     transfer = merged.get("transfer", "load")
     if transfer not in TRANSFERS:
         raise BadInputError(f"{where}: transfer must be one of {', '.join(TRANSFERS)}")
+    registry = merged.get("registry", "")
+    if not isinstance(registry, str) or "/" in registry or any(c.isspace() for c in registry):
+        raise BadInputError(f"{where}: registry must be HOST[:PORT] of a registry the unit reaches (no scheme, no path)")
+    for key, default, high in (("transfer_attempts", 3, 20), ("retention", 2, 100)):
+        value = merged.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise BadInputError(f"{where}: {key} must be a whole number from 1 to {high}")
     mounts = _str_list(merged.get("mounts", []), f"{where}: mounts") if merged.get("mounts") else ()
     for mount in mounts:
         parts = mount.split(":")
@@ -175,6 +188,7 @@ def _parse_unit(path: Path, index: int, raw: dict[str, Any], defaults: dict[str,
         name=name, url=url, target=target, cameras=cameras, canary=merged.get("canary", False),
         network=str(merged.get("network", "host")), http_port=port, loop=merged.get("loop", False), mounts=mounts,
         env=tuple(sorted((str(k), str(v)) for k, v in env.items())), runtime=runtime, transfer=transfer,
+        registry=registry, transfer_attempts=merged.get("transfer_attempts", 3), retention=merged.get("retention", 2),
         health_timeout_s=float(timeout),
         serve_args=_str_list(merged["serve_args"], f"{where}: serve_args") if merged.get("serve_args") else (),
         **security,

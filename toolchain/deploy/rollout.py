@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.deploy.fleet import Fleet, Unit, load_fleet
-from toolchain.deploy.unit import SKIPPED, UNREACHABLE, Release, UnitResult, deploy_unit, serving_containers
+from toolchain.deploy.transfer import PushedImage
+from toolchain.deploy.unit import (
+    SKIPPED, UNREACHABLE, Release, UnitResult, deploy_unit, rollback_unit, serving_containers,
+)
 from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
 from toolchain.progress import NullProgress, Progress
 from toolchain.redaction import redact_url, scrub
@@ -77,6 +80,7 @@ class DeployReport:
     releases: dict[str, dict[str, Any]]
     units: list[UnitResult] = field(default_factory=list)
     stopped: str = ""
+    action: str = "rollout"
 
     @property
     def ok(self) -> bool:
@@ -89,8 +93,9 @@ class DeployReport:
         return counts
 
     def to_json(self) -> dict[str, Any]:
-        return {"deployment": self.deployment, "ref": self.ref, "fleet": self.fleet, "ok": self.ok,
+        return {"deployment": self.deployment, "action": self.action, "ref": self.ref, "fleet": self.fleet, "ok": self.ok,
                 "counts": self.counts(), "stopped": self.stopped, "releases": self.releases,
+                "bytes_sent": sum(u.transfer.bytes_sent for u in self.units),
                 "units": [u.to_json() for u in self.units]}
 
 
@@ -127,11 +132,13 @@ def _image_ref(workspace: Workspace, ref: str) -> Record | None:
         return None
 
 
-class _Tarball:
-    """A ``docker save`` tarball of one image, found or made once (thread-safe), removed at the end if made.
+class _Archive:
+    """The image as archives for ``load`` transfers, made once each (thread-safe), removed at the end if made.
 
-    Whichever it is (``--image-tar``, the one ``package --save`` wrote, or one exported now), it is checked
-    by :func:`_checked_tar` before any unit loads it; a tarball that fails is refused for every unit, once.
+    ``full()`` is a ``docker save`` tarball (``--image-tar``, the one ``package --save`` wrote, or one
+    exported now), checked by :func:`_checked_tar` before any unit loads it; a tarball that fails is refused
+    for every unit, once. ``partial(k)`` is the same image without its first ``k`` layer files
+    (:mod:`toolchain.deploy.layers`), written once per ``k`` for every unit that holds those layers.
     """
 
     def __init__(self, image: Record, config: DeployConfig, work: Path) -> None:
@@ -139,8 +146,13 @@ class _Tarball:
         self._lock = threading.Lock()
         self._path: Path | None = None
         self._error: Exception | None = None
+        self._layers: Any = None
+        self._partial: dict[int, Path] = {}
 
     def __call__(self) -> Path:
+        return self.full()
+
+    def full(self) -> Path:
         with self._lock:
             if self._error is not None:
                 raise self._error
@@ -151,6 +163,26 @@ class _Tarball:
                     self._error = exc
                     raise
             return self._path
+
+    def layers(self) -> Any:
+        from toolchain.deploy.layers import read_layers
+
+        path = self.full()
+        with self._lock:
+            if self._layers is None:
+                self._layers = read_layers(path)
+            return self._layers
+
+    def partial(self, skip: int) -> Path:
+        from toolchain.deploy.layers import write_partial
+
+        layers = self.layers()
+        with self._lock:
+            if skip not in self._partial:
+                destination = self.work / f"image-without-{skip}-layers.tar"
+                write_partial(layers, skip, destination)
+                self._partial[skip] = destination
+            return self._partial[skip]
 
     def _find_or_make(self) -> Path:
         if self.config.image_tar is not None:
@@ -177,6 +209,18 @@ class _Tarball:
         finally:
             client.close()
         return _checked_tar(Path(saved["path"]), saved["sha256"], self.image)
+
+
+def latest_push(workspace: Workspace, image_record: str) -> PushedImage | None:
+    """Where the image was last pushed (``package --push``), as units pull it: by digest."""
+    pushes = [record for link in workspace.registry.links_to(image_record)
+              if (record := workspace.registry.get(link.record_id)) is not None and record.kind == "push"]
+    if not pushes:
+        return None
+    body = max(pushes, key=lambda r: (r.created_at, r.id)).body
+    return PushedImage(registry=body["registry"], repository=body["repository"], digest=body["digest"],
+                       manifest_size=int(body.get("manifest_size") or 0), config_size=int(body.get("config_size") or 0),
+                       layers=tuple((str(d), int(s)) for d, s in body.get("layers") or ()))
 
 
 def _checked_tar(path: Path, sha256: str | None, image: Record) -> Path:
@@ -251,7 +295,7 @@ def prepare_releases(workspace: Workspace, config: DeployConfig, targets: list[s
         releases[target.name] = Release(
             image_record=image.id, image_id=body["image_id"], tag=body["tag"], model=body["model"], build=build.id,
             target=target.name, artifact_sha256=body["artifact_sha256"], backend=body.get("backend", "onnxruntime"),
-            tarball=_Tarball(image, config, work),
+            archive=_Archive(image, config, work), pushed=latest_push(workspace, image.id),
         )
         described[target.name] = {"image": image.id, "image_id": body["image_id"], "tag": body["tag"],
                                   "model": body["model"], "build": build.id, "artifact_sha256": body["artifact_sha256"]}
@@ -259,14 +303,42 @@ def prepare_releases(workspace: Workspace, config: DeployConfig, targets: list[s
 
 
 def _record(workspace: Workspace, report: DeployReport, result: UnitResult, release: Release | None) -> None:
-    body = {"deployment": report.deployment, "ref": report.ref, **result.to_json(),
+    body = {"deployment": report.deployment, "ref": report.ref, "action": report.action, **result.to_json(),
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     links: tuple[tuple[str, str], ...] = ()
     if release is not None:
-        body.update({"image": release.image_record, "image_id": release.image_id, "tag": release.tag,
+        image_record = release.image_record or _image_record_of(workspace, release.image_id)
+        body.update({"image": image_record, "image_id": release.image_id, "tag": release.tag,
                      "model": release.model, "build": release.build, "artifact_sha256": release.artifact_sha256})
-        links = ((release.image_record, "image"), (release.build, "build"))
+        links = tuple((record_id, role) for record_id, role in ((image_record, "image"), (release.build, "build"))
+                      if record_id and workspace.registry.get(record_id) is not None)
     workspace.registry.commit(NewRecord(kind="deployment", name=result.unit, body=body, links=links))
+
+
+def _image_record_of(workspace: Workspace, image_id: str) -> str:
+    """The newest image record of ``image_id`` in this registry, or "" (a unit may run images from elsewhere)."""
+    matches = [r for r in workspace.registry.find(kind="image") if r.body.get("image_id") == image_id]
+    return max(matches, key=lambda r: (r.created_at, r.id)).id if matches else ""
+
+
+def _run_units(workspace: Workspace, report: DeployReport, batch: list[Unit], parallel: int,
+               one: Callable[[Unit], UnitResult], release_of: Callable[[UnitResult], Release | None],
+               progress: Progress, on_unit: Callable[[UnitResult], None] | None) -> list[UnitResult]:
+    """Run ``one`` on each unit, ``parallel`` at a time; record each result from this thread (one writer)."""
+    done = []
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="deploy") as pool:
+        futures = {pool.submit(one, unit): unit for unit in batch}
+        for future in as_completed(futures):
+            result = future.result()
+            _record(workspace, report, result, release_of(result))
+            report.units.append(result)
+            done.append(result)
+            progress.advance()
+            sent = f", {result.transfer.bytes_sent / 1e6:.2f} MB sent" if result.transfer.bytes_sent else ""
+            progress.note(f"{result.unit}: {result.result}{sent}")
+            if on_unit is not None:
+                on_unit(result)
+    return done
 
 
 def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None = None,
@@ -282,23 +354,14 @@ def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None
         key = credentials_key(workspace) if any(u.credentials is not None for u in units) else b""
         progress.start(f"deploy {config.ref} to {len(units)} unit(s)", len(units))
 
+        def one(unit: Unit) -> UnitResult:
+            return deploy_unit(unit, releases[unit.target], deployment=report.deployment, insecure=config.insecure,
+                               canary=unit.name in canaries, health_timeout_s=config.health_timeout_s,
+                               credentials_key=key)
+
         def run(batch: list[Unit]) -> list[UnitResult]:
-            done = []
-            with ThreadPoolExecutor(max_workers=config.parallel, thread_name_prefix="deploy") as pool:
-                futures = {pool.submit(deploy_unit, unit, releases[unit.target], deployment=report.deployment,
-                                       insecure=config.insecure, canary=unit.name in canaries,
-                                       health_timeout_s=config.health_timeout_s, credentials_key=key): unit
-                           for unit in batch}
-                for future in as_completed(futures):
-                    result = future.result()
-                    _record(workspace, report, result, releases[result.target])  # main thread: one writer
-                    report.units.append(result)
-                    done.append(result)
-                    progress.advance()
-                    progress.note(f"{result.unit}: {result.result}")
-                    if on_unit is not None:
-                        on_unit(result)
-            return done
+            return _run_units(workspace, report, batch, config.parallel, one, lambda r: releases[r.target], progress,
+                              on_unit)
 
         first = [u for u in units if u.name in canaries]
         rest = [u for u in units if u.name not in canaries]
@@ -320,6 +383,55 @@ def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None
         if rest:
             run(rest)
         progress.finish()
+    order = {u.name: i for i, u in enumerate(units)}
+    report.units.sort(key=lambda r: order[r.unit])
+    return report
+
+
+@dataclass(frozen=True, kw_only=True)
+class RollbackConfig:
+    """Options of ``toolchain deploy rollback``.
+
+    Attributes:
+        fleet: The fleet file.
+        units: Only these units (default: all).
+        model: The model to roll back (default: the one each unit serves).
+        parallel: Units at once.
+        insecure: Allow plain tcp:// engine URLs.
+        health_timeout_s: Override every unit's health timeout.
+    """
+
+    fleet: Path
+    units: tuple[str, ...] = ()
+    model: str | None = None
+    parallel: int = 1
+    insecure: bool = False
+    health_timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.parallel < 1:
+            raise UsageError("--parallel must be at least 1")
+        if self.health_timeout_s is not None and self.health_timeout_s <= 0:
+            raise UsageError("--health-timeout must be positive (seconds)")
+
+
+def rollback(workspace: Workspace, config: RollbackConfig, progress: Progress | None = None,
+             on_unit: Callable[[UnitResult], None] | None = None) -> DeployReport:
+    """Switch each unit back to the release it served before, from the images it kept: nothing is sent."""
+    progress = progress or NullProgress()
+    fleet = load_fleet(config.fleet)
+    units = _select(fleet, config.units)
+    report = DeployReport(deployment=uuid.uuid4().hex[:16], ref="previous", fleet=str(fleet.path), releases={},
+                          action="rollback")
+    key = credentials_key(workspace) if any(u.credentials is not None for u in units) else b""
+    progress.start(f"roll back {len(units)} unit(s)", len(units))
+
+    def one(unit: Unit) -> UnitResult:
+        return rollback_unit(unit, deployment=report.deployment, model=config.model, insecure=config.insecure,
+                             health_timeout_s=config.health_timeout_s, credentials_key=key)
+
+    _run_units(workspace, report, units, config.parallel, one, lambda r: r.release, progress, on_unit)
+    progress.finish()
     order = {u.name: i for i, u in enumerate(units)}
     report.units.sort(key=lambda r: order[r.unit])
     return report
@@ -395,7 +507,8 @@ def fleet_status(workspace: Workspace | None, fleet_path: Path, *, units: tuple[
             if recorded:
                 last = max(recorded, key=lambda r: (r.created_at, r.id))
                 row["last_deployment"] = {k: last.body.get(k) for k in
-                                          ("deployment", "ref", "result", "message", "image", "image_id", "tag",
-                                           "finished_at", "artifact_sha256")}
+                                          ("deployment", "action", "ref", "result", "message", "image", "image_id", "tag",
+                                           "finished_at", "artifact_sha256", "transport", "bytes_sent", "layers_sent",
+                                           "layers_reused", "transfer_s")}
                 row["last_deployment"]["record"] = last.id
     return rows

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.deploy.fleet import Unit
+from toolchain.deploy.transfer import ImageArchive, PushedImage, TransferStats, transfer_image
 from toolchain.errors import BadInputError, MissingEnvironmentError, ToolchainError
 from toolchain.redaction import scrub_data
 
@@ -46,10 +47,12 @@ class Release:
     Attributes:
         image_record: The ``image`` record id.
         image_id: The image's id (``sha256:`` of its config): checked on the unit after transfer.
-        tag: The image's tag (``pull`` transfers, ``docker ps``).
+        tag: The image's tag (given to it on the unit, ``docker ps``).
         model, build, target, artifact_sha256: Identity (container labels, deployment records).
         backend: ``tensorrt`` engines get the NVIDIA container runtime by default.
-        tarball: Callable giving a ``docker save`` tarball of the image (made once, on first need).
+        archive: The image as archives for ``load`` transfers (made once, on first need); None when the
+            release must already be on the unit (a rollback).
+        pushed: Where ``package --push`` put the image, for ``pull`` transfers (by digest).
     """
 
     image_record: str
@@ -60,7 +63,8 @@ class Release:
     target: str
     artifact_sha256: str
     backend: str
-    tarball: Callable[[], Path]
+    archive: ImageArchive | None = None
+    pushed: PushedImage | None = None
 
 
 @dataclass
@@ -83,6 +87,9 @@ class UnitResult:
     seconds: float = 0.0
     architecture: str = ""
     emulated: bool = False
+    transfer: TransferStats = field(default_factory=TransferStats)
+    pruned: list[str] = field(default_factory=list)
+    release: Release | None = None  # what a rollback switched to (not in the JSON: its identity is in the record)
 
     @property
     def ok(self) -> bool:
@@ -94,7 +101,8 @@ class UnitResult:
                 "message": self.message, "canary": self.canary, "container": self.container,
                 "container_id": self.container_id, "http_port": self.http_port, "previous_image": self.previous_image,
                 "transferred": self.transferred, "health": self.health, "started_at": self.started_at,
-                "seconds": round(self.seconds, 3), "architecture": self.architecture, "emulated": self.emulated})
+                "seconds": round(self.seconds, 3), "architecture": self.architecture, "emulated": self.emulated,
+                **self.transfer.to_json(), "pruned": list(self.pruned)})
 
 
 def slug(text: str) -> str:
@@ -125,6 +133,14 @@ def _state(container: Any) -> tuple[str, str, int]:
     state = container.attrs.get("State", {})
     health = (state.get("Health") or {}).get("Status", "")
     return str(state.get("Status", "")), str(health), int(container.attrs.get("RestartCount", 0) or 0)
+
+
+def _link_state(container: Any) -> str:
+    """The container's status, or "unknown" when the unit cannot be asked (the link is down)."""
+    try:
+        return _state(container)[0]
+    except Exception:  # noqa: BLE001 - the message is about the transfer; the state is extra
+        return "unknown"
 
 
 def _health_log(container: Any) -> str:
@@ -170,38 +186,15 @@ def _unit_lock(url: str) -> threading.Lock:
         return _LOAD_LOCKS.setdefault(url, threading.Lock())
 
 
-def ensure_image(client: Any, unit: Unit, release: Release) -> bool:
-    """Put the release's image on the unit (``docker load`` or pull); True when it had to be transferred.
+def ensure_image(client: Any, unit: Unit, release: Release, note: Callable[[str], None] | None = None) -> TransferStats:
+    """Put the release's image on the unit, sending only what it lacks (:mod:`toolchain.deploy.transfer`).
 
     Raises:
         MissingEnvironmentError: the transfer failed, or what arrived is not the packaged image.
     """
-    import docker.errors
-
-    try:
-        client.images.get(release.image_id)
-        return False
-    except docker.errors.ImageNotFound:
-        pass
-    try:
-        if unit.transfer == "pull":
-            client.images.pull(release.tag)
-        else:
-            with open(release.tarball(), "rb") as tar:
-                client.images.load(tar)
-    except (docker.errors.DockerException, OSError) as exc:
-        how = f"pull {release.tag}" if unit.transfer == "pull" else "docker load"
-        raise MissingEnvironmentError(f"could not transfer the image to {unit.name} ({how}): {exc}") from exc
-    try:
-        client.images.get(release.image_id)
-    except docker.errors.ImageNotFound as exc:
-        if unit.transfer == "pull":
-            why = (f"the tag {release.tag} there is another image (a registry holding a different build under that "
-                   "tag?); deploy with transfer = \"load\"")
-        else:
-            why = "the tarball holds another image; pass --image-tar with the tarball `toolchain package --save` wrote"
-        raise MissingEnvironmentError(f"after the transfer {unit.name} has no image {release.image_id[:19]}: {why}") from exc
-    return True
+    return transfer_image(client, transport=unit.transfer, image_id=release.image_id, tag=release.tag,
+                          archive=release.archive, pushed=release.pushed, registry=unit.registry,
+                          attempts=unit.transfer_attempts, note=note)
 
 
 def _port_of(container: Any | None) -> int | None:
@@ -370,8 +363,72 @@ def deploy_unit(unit: Unit, release: Release, *, deployment: str, insecure: bool
     Args:
         credentials_key: Key of the HMAC that names the unit's credentials volume (the workspace's).
     """
-    from toolchain.docker_engine import connect, engine_architecture, redact
+    def work(client: Any, result: UnitResult) -> None:
+        _deploy(client, unit, release, result, deployment=deployment, credentials_key=credentials_key,
+                health_timeout_s=health_timeout_s or unit.health_timeout_s)
+
+    return _on_unit(unit, work, insecure=insecure, canary=canary, connect_timeout_s=connect_timeout_s)
+
+
+def rollback_unit(unit: Unit, *, deployment: str, model: str | None = None, insecure: bool = False,
+                  health_timeout_s: float | None = None, connect_timeout_s: float = 30.0,
+                  credentials_key: bytes = b"") -> UnitResult:
+    """Switch ``unit`` back to the release it served before the current one, from the images it kept
+    (:mod:`toolchain.deploy.retention`): nothing is transferred, and the new container must pass the same
+    health check as any rollout before the current one stops.
+
+    Args:
+        model: The model to roll back (default: the only one the unit serves).
+    """
+    def work(client: Any, result: UnitResult) -> None:
+        release = result.release = _previous_release(client, unit, model, result)
+        if release is not None:
+            _deploy(client, unit, release, result, deployment=deployment, credentials_key=credentials_key,
+                    health_timeout_s=health_timeout_s or unit.health_timeout_s)
+            if result.ok:
+                result.message = f"rolled back to {release.tag} ({release.image_id[:19]}); {result.message}"
+
+    return _on_unit(unit, work, insecure=insecure, canary=False, connect_timeout_s=connect_timeout_s)
+
+
+def _previous_release(client: Any, unit: Unit, model: str | None, result: UnitResult) -> Release | None:
+    """The release to roll back to, built from the kept image's labels; None (with the result set) if none."""
+    from toolchain.deploy.retention import history, previous_release
     from toolchain.targets.profile import load_target
+
+    serving = [c for c in serving_containers(client) if c["name"].startswith("toolchain-")
+               and not c["name"].endswith(("-previous", "-next"))]
+    if model is not None:
+        serving = [c for c in serving if c["name"] == container_names(model)[0]]
+    if len(serving) != 1:
+        result.result = FAILED if not serving else REFUSED
+        result.message = (f"nothing of {model or 'the toolchain'} serves on {unit.name}: deploy a release first" if not serving
+                          else f"{unit.name} serves {', '.join(c['model'] or c['name'] for c in serving)}: pass --model")
+        return None
+    current = serving[0]
+    model_slug = current["name"][len("toolchain-"):]
+    entry = previous_release(client, model_slug, current["image_id"])
+    if entry is None:
+        kept = len({e.image_id for e in history(client, model_slug)})
+        result.result = FAILED
+        result.message = (f"{unit.name} keeps no release of {model_slug} before the serving one ({kept} kept; the fleet's "
+                          "retention sets how many): deploy the older release by name (`toolchain deploy NAME@vN`)")
+        return None
+    labels = client.api.inspect_image(entry.image_id).get("Config", {}).get("Labels") or {}
+    previous = _get(client, container_names(model_slug)[1])
+    record = (previous.labels.get("org.toolchain.image_record", "") if previous is not None
+              and previous.attrs.get("Image") == entry.image_id else "")
+    target = labels.get("org.toolchain.target") or unit.target
+    return Release(image_record=record, image_id=entry.image_id, tag=entry.tag,
+                   model=labels.get("org.toolchain.model") or model_slug, build=labels.get("org.toolchain.artifact", ""),
+                   target=target, artifact_sha256=labels.get("org.toolchain.artifact_sha256", ""),
+                   backend="tensorrt" if load_target(target).is_tensorrt else "onnxruntime")
+
+
+def _on_unit(unit: Unit, work: Callable[[Any, UnitResult], None], *, insecure: bool, canary: bool,
+             connect_timeout_s: float) -> UnitResult:
+    """Connect to the unit's engine and run ``work``; the unit's problems become its result, never an exception."""
+    from toolchain.docker_engine import connect, redact
 
     started = time.monotonic()
     result = UnitResult(unit=unit.name, url=redact(unit.url), target=unit.target, result=FAILED, canary=canary,
@@ -387,9 +444,7 @@ def deploy_unit(unit: Unit, release: Release, *, deployment: str, insecure: bool
         result.seconds = time.monotonic() - started
         return result
     try:
-        _deploy(client, unit, release, result, deployment=deployment, credentials_key=credentials_key,
-                health_timeout_s=health_timeout_s or unit.health_timeout_s,
-                architecture=load_target(unit.target).architecture, engine_architecture=engine_architecture)
+        work(client, result)
     except ToolchainError as exc:
         result.result, result.message = FAILED, str(exc)
     except Exception as exc:  # noqa: BLE001 - an engine that breaks mid-way (connection lost) fails this unit only
@@ -401,7 +456,11 @@ def deploy_unit(unit: Unit, release: Release, *, deployment: str, insecure: bool
 
 
 def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, deployment: str, health_timeout_s: float,
-            architecture: str, engine_architecture: Callable[[Any], str], credentials_key: bytes = b"") -> None:
+            credentials_key: bytes = b"") -> None:
+    from toolchain.docker_engine import engine_architecture
+    from toolchain.targets.profile import load_target
+
+    architecture = load_target(unit.target).architecture
     if unit.target != release.target:
         result.result = REFUSED
         result.message = f"{unit.name} is a {unit.target} unit; the image is for {release.target}"
@@ -432,11 +491,15 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
 
     try:
         with _unit_lock(unit.url):  # the image is loaded once per engine
-            result.transferred = ensure_image(client, unit, release)
+            result.transfer = ensure_image(client, unit, release)
+            result.transferred = result.transfer.transport != "none"
     except MissingEnvironmentError as exc:
-        serves = current is not None and _state(current)[0] == "running"
-        raise MissingEnvironmentError(f"{exc}; nothing was changed on {unit.name}" + (
-            f": {serving_name} ({result.previous_image[:19]}) still serves" if serves else "")) from exc
+        result.transfer = getattr(exc, "stats", result.transfer)
+        state = _link_state(current) if current is not None else ""
+        serves = (f": {serving_name} ({result.previous_image[:19]}) still serves" if state == "running" else
+                  f": {serving_name} ({result.previous_image[:19]}) was not touched, so it still serves"
+                  if state == "unknown" else "")
+        raise MissingEnvironmentError(f"{exc}; nothing was changed on {unit.name}{serves}") from exc
     if arch != architecture:
         # Another CPU than the engine's: what the engine actually runs is read by running the image (qemu-user
         # on an x86-64 engine runs arm64 images, emulated), never taken from the fleet file.
@@ -480,6 +543,20 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
     _promote(client, current, candidate, serving_name, previous_name, result)
     if result.ok:
         prune_credentials_volumes(client, release)
+        _keep_history(client, unit, release, result)
+
+
+def _keep_history(client: Any, unit: Unit, release: Release, result: UnitResult) -> None:
+    """Tag the release in the unit's history and remove images beyond the unit's retention (best effort:
+    the release serves either way; what could not be pruned is pruned after the next rollout)."""
+    from toolchain.deploy.retention import prune, record_release
+
+    try:
+        record_release(client, slug(release.model), release.image_id)
+        result.pruned = prune(client, slug(release.model), retention=unit.retention, keep={release.image_id},
+                              model_label=release.model.split("@")[0])
+    except Exception as exc:  # noqa: BLE001 - history is housekeeping; the rollout itself succeeded
+        result.message += f"; the release history could not be updated ({type(exc).__name__}: {exc})"
 
 
 def _may_emulate(engine_arch: str, architecture: str) -> bool:

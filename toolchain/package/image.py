@@ -16,6 +16,8 @@ vendored wheels are fetched for the image's Python and CPU. Only the runtime fil
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as dt
 import hashlib
 import json
@@ -91,6 +93,7 @@ class PackageConfig:
         http_port: Port the service listens on inside the container.
         stand_in_base: Assemble a TensorRT target's image over a base that lacks TensorRT/pycuda (a stand-in
             arm64 Debian, to prove the assembly); the image cannot run the engine, and says so.
+        push: Push the image to this registry (``HOST[:PORT]``) and record its digest, which units pull.
     """
 
     ref: str
@@ -104,8 +107,13 @@ class PackageConfig:
     python_version: str | None = None
     http_port: int = 8080
     stand_in_base: bool = False
+    push: str | None = None
 
     def __post_init__(self) -> None:
+        if self.push is not None:
+            from toolchain.package.push import check_registry
+
+            check_registry(self.push)
         for tag in self.tags:
             if not tag or " " in tag or tag != tag.strip():
                 raise UsageError(f"--tag {tag!r} is not an image reference (REPOSITORY[:TAG])")
@@ -128,12 +136,13 @@ class PackageResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     seconds: float = 0.0
     emulated: bool = False
+    push: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"image": self.image, "image_id": self.image_id, "tags": list(self.tags), "target": self.target,
                 "platform": self.platform, "build": self.build, "model": self.model, "labels": self.labels,
                 "cached": self.cached, "save": self.save, "warnings": list(self.warnings), "seconds": round(self.seconds, 3),
-                "emulated": self.emulated}
+                "emulated": self.emulated, "push": self.push}
 
 
 def resolve_build(workspace: Workspace, ref: str, target: Target) -> tuple[Record, tuple[str, ...]]:
@@ -395,8 +404,27 @@ def _existing_image(workspace: Workspace, key: str, client: Any) -> Record | Non
 
 
 def package(workspace: Workspace, config: PackageConfig, progress: Progress | None = None) -> PackageResult:
-    """Build (or find) the runtime image of ``config.ref`` for ``config.target`` and record it."""
-    progress = progress or NullProgress()
+    """Build (or find) the runtime image of ``config.ref`` for ``config.target`` and record it; push it if asked."""
+    result = _build_or_find(workspace, config, progress or NullProgress())
+    if config.push is None:
+        return result
+    from toolchain.docker_engine import connect
+    from toolchain.package.push import push_image
+
+    client = connect(config.docker_host, insecure=config.insecure)
+    try:
+        record = workspace.registry.get(result.image)
+        assert record is not None  # committed above
+        pushed = push_image(workspace, client, record, config.push)
+    finally:
+        client.close()
+    body = pushed.body
+    return dataclasses.replace(result, push={"record": pushed.id, "reference": body["reference"], "digest": body["digest"],
+                                             "layers": len(body["layers"]),
+                                             "bytes": sum(size for _, size in body["layers"]) + body["config_size"]})
+
+
+def _build_or_find(workspace: Workspace, config: PackageConfig, progress: Progress) -> PackageResult:
     started = time.perf_counter()
     target = load_target(config.target)
     build, warnings = resolve_build(workspace, config.ref, target)

@@ -17,6 +17,7 @@ RECORD_KINDS: tuple[str, ...] = (
     "build",  # an engine for a target (TensorRT plan or ONNX Runtime artifact)
     "benchmark",  # a latency report of an artifact on a device
     "image",  # a packaged runtime container image
+    "push",  # an image pushed to a container registry: its manifest digest, which units pull
     "deployment",  # a rollout of an image to roadside units
     "stage",  # a finished pipeline stage: its cache key and the records it produced (toolchain pipeline)
 )

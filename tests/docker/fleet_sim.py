@@ -1,0 +1,189 @@
+"""A simulated fleet on loopback: unit engines (one ``dockerd`` each), a registry, and thin links to them.
+
+Used by tests/docker/test_fleet_delivery.py and scripts/bench_rollout. Everything is real: the engines are
+Debian's dockerd (scripts/dockerd_up), the registry Debian's ``docker-registry`` (the CNCF distribution
+registry), the links scripts/thin_link.py processes that limit the rate and count the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def can_start_engines() -> str:
+    """Why unit engines cannot be started here ("" when they can)."""
+    if os.geteuid() != 0 or shutil.which("dockerd") is None:
+        return "starting unit engines needs root and dockerd (apt-get install docker.io)"
+    return ""
+
+
+def start_engines(base: Path, names: list[str]) -> dict[str, str]:
+    """One dockerd per name under ``base/NAME`` (in parallel); ``{name: unix://.../docker.sock}``."""
+    def one(name: str) -> str:
+        run = subprocess.run([str(ROOT / "scripts" / "dockerd_up"), str(base / name)], capture_output=True, text=True,
+                             timeout=180)
+        if run.returncode != 0:
+            raise RuntimeError(f"could not start unit engine {name}: {run.stderr[-500:]}")
+        return run.stdout.strip()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(names, pool.map(one, names)))
+
+
+def stop_engine(directory: Path) -> None:
+    """Stop the dockerd that scripts/dockerd_up started in ``directory`` (SIGTERM, then SIGKILL)."""
+    pid_file = directory / "dockerd.pid"
+    if not pid_file.is_file():
+        return
+    pid = int(pid_file.read_text().strip())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(150):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+
+
+def stop_engines(base: Path, names: list[str]) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda name: stop_engine(base / name), names))
+
+
+class Registry:
+    """Debian's ``docker-registry`` serving a temp directory on a loopback port (plain HTTP)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def missing() -> str:
+        return "" if shutil.which("docker-registry") else "no docker-registry (apt-get install docker-registry)"
+
+    def start(self) -> Registry:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "config.yml"
+        config.write_text(f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {self.directory / 'data'}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{self.port}
+""")
+        log = open(self.directory / "registry.log", "wb")  # noqa: SIM115 - the process owns it
+        self.process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.2)
+        raise RuntimeError(f"docker-registry did not start: {(self.directory / 'registry.log').read_text()[-500:]}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+
+
+class ThinLink:
+    """A scripts/thin_link.py process: ``links`` maps a name to ``(listen, target)`` addresses."""
+
+    def __init__(self, directory: Path, links: dict[str, tuple[str, str]], *, rate: str = "2mbit", cut_after: int = 0,
+                 cut_link: str = "", down_after_cut: bool = False) -> None:
+        self.directory, self.links, self.rate = directory, links, rate
+        self.cut_after, self.cut_link, self.down_after_cut = cut_after, cut_link, down_after_cut
+        self.stats_path = directory / f"link-stats-{os.getpid()}-{id(self)}.json"
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> ThinLink:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, str(ROOT / "scripts" / "thin_link.py"), "--rate", self.rate, "--stats",
+                   str(self.stats_path)]
+        for name, (listen, target) in self.links.items():
+            command += ["--link", f"{name}:{listen}={target}"]
+        if self.cut_after:
+            command += ["--cut-after", str(self.cut_after)] + (["--cut-link", self.cut_link] if self.cut_link else [])
+        if self.down_after_cut:
+            command.append("--down-after-cut")
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"thin_link.py did not start (exit {self.process.poll()})")
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        return json.loads(self.stats_path.read_text()) if self.stats_path.is_file() else {}
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the link; each link's final ``{"up", "down", "connections", "cut"}``."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+        return self.stats()
+
+    def __enter__(self) -> ThinLink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def unix_link(directory: Path, engine_url: str) -> tuple[str, str, str]:
+    """``(listen, target, url)`` of a link in front of a unit engine's socket: the unit's URL goes to ``url``."""
+    socket_path = engine_url.removeprefix("unix://")
+    proxy = Path(socket_path).with_name("link.sock")
+    return f"unix:{proxy}", f"unix:{socket_path}", f"unix://{proxy}"
+
+
+def write_fleet(path: Path, units: dict[str, str], *, ports: dict[str, int], extra: str = "", defaults: str = "") -> Path:
+    """A fleet file of x86-64-cpu units (name -> engine URL) serving a synthetic camera."""
+    text = f"""[defaults]
+target = "x86-64-cpu"
+cameras = ["synthetic:64x64@5"]
+health_timeout_s = 120
+{defaults}
+"""
+    for name, url in units.items():
+        text += f"""
+[[unit]]
+name = "{name}"
+url = "{url}"
+http_port = {ports[name]}
+{extra}
+"""
+    path.write_text(text)
+    return path
