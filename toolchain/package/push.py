@@ -30,7 +30,8 @@ def check_registry(registry: str) -> str:
         BadInputError: a scheme, a path or credentials in it.
     """
     if not _REGISTRY_RE.match(registry or ""):
-        raise BadInputError(f"--push {scrub(registry)!r}: give the registry as HOST[:PORT] (e.g. 127.0.0.1:5000 or "
+        shown = "(not shown: it holds credentials)" if "@" in (registry or "") else repr(scrub(registry))
+        raise BadInputError(f"--push {shown}: give the registry as HOST[:PORT] (e.g. 127.0.0.1:5000 or "
                             "registry.example.org), without scheme, path or credentials")
     return registry
 

@@ -1,0 +1,141 @@
+"""Partial image archives and the layer arithmetic behind them, on real tar files in both ``docker save`` layouts
+(the engine side, loading such an archive, is tests/docker/test_fleet_delivery.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.test_integrity import _classic, _config, _layer, _oci, _sha, _write
+from toolchain.deploy.fleet import load_fleet
+from toolchain.deploy.imagetar import ImageTarballError, check_image_tarball
+from toolchain.deploy.layers import read_layers, reusable, write_partial
+
+ROOT = Path(__file__).resolve().parents[2]
+TAG = "toolchain/tiny:x86-64-cpu-0123456789ab"
+LAYERS = [_layer("base os"), _layer("vendored deps"), _layer("runtime"), _layer("model v2")]
+CONFIG = _config(LAYERS)
+
+
+@pytest.mark.parametrize("layout", ["classic", "oci"])
+def test_a_partial_archive_lists_every_layer_but_carries_only_the_missing_ones(tmp_path: Path, layout: str) -> None:
+    files = _classic([(CONFIG, LAYERS, [TAG])]) if layout == "classic" else _oci(CONFIG, LAYERS, [TAG])
+    full = _write(tmp_path / "full.tar", files)
+    image = read_layers(full)
+    assert image.diff_ids == tuple(f"sha256:{_sha(layer)}" for layer in LAYERS)
+    assert image.layer_sizes == tuple(len(layer) for layer in LAYERS)
+
+    size = write_partial(image, 3, tmp_path / "partial.tar")
+    assert size == (tmp_path / "partial.tar").stat().st_size < full.stat().st_size
+    with tarfile.open(tmp_path / "partial.tar") as archive:
+        names = {m.name for m in archive.getmembers() if m.isfile()}
+        manifest = json.loads(archive.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        model = archive.extractfile(image.layers[3]).read()  # type: ignore[union-attr]
+        config = archive.extractfile(image.manifest["Config"]).read()  # type: ignore[union-attr]
+    assert manifest == [image.manifest] and manifest[0]["Layers"] == list(image.layers)  # all four listed
+    assert names == {"manifest.json", image.manifest["Config"], image.layers[3]}  # only the model's file
+    assert model == LAYERS[3]
+    # The same image: its config bytes (whose hash is the image id) and tags come from the checked full tarball.
+    assert config == CONFIG and manifest[0]["RepoTags"] == [TAG]
+    assert check_image_tarball(full, image_id=f"sha256:{_sha(CONFIG)}", tags=[TAG]).tags == (TAG,)
+
+
+def test_layers_are_reusable_only_on_the_same_layers_beneath() -> None:
+    ids = ("sha256:a", "sha256:b", "sha256:c", "sha256:d")
+    assert reusable(ids, frozenset()) == 0
+    held = frozenset({ids[:1], ids[:2], ids[:3], ("sha256:a", "sha256:b", "sha256:c", "sha256:old-model")})
+    assert reusable(ids, held) == 3  # release N+1 on a unit that runs release N: only the model is missing
+    assert reusable(ids, frozenset({("sha256:a",), ("sha256:x", "sha256:b")})) == 1  # b on another base is not b here
+    assert reusable(ids, frozenset({ids[:1], ids[:2], ids[:3], ids})) == 4
+
+
+def test_a_tarball_whose_manifest_and_config_disagree_is_refused(tmp_path: Path) -> None:
+    files = _classic([(_config(LAYERS[:3]), LAYERS, [TAG])])
+    with pytest.raises(ImageTarballError, match="lists 4 layers but the config 3"):
+        read_layers(_write(tmp_path / "bad.tar", files))
+
+
+def test_the_thin_link_rate_parser() -> None:
+    sys.path.insert(0, str(ROOT))
+    from scripts.thin_link import parse_rate
+
+    assert parse_rate("2mbit") == 250_000 and parse_rate("500kbit") == 62_500 and parse_rate("1MB") == 1e6
+    assert parse_rate("0") == 0
+
+
+def test_the_thin_link_limits_the_rate_and_counts_bytes(tmp_path: Path) -> None:
+    """A real transfer through scripts/thin_link.py at 800 kbit/s: 200 kB take about 2 s and are counted."""
+    import socket
+    import threading
+    import time
+
+    received = bytearray()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    target = server.getsockname()[1]
+
+    def sink() -> None:
+        connection, _ = server.accept()
+        with connection:
+            while chunk := connection.recv(65536):
+                received.extend(chunk)
+
+    thread = threading.Thread(target=sink, daemon=True)
+    thread.start()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        front = probe.getsockname()[1]
+    stats = tmp_path / "stats.json"
+    link = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "thin_link.py"), "--rate", "800kbit", "--stats",
+                             str(stats), "--link", f"one:tcp:127.0.0.1:{front}=tcp:127.0.0.1:{target}"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert link.stdout is not None and link.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", front)) as client:
+            client.sendall(b"x" * 200_000)
+            client.shutdown(socket.SHUT_WR)
+            thread.join(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        link.terminate()
+        link.wait(timeout=10)
+        server.close()
+    assert len(received) == 200_000
+    assert 1.6 < took < 6, took  # 200 kB at 100 kB/s, less the 16 kB burst
+    assert json.loads(stats.read_text())["one"]["up"] == 200_000
+
+
+def test_fleet_transfer_fields(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text('[[unit]]\nname="a"\nurl="unix:///x"\ntarget="x86-64-cpu"\ncameras=["c"]\ntransfer="pull"\n'
+                     'registry="10.0.0.2:5000"\nretention=3\ntransfer_attempts=5\n'
+                     '[[unit]]\nname="b"\nurl="unix:///y"\ntarget="x86-64-cpu"\ncameras=["c"]\n')
+    first, second = load_fleet(fleet).units
+    assert (first.transfer, first.registry, first.retention, first.transfer_attempts) == ("pull", "10.0.0.2:5000", 3, 5)
+    assert (second.transfer, second.registry, second.retention, second.transfer_attempts) == ("load", "", 2, 3)
+    for line, message in (('registry="http://r:5000/x"', "registry must be HOST"), ("retention=0", "retention"),
+                          ("transfer_attempts=true", "transfer_attempts")):
+        fleet.write_text(f'[[unit]]\nname="a"\nurl="unix:///x"\ntarget="x86-64-cpu"\ncameras=["c"]\n{line}\n')
+        with pytest.raises(Exception, match=message):
+            load_fleet(fleet)
+
+
+def test_push_refuses_a_registry_with_a_scheme_or_credentials() -> None:
+    from toolchain.errors import BadInputError
+    from toolchain.package.push import check_registry
+
+    assert check_registry("127.0.0.1:5000") == "127.0.0.1:5000" and check_registry("registry.example.org")
+    for bad in ("http://127.0.0.1:5000", "user:secret@registry:5000", "registry/path", ""):
+        with pytest.raises(BadInputError) as caught:
+            check_registry(bad)
+        assert "secret" not in str(caught.value)
+
+
