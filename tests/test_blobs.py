@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.blobs import BlobStore
-from toolchain.errors import CorruptStoreError
+from toolchain.blobs import BlobStore, blob_dir
+from toolchain.errors import CorruptStoreError, InputNotFoundError, UsageError
 
 
 def test_put_and_read_are_content_addressed(tmp_path: Path) -> None:
@@ -49,3 +49,22 @@ def test_clean_tmp_removes_leftovers_of_killed_writers(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path)
     (blobs.tmp / "123-abc.part").write_bytes(b"half")
     assert blobs.clean_tmp() == 1
+
+
+def test_blob_dir_takes_a_path_or_a_file_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert blob_dir("shared/blobs") == tmp_path / "shared" / "blobs"  # relative to where the command runs
+    assert blob_dir(f"file://{tmp_path}/with%20space") == tmp_path / "with space"
+    assert blob_dir(str(tmp_path / "b")) == tmp_path / "b"
+    for wrong in ("s3://bucket/blobs", "nfs://server/export", "  "):
+        with pytest.raises(UsageError):
+            blob_dir(wrong)
+
+
+def test_a_store_that_must_exist_is_not_created(tmp_path: Path) -> None:
+    with pytest.raises(InputNotFoundError, match="does not exist"):
+        BlobStore(tmp_path / "unmounted", create=False)
+    assert not (tmp_path / "unmounted").exists()
+    (tmp_path / "mounted").mkdir()
+    blobs = BlobStore(tmp_path / "mounted", create=False)
+    assert blobs.read_bytes(blobs.put_bytes(b"x")) == b"x"

@@ -3,6 +3,9 @@
 Every write goes to a uniquely named temporary file in the store, is fsynced, then moved into place
 with :func:`os.replace`. A crash leaves at worst an orphan temporary file (removed by ``gc``), never a
 half-written blob under a real name.
+
+The store is a directory: the workspace's own by default, or one named by ``--blobs DIR`` /
+``$TOOLCHAIN_BLOBS`` (:func:`blob_dir`), which may be shared by several workspaces and hosts.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
 
-from toolchain.errors import CorruptStoreError, InputNotFoundError
+from toolchain.errors import CorruptStoreError, InputNotFoundError, UsageError
 from toolchain.hashing import is_sha256, sha256_file
 
 _CHUNK = 1 << 20
@@ -47,15 +51,42 @@ class BlobWriter(io.RawIOBase):
         return self._hash.hexdigest()
 
 
+def blob_dir(location: str | Path) -> Path:
+    """The blob store directory named by ``--blobs`` / ``$TOOLCHAIN_BLOBS``: a path or a ``file://`` URL, made absolute.
+
+    Raises:
+        UsageError: Any other URL scheme (only directories are blob stores; mount a share to use one).
+    """
+    text = str(location).strip()
+    if not text:
+        raise UsageError("the blob store location is empty; pass --blobs DIR or unset TOOLCHAIN_BLOBS")
+    scheme, sep, _ = text.partition("://")
+    if sep and len(scheme) > 1:  # not a Windows drive letter
+        if scheme.lower() != "file":
+            raise UsageError(
+                f"--blobs / TOOLCHAIN_BLOBS must be a directory or a file:// URL, not {scheme}://; mount the share "
+                "(NFS, SMB) and pass its path"
+            )
+        text = unquote(urlsplit(text).path)
+    return Path(text).expanduser().absolute()
+
+
 class BlobStore:
     """Immutable blobs addressed by the sha256 of their bytes.
 
     Args:
         root: Directory that holds ``objects/`` and ``tmp/``.
+        create: Create ``root`` when missing (a workspace's own store). A store named explicitly must
+            exist: a share that is not mounted must not silently become an empty local store.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = Path(root)
+        if not create and not self.root.is_dir():
+            raise InputNotFoundError(
+                f"the blob store {self.root} does not exist or is not a directory; create it (mkdir -p {self.root}) "
+                "or mount the share it lives on, or fix --blobs / TOOLCHAIN_BLOBS"
+            )
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
         self.objects.mkdir(parents=True, exist_ok=True)

@@ -1,20 +1,28 @@
 """A workspace: the content-addressed blob store plus the registry, and reference resolution.
 
-Layout of a workspace directory::
+Its three parts may live in three places (a team shares the registry and the blobs; each user keeps
+their own local state):
+
+* the registry: ``--registry URI``, else ``$TOOLCHAIN_REGISTRY``, else ``sqlite:///ROOT/registry.db``;
+* the blob store: ``--blobs DIR``, else ``$TOOLCHAIN_BLOBS``, else ROOT itself;
+* local state (training run directories, caches, keys): always ROOT (``--workspace``, else
+  ``$TOOLCHAIN_HOME``, else ``./.toolchain``).
+
+With none of these set, a workspace directory holds all three::
 
     objects/ab/abcdef...   immutable blobs named by sha256
-    tmp/                   in-flight writes (moved into objects/ atomically)
-    registry.db            SQLite registry (unless TOOLCHAIN_REGISTRY names another store)
+    tmp/                   in-flight blob writes (moved into objects/ atomically)
+    registry.db            SQLite registry
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolchain.blobs import BlobStore
+from toolchain.blobs import BlobStore, blob_dir
 from toolchain.errors import InputNotFoundError, UsageError
 from toolchain.hashing import is_hex_prefix
 from toolchain.registry import Record, RegistryStore, Version, open_store
@@ -30,6 +38,38 @@ def default_workspace_path() -> Path:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WorkspaceLocation:
+    """Where a workspace's local state, registry and blobs live (see the module docstring).
+
+    Attributes:
+        root: Local state; also the default home of the registry and the blobs.
+        registry_uri: The registry store's URI (may carry credentials: print ``Workspace.registry.uri``).
+        blobs: The blob store directory (holds ``objects/`` and ``tmp/``).
+    """
+
+    root: Path
+    registry_uri: str = field(repr=False)  # may carry a password
+    blobs: Path
+
+    @classmethod
+    def resolve(cls, root: Path, *, registry_uri: str | None = None, blobs: str | Path | None = None) -> WorkspaceLocation:
+        """Options first, then ``$TOOLCHAIN_REGISTRY`` / ``$TOOLCHAIN_BLOBS``, then places under ``root``."""
+        root = Path(root).absolute()
+        uri = registry_uri or os.environ.get("TOOLCHAIN_REGISTRY") or f"sqlite:///{root / 'registry.db'}"
+        blob_text = blobs if blobs is not None else os.environ.get("TOOLCHAIN_BLOBS")
+        return cls(root=root, registry_uri=uri, blobs=blob_dir(blob_text) if blob_text else root)
+
+    @property
+    def default_registry(self) -> bool:
+        """Whether the registry is the workspace's own SQLite file (it exists only once something was written)."""
+        return self.registry_uri == f"sqlite:///{self.root / 'registry.db'}"
+
+    def has_registry(self) -> bool:
+        """Whether there is a registry to open without creating one: a named store, or an existing registry.db."""
+        return not self.default_registry or (self.root / "registry.db").exists()
+
+
+@dataclass(frozen=True, kw_only=True)
 class Resolved:
     """A reference resolved to a record (and the version it was named by, if any)."""
 
@@ -38,22 +78,23 @@ class Resolved:
 
 
 class Workspace:
-    """Blob store + registry rooted at one directory.
+    """Blob store + registry, with local state rooted at one directory.
 
     Args:
-        root: Workspace directory (created when missing).
+        root: Workspace directory for local state (created when missing).
         registry_uri: Registry store URI; defaults to ``$TOOLCHAIN_REGISTRY`` or
             ``sqlite:///<root>/registry.db``.
+        blobs: Blob store directory (or ``file://`` URL); defaults to ``$TOOLCHAIN_BLOBS`` or ``root``.
     """
 
-    def __init__(self, root: Path, *, registry_uri: str | None = None) -> None:
-        self.root = Path(root).absolute()
+    def __init__(self, root: Path, *, registry_uri: str | None = None, blobs: str | Path | None = None) -> None:
+        self.location = WorkspaceLocation.resolve(root, registry_uri=registry_uri, blobs=blobs)
+        self.root = self.location.root
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"workspace {self.root} exists and is not a directory; pass --workspace DIR")
         self.root.mkdir(parents=True, exist_ok=True)
-        self.blobs = BlobStore(self.root)
-        uri = registry_uri or os.environ.get("TOOLCHAIN_REGISTRY") or f"sqlite:///{self.root / 'registry.db'}"
-        self.registry: RegistryStore = open_store(uri)
+        self.blobs = BlobStore(self.location.blobs, create=self.location.blobs == self.root)
+        self.registry: RegistryStore = open_store(self.location.registry_uri)
 
     def close(self) -> None:
         self.registry.close()
@@ -113,7 +154,8 @@ class Workspace:
 
     def _not_found(self, ref: str, kind: str) -> InputNotFoundError:
         names = sorted({v.name for v in self.registry.versions(kind)})
-        hint = f" Known {kind}s: {', '.join(names[:10])}." if names else f" There are no {kind}s in {self.root} yet."
+        where = self.root if self.location.default_registry else self.registry.uri
+        hint = f" Known {kind}s: {', '.join(names[:10])}." if names else f" There are no {kind}s in {where} yet."
         return InputNotFoundError(f"no {kind} matches '{ref}'.{hint} List them with `toolchain {kind_command(kind)} list`.")
 
 

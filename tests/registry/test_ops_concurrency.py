@@ -1,4 +1,4 @@
-"""Several processes moving aliases and committing records at once lose nothing."""
+"""Several processes moving aliases and committing records at once lose nothing (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ WORKERS = 4
 ROUNDS = 15
 
 
-def _worker(root: str, worker: int, start: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+def _worker(root: str, registry_uri: str, worker: int, start: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
     start.wait(30)
-    with Workspace(Path(root)) as ws:
+    with Workspace(Path(root), registry_uri=registry_uri) as ws:
         for i in range(ROUNDS):
             # A new model version, then point the shared alias at it (two transactions, interleaved
             # with the other processes'), alternating between a per-target and the all-targets alias.
@@ -35,19 +35,19 @@ def _latest_own(ws: Workspace, worker: int, i: int) -> str:
     raise AssertionError("own version missing")
 
 
-def test_concurrent_alias_moves_and_commits_keep_a_complete_history(tmp_path: Path) -> None:
+def test_concurrent_alias_moves_and_commits_keep_a_complete_history(tmp_path: Path, registry_uri: str) -> None:
     root = tmp_path / "ws"
-    Workspace(root).close()
+    Workspace(root, registry_uri=registry_uri).close()
     context = multiprocessing.get_context("spawn")
     start = context.Event()
-    procs = [context.Process(target=_worker, args=(str(root), w, start)) for w in range(WORKERS)]
+    procs = [context.Process(target=_worker, args=(str(root), registry_uri, w, start)) for w in range(WORKERS)]
     for p in procs:
         p.start()
     start.set()
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
-    with Workspace(root) as ws:
+    with Workspace(root, registry_uri=registry_uri) as ws:
         versions = ws.registry.versions("model", "cls")
         assert [v.number for v in versions] == list(range(1, WORKERS * ROUNDS + 1))
         history = alias_history(ws, name="cls", alias="production")

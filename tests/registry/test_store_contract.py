@@ -1,19 +1,29 @@
-"""The contract every registry store must pass (run against each store implementation)."""
+"""The contract every registry store must pass: the same tests on SQLite (file and memory) and PostgreSQL.
+
+The PostgreSQL parametrisation runs against a real server (``tests/postgres_server.py``) and skips, saying
+how to install one, where none can be started.
+"""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from toolchain.errors import BadInputError, UsageError
 from toolchain.registry import CachedImage, NewRecord, RegistryStore, open_store
+from toolchain.registry.schema import SCHEMA_VERSION
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistryStore]:
-    uri = f"sqlite:///{tmp_path / 'registry.db'}" if request.param == "sqlite-file" else "sqlite://:memory:"
+    if request.param == "postgres":
+        uri = request.getfixturevalue("postgres_uri")
+    else:
+        uri = f"sqlite:///{tmp_path / 'registry.db'}" if request.param == "sqlite-file" else "sqlite://:memory:"
     with open_store(uri) as s:
         yield s
 
@@ -95,28 +105,59 @@ def test_image_index_round_trip_including_high_bit_hashes(store: RegistryStore) 
     assert store.cached_images("t2") == {}
 
 
-def test_records_are_immutable_in_sqlite(tmp_path: Path) -> None:
-    import sqlite3
+# Every immutable table, and a column to try to change in it (aliases are the one mutable table: they move).
+IMMUTABLE = {"records": "body", "links": "role", "blob_refs": "role", "versions": "number", "alias_history": "reason",
+             "image_index": "row"}
 
-    with open_store(str(tmp_path / "r.db")) as s:
-        record, _, _ = s.commit(NewRecord(kind="run", name="r", body={"a": 1}))
-    conn = sqlite3.connect(tmp_path / "r.db")
-    with pytest.raises(sqlite3.DatabaseError, match="immutable"):
-        conn.execute("UPDATE records SET body = '{}' WHERE id = ?", (record.id,))
-    with pytest.raises(sqlite3.DatabaseError, match="immutable"):
-        conn.execute("DELETE FROM records WHERE id = ?", (record.id,))
+
+def _raw_connection(uri: str) -> tuple[Any, type[Exception]]:
+    """A plain driver connection to the store's database, bypassing the toolchain."""
+    if uri.startswith("postgresql://"):
+        import psycopg
+
+        return psycopg.connect(uri, autocommit=True), psycopg.Error
+    return sqlite3.connect(uri[len("sqlite:///"):], isolation_level=None), sqlite3.DatabaseError
+
+
+def test_the_database_itself_rejects_changes_to_immutable_rows(registry_uri: str) -> None:
+    with open_store(registry_uri) as s:
+        data, _, _ = s.commit(NewRecord(kind="dataset", name="d", body={"n": 1}, version=True, blobs=(("f" * 64, "shard"),)))
+        run, _, _ = s.commit(NewRecord(kind="run", name="r", body={"n": 1}, links=((data.id, "train_data"),)))
+        s.set_alias(kind="dataset", name="d", alias="production", target="", record_id=data.id, by="ann")
+        s.add_cached_images("t", [CachedImage(content_sha256="1" * 64, shard_sha256="f" * 64, row=0, width=1, height=1,
+                                              phash=7, pixel_sha256="2" * 64)])
+    conn, error = _raw_connection(registry_uri)
+    try:
+        for table, column in IMMUTABLE.items():
+            statements = [f"UPDATE {table} SET {column} = {column}", f"DELETE FROM {table}"]
+            if registry_uri.startswith("postgresql://"):
+                statements.append(f"TRUNCATE {table} CASCADE")
+            for statement in statements:
+                with pytest.raises(error, match="immutable"):
+                    conn.execute(statement)
+        conn.execute("UPDATE aliases SET record_id = record_id")  # where an alias points is the one thing that moves
+    finally:
+        conn.close()
+    with open_store(registry_uri) as s:
+        assert s.get(run.id) == run and [l.input_id for l in s.links_from(run.id)] == [data.id]
+        assert [v.record_id for v in s.versions("dataset", "d")] == [data.id] and s.cached_images("t")
+
+
+def test_a_new_store_is_at_the_current_schema(registry_uri: str) -> None:
+    with open_store(registry_uri) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+    with open_store(registry_uri) as s:  # reopening migrates nothing
+        assert s.schema_version() == SCHEMA_VERSION
 
 
 def test_unknown_scheme_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="sqlite"):
-        open_store("postgres://db/registry")
+    with pytest.raises(UsageError, match="sqlite:///.*postgresql://"):
+        open_store("mysql://db/registry")
 
 
 def test_a_failed_commit_leaves_the_sqlite_store_usable(tmp_path: Path) -> None:
     """COMMIT itself can fail (disk full, I/O error, a deferred constraint): the store must roll back, not
     stay inside a transaction that makes every later write fail."""
-    import sqlite3
-
     from toolchain.registry.sqlite_store import SqliteStore
 
     with SqliteStore(tmp_path / "r.db") as store:

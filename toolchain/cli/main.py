@@ -24,6 +24,7 @@ from toolchain.cli.data import data
 from toolchain.cli.deploy import deploy
 from toolchain.cli.doctor import doctor
 from toolchain.cli.export import export, quantize
+from toolchain.cli.handoff import handoff
 from toolchain.cli.output import AppContext, console
 from toolchain.cli.pipeline import pipeline
 from toolchain.cli.models import models
@@ -42,12 +43,22 @@ from toolchain.workspace import default_workspace_path
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Workspace directory (blob store + registry). Default: $TOOLCHAIN_HOME or ./.toolchain",
+    help="Workspace directory (local state; blob store and registry unless set apart). "
+         "Default: $TOOLCHAIN_HOME or ./.toolchain",
+)
+@click.option(
+    "--registry", "registry_uri", metavar="URI", default=None,
+    help="Registry store: sqlite:///PATH/registry.db or postgresql://USER@HOST:PORT/DB (password in PGPASSWORD "
+         "or ~/.pgpass). Default: $TOOLCHAIN_REGISTRY or WORKSPACE/registry.db",
+)
+@click.option(
+    "--blobs", metavar="DIR", default=None,
+    help="Blob store directory, may be shared by several hosts (must exist). Default: $TOOLCHAIN_BLOBS or WORKSPACE",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of tables.")
 @click.version_option(__version__, prog_name="toolchain")
 @click.pass_context
-def cli(ctx: click.Context, workspace: Path | None, as_json: bool) -> None:
+def cli(ctx: click.Context, workspace: Path | None, registry_uri: str | None, blobs: str | None, as_json: bool) -> None:
     """Edge build toolchain: from a labelled CCTV image lake to verified car/truck classifiers on
     Jetson roadside units.
 
@@ -56,7 +67,8 @@ def cli(ctx: click.Context, workspace: Path | None, as_json: bool) -> None:
                -> build --target T -> bench -> registry -> package -> deploy
     Start with `toolchain doctor`, then `toolchain data ingest LAKE --name NAME`.
     """
-    ctx.obj = AppContext(workspace_path=workspace or default_workspace_path(), json=as_json)
+    ctx.obj = AppContext(workspace_path=workspace or default_workspace_path(), json=as_json, registry_uri=registry_uri,
+                       blobs=blobs)
 
 
 cli.add_command(doctor)
@@ -74,6 +86,7 @@ cli.add_command(bench)
 cli.add_command(registry)
 cli.add_command(serve)
 cli.add_command(package)
+cli.add_command(handoff)
 cli.add_command(deploy)
 
 

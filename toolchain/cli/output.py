@@ -55,11 +55,20 @@ class AppContext:
 
     workspace_path: Path
     json: bool = False
+    registry_uri: str | None = None  # --registry (may carry a password: never printed)
+    blobs: str | None = None  # --blobs
 
     def open_workspace(self) -> Workspace:
         from toolchain.workspace import Workspace  # not on the roadside image: serve never opens one
 
-        return Workspace(self.workspace_path)
+        return Workspace(self.workspace_path, registry_uri=self.registry_uri, blobs=self.blobs)
+
+    def has_registry(self) -> bool:
+        """Whether a registry exists where the global options (or their defaults) say, without creating one."""
+        from toolchain.workspace import WorkspaceLocation
+
+        return WorkspaceLocation.resolve(self.workspace_path, registry_uri=self.registry_uri,
+                                         blobs=self.blobs).has_registry()
 
 
 def app(ctx: click.Context) -> AppContext:

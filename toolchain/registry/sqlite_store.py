@@ -1,24 +1,23 @@
 """SQLite registry store: the embedded default (WAL journal, busy timeout, immediate transactions).
 
 Several processes may write at once: every write is one ``BEGIN IMMEDIATE`` transaction, so version
-numbers are assigned without races and a crash mid-write leaves nothing half-done.
+numbers are assigned without races and a crash mid-write leaves nothing half-done. The schema is
+created and migrated by :mod:`toolchain.registry.sqlite_schema` when the store is opened.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
-import socket
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 from toolchain import __version__
 from toolchain.errors import BadInputError, UsageError
 from toolchain.hashing import canonical_json, digest_json
+from toolchain.registry import sqlite_schema
 from toolchain.registry.records import (
     RECORD_KINDS,
     Alias,
@@ -30,103 +29,11 @@ from toolchain.registry.records import (
     Record,
     Version,
 )
+from toolchain.registry.schema import SCHEMA_VERSION, VERSION_TABLE
+from toolchain.registry.stamps import current_user, now, to_signed64, to_unsigned64
 from toolchain.registry.store import RegistryStore
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS records (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL DEFAULT '',
-    body TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    toolchain_version TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS records_kind_name ON records(kind, name);
-CREATE TRIGGER IF NOT EXISTS records_immutable BEFORE UPDATE ON records
-BEGIN SELECT RAISE(ABORT, 'registry records are immutable'); END;
-CREATE TRIGGER IF NOT EXISTS records_undeletable BEFORE DELETE ON records
-BEGIN SELECT RAISE(ABORT, 'registry records are immutable'); END;
-CREATE TABLE IF NOT EXISTS links (
-    record_id TEXT NOT NULL REFERENCES records(id),
-    input_id TEXT NOT NULL REFERENCES records(id),
-    role TEXT NOT NULL,
-    PRIMARY KEY (record_id, input_id, role)
-);
-CREATE INDEX IF NOT EXISTS links_input ON links(input_id);
-CREATE TABLE IF NOT EXISTS blob_refs (
-    record_id TEXT NOT NULL REFERENCES records(id),
-    sha256 TEXT NOT NULL,
-    role TEXT NOT NULL,
-    PRIMARY KEY (record_id, sha256, role)
-);
-CREATE TABLE IF NOT EXISTS versions (
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    record_id TEXT NOT NULL REFERENCES records(id),
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (kind, name, number),
-    UNIQUE (kind, name, record_id)
-);
-CREATE TABLE IF NOT EXISTS aliases (
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    alias TEXT NOT NULL,
-    target TEXT NOT NULL DEFAULT '',
-    record_id TEXT NOT NULL REFERENCES records(id),
-    PRIMARY KEY (kind, name, alias, target)
-);
-CREATE TABLE IF NOT EXISTS alias_history (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    alias TEXT NOT NULL,
-    target TEXT NOT NULL,
-    old_record_id TEXT,
-    new_record_id TEXT,
-    at TEXT NOT NULL,
-    by TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS image_index (
-    transform TEXT NOT NULL,
-    content_sha256 TEXT NOT NULL,
-    shard_sha256 TEXT NOT NULL,
-    row INTEGER NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    phash INTEGER NOT NULL,
-    pixel_sha256 TEXT NOT NULL,
-    PRIMARY KEY (transform, content_sha256)
-);
-"""
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def current_user() -> str:
-    """``user@host`` of this process, recorded as who made a record or moved an alias."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no login name in some containers
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
-def _to_signed(value: int) -> int:
-    """Map an unsigned 64-bit perceptual hash into SQLite's signed INTEGER range."""
-    return value - (1 << 64) if value >= (1 << 63) else value
-
-
-def _to_unsigned(value: int) -> int:
-    return value + (1 << 64) if value < 0 else value
-
+__all__ = ["SCHEMA_VERSION", "SqliteStore", "current_user"]  # current_user: where stages imported it from
 
 class SqliteStore(RegistryStore):
     """Registry in one SQLite file.
@@ -143,24 +50,35 @@ class SqliteStore(RegistryStore):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout_ms / 1000, check_same_thread=False)
+        try:
+            self._open(busy_timeout_ms)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _open(self, busy_timeout_ms: int) -> None:
         self._conn.row_factory = sqlite3.Row
         self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        try:
+            # Read before anything is written: another application's database, or one from a newer
+            # toolchain, is refused untouched (even the journal mode below changes the file).
+            sqlite_schema.check(self._conn, self.path)
+        except sqlite3.DatabaseError as exc:
+            if "not a database" not in str(exc):
+                raise
+            raise BadInputError(
+                f"{self.path} is not an SQLite database ({exc}); nothing was written. Point --registry (or "
+                "TOOLCHAIN_REGISTRY) at the registry's registry.db, or at a path where a new one may be created"
+            ) from exc
         if self.path != ":memory:":
             self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
         with self._lock:
-            # Every statement is IF NOT EXISTS, so concurrent first opens are harmless.
-            self._conn.executescript(_SCHEMA)
-        with self._transaction() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row["value"]) > SCHEMA_VERSION:
-                raise BadInputError(
-                    f"registry {self.path} has schema {row['value']}, newer than this toolchain "
-                    f"understands ({SCHEMA_VERSION}); upgrade toolchain"
-                )
+            sqlite_schema.migrate(self._conn, self.path)
+
+    def schema_version(self) -> int:
+        return int(self._query(f"SELECT COALESCE(MAX(version), 0) FROM {VERSION_TABLE}")[0][0])
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -211,7 +129,7 @@ class SqliteStore(RegistryStore):
                         raise BadInputError(f"lineage input {input_id[:12]} is not in the registry")
                 db.execute(
                     "INSERT INTO records(id, kind, name, body, created_at, created_by, toolchain_version) VALUES (?,?,?,?,?,?,?)",
-                    (record_id, new.kind, new.name, body_text, _now(), current_user(), __version__),
+                    (record_id, new.kind, new.name, body_text, now(), current_user(), __version__),
                 )
                 db.executemany(
                     "INSERT OR IGNORE INTO links(record_id, input_id, role) VALUES (?,?,?)",
@@ -234,7 +152,7 @@ class SqliteStore(RegistryStore):
                     ).fetchone()[0]
                     db.execute(
                         "INSERT INTO versions(kind, name, number, record_id, created_at) VALUES (?,?,?,?,?)",
-                        (new.kind, new.name, number, record_id, _now()),
+                        (new.kind, new.name, number, record_id, now()),
                     )
                     row = db.execute(
                         "SELECT * FROM versions WHERE kind = ? AND name = ? AND number = ?", (new.kind, new.name, number)
@@ -294,7 +212,7 @@ class SqliteStore(RegistryStore):
     def set_alias(
         self, *, kind: str, name: str, alias: str, target: str, record_id: str | None, by: str, reason: str = ""
     ) -> AliasChange:
-        at = _now()
+        at = now()
         with self._transaction() as db:
             row = db.execute(
                 "SELECT record_id FROM aliases WHERE kind = ? AND name = ? AND alias = ? AND target = ?",
@@ -358,7 +276,7 @@ class SqliteStore(RegistryStore):
     def _cached(row: sqlite3.Row) -> CachedImage:
         return CachedImage(
             content_sha256=row["content_sha256"], shard_sha256=row["shard_sha256"], row=row["row"], width=row["width"],
-            height=row["height"], phash=_to_unsigned(row["phash"]), pixel_sha256=row["pixel_sha256"],
+            height=row["height"], phash=to_unsigned64(row["phash"]), pixel_sha256=row["pixel_sha256"],
         )
 
     def cached_images(self, transform: str, content_sha256s: Iterable[str] | None = None) -> dict[str, CachedImage]:
@@ -382,7 +300,7 @@ class SqliteStore(RegistryStore):
                 "INSERT OR IGNORE INTO image_index(transform, content_sha256, shard_sha256, row, width, height, phash, pixel_sha256) "
                 "VALUES (?,?,?,?,?,?,?,?)",
                 [
-                    (transform, i.content_sha256, i.shard_sha256, i.row, i.width, i.height, _to_signed(i.phash), i.pixel_sha256)
+                    (transform, i.content_sha256, i.shard_sha256, i.row, i.width, i.height, to_signed64(i.phash), i.pixel_sha256)
                     for i in images
                 ],
             )

@@ -1,7 +1,20 @@
 """The registry store contract (an ABC, like MLflow's ``AbstractStore``).
 
-Stores are picked by URI scheme in :func:`toolchain.registry.open_store`. Every store must pass the
-contract test suite in ``tests/registry/test_store_contract.py``.
+Stores are picked by URI scheme in :func:`toolchain.registry.open_store`: SQLite (embedded, the
+default) and PostgreSQL (a server a team shares). Every store must pass the contract test suite in
+``tests/registry/test_store_contract.py`` and give the same guarantees:
+
+* records, lineage links, blob refs, versions, alias history and the image index are immutable, and the
+  database itself rejects an UPDATE or DELETE of them (triggers), not only this code;
+* every write method is one transaction: a crash or a lost connection leaves nothing half-written, and
+  rerunning the same call completes it (``commit`` and ``add_cached_images`` are idempotent);
+* versions and alias changes are allocated without races between concurrent writers (processes and
+  hosts): version numbers are consecutive and each alias change starts where the previous one left it;
+* the schema is created and migrated forward by the store when it is opened (:mod:`toolchain.registry.schema`),
+  and a database that is not a toolchain registry, or has a newer schema, is refused before anything is written.
+
+Failures of the database itself (server gone, connection lost) are :class:`toolchain.errors.MissingEnvironmentError`
+(exit 5) saying what to check; messages quote the store's location with credentials redacted.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ class RegistryStore(abc.ABC):
     """Immutable records with lineage, versions, aliases with history, and the image index."""
 
     uri: str
+    """Where the store lives, safe to print (credentials redacted)."""
 
     # -- records -------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -98,6 +112,11 @@ class RegistryStore(abc.ABC):
     @abc.abstractmethod
     def indexed_shards(self) -> set[str]:
         """sha256 of every shard blob the image index points into (``gc`` must keep them)."""
+
+    # -- schema --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def schema_version(self) -> int:
+        """The schema version of the database (after the migrations opening it applied)."""
 
     # -- lifecycle -----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -1,0 +1,357 @@
+"""PostgreSQL registry store: one registry a team shares (``--registry postgresql://user@host:port/db``).
+
+Same contract as the SQLite store (:mod:`toolchain.registry.store`). Every write method is one
+transaction in READ COMMITTED: a version number is allocated under a transaction-scoped advisory
+lock on ``(kind, name)`` and an alias change under one on the alias, so concurrent writers on any
+number of hosts get consecutive versions and a complete alias history; primary keys and unique
+constraints back that up, and a transaction the server aborts for a serialization failure or a
+deadlock is retried whole. A lost connection rolls the transaction in flight back (nothing
+half-written) and is :class:`~toolchain.errors.MissingEnvironmentError`; the next call reconnects.
+
+psycopg is imported here only: the ``[postgres]`` extra is needed by those who use this store.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+
+from toolchain import __version__
+from toolchain.errors import BadInputError, UsageError
+from toolchain.hashing import canonical_json, digest_json
+from toolchain.registry import postgres_schema
+from toolchain.registry.postgres_connection import (
+    PostgresLocation,
+    connect,
+    operation_error,
+)
+from toolchain.registry.records import (
+    RECORD_KINDS,
+    Alias,
+    AliasChange,
+    BlobRef,
+    CachedImage,
+    Link,
+    NewRecord,
+    Record,
+    Version,
+)
+from toolchain.registry.schema import VERSION_TABLE
+from toolchain.registry.stamps import current_user, now, to_signed64, to_unsigned64
+from toolchain.registry.store import RegistryStore
+
+T = TypeVar("T")
+Row = dict[str, Any]
+
+_ATTEMPTS = 8  # a transaction aborted for a serialization failure or deadlock is retried this often
+_BATCH = 5000  # digests per cached_images query
+
+
+def _backoff(attempt: int) -> float:
+    return min(1.0, 0.01 * 2**attempt) * random.uniform(0.5, 1.5)
+
+
+class PostgresStore(RegistryStore):
+    """Registry in a PostgreSQL database (tables in the connection's current schema).
+
+    Args:
+        uri: ``postgresql://[user[:password]@]host[:port]/database[?param=value...]`` (libpq's URI).
+        connect_timeout_s: Seconds to wait for the server unless the URI sets ``connect_timeout``.
+    """
+
+    def __init__(self, uri: str, *, connect_timeout_s: int = 10) -> None:
+        self._location = PostgresLocation.parse(uri, connect_timeout_s=connect_timeout_s)
+        self.uri = self._location.shown
+        self._lock = threading.RLock()
+        self._conn: psycopg.Connection[Row] | None = None
+        try:
+            with self._lock, self._translated():
+                postgres_schema.migrate(self._connection(), self.uri)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connection and transactions -------------------------------------------------------------
+    def _connection(self) -> psycopg.Connection[Row]:
+        """The open connection; a new one when the last was lost (that call already failed)."""
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self._location)
+        return self._conn
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """psycopg's failures as toolchain errors that say what to check."""
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction,
+                psycopg.InterfaceError) as exc:
+            broken = self._conn is None or self._conn.closed or self._conn.broken
+            if broken and self._conn is not None:
+                self._conn.close()
+            raise operation_error(self._location, exc, broken=broken) from exc
+
+    def _write(self, work: Callable[[psycopg.Cursor[Row]], T]) -> T:
+        """Run ``work`` in one transaction, retried whole when the server aborts it for a conflict."""
+        with self._translated():
+            for attempt in range(1, _ATTEMPTS + 1):
+                try:
+                    with self._lock:
+                        conn = self._connection()
+                        with conn.transaction(), conn.cursor() as cur:
+                            return work(cur)
+                except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+                    if attempt == _ATTEMPTS:
+                        raise
+                    time.sleep(_backoff(attempt))
+        raise AssertionError("unreachable")
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        with self._translated(), self._lock:
+            return self._connection().execute(sql, params).fetchall()
+
+    @staticmethod
+    def _lock_key(cur: psycopg.Cursor[Row], *parts: str) -> None:
+        """Hold a transaction-scoped advisory lock on ``parts`` until commit or rollback."""
+        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("\x1f".join(parts),))
+
+    def schema_version(self) -> int:
+        return int(self._query(f"SELECT COALESCE(MAX(version), 0) AS v FROM {VERSION_TABLE}")[0]["v"])
+
+    # -- records -------------------------------------------------------------------------------
+    @staticmethod
+    def _record(row: Row) -> Record:
+        return Record(
+            id=row["id"], kind=row["kind"], name=row["name"], body=json.loads(row["body"]), created_at=row["created_at"],
+            created_by=row["created_by"], toolchain_version=row["toolchain_version"],
+        )
+
+    @staticmethod
+    def _version(row: Row) -> Version:
+        return Version(kind=row["kind"], name=row["name"], number=row["number"], record_id=row["record_id"],
+                       created_at=row["created_at"])
+
+    def commit(self, new: NewRecord) -> tuple[Record, Version | None, bool]:
+        if new.kind not in RECORD_KINDS:
+            raise UsageError(f"unknown record kind '{new.kind}'; expected one of {', '.join(RECORD_KINDS)}")
+        body_text = canonical_json(new.body)
+        record_id = new.id or digest_json({"kind": new.kind, "body": new.body})
+
+        def work(cur: psycopg.Cursor[Row]) -> tuple[Record, Version | None, bool]:
+            created = False
+            if cur.execute("SELECT 1 FROM records WHERE id = %s", (record_id,)).fetchone() is None:
+                inputs = list(dict.fromkeys(input_id for input_id, _ in new.links))
+                if inputs:
+                    found = {r["id"] for r in cur.execute("SELECT id FROM records WHERE id = ANY(%s)", (inputs,))}
+                    absent = [i for i in inputs if i not in found]
+                    if absent:
+                        raise BadInputError(f"lineage input {absent[0][:12]} is not in the registry")
+                # A concurrent writer of the same record makes this wait for its commit, then do nothing.
+                created = cur.execute(
+                    "INSERT INTO records(id, kind, name, body, created_at, created_by, toolchain_version) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
+                    (record_id, new.kind, new.name, body_text, now(), current_user(), __version__),
+                ).fetchone() is not None
+                if created and new.links:
+                    cur.executemany(
+                        "INSERT INTO links(record_id, input_id, role) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                        [(record_id, input_id, role) for input_id, role in new.links],
+                    )
+                if created and new.blobs:
+                    cur.executemany(
+                        "INSERT INTO blob_refs(record_id, sha256, role) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                        [(record_id, sha, role) for sha, role in new.blobs],
+                    )
+            row = cur.execute("SELECT * FROM records WHERE id = %s", (record_id,)).fetchone()
+            assert row is not None
+            if row["kind"] != new.kind:
+                raise BadInputError(f"record {record_id[:12]} already exists as a {row['kind']}, not a {new.kind}")
+            version = self._next_version(cur, new.kind, new.name, record_id) if new.version else None
+            return self._record(row), version, created
+
+        return self._write(work)
+
+    def _next_version(self, cur: psycopg.Cursor[Row], kind: str, name: str, record_id: str) -> Version:
+        """The version ``record_id`` has under ``name``, allocating the next number when it has none."""
+        self._lock_key(cur, "version", kind, name)
+        row = cur.execute(
+            "SELECT * FROM versions WHERE kind = %s AND name = %s AND record_id = %s", (kind, name, record_id)
+        ).fetchone()
+        if row is None:
+            row = cur.execute(
+                "INSERT INTO versions(kind, name, number, record_id, created_at) "
+                "SELECT %s, %s, COALESCE(MAX(number), 0) + 1, %s, %s FROM versions WHERE kind = %s AND name = %s "
+                "RETURNING *",
+                (kind, name, record_id, now(), kind, name),
+            ).fetchone()
+        assert row is not None
+        return self._version(row)
+
+    def get(self, record_id: str) -> Record | None:
+        rows = self._query("SELECT * FROM records WHERE id = %s", (record_id,))
+        return self._record(rows[0]) if rows else None
+
+    def find(self, *, kind: str | None = None, name: str | None = None, id_prefix: str | None = None) -> list[Record]:
+        clauses, params = [], []
+        if kind is not None:
+            clauses.append("kind = %s")
+            params.append(kind)
+        if name is not None:
+            clauses.append("name = %s")
+            params.append(name)
+        if id_prefix is not None:
+            clauses.append("id >= %s AND id < %s")
+            params.extend([id_prefix, id_prefix + "g"])  # hex digits sort below 'g' (the "C" collation)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return [self._record(r) for r in self._query(f"SELECT * FROM records {where} ORDER BY created_at, id", params)]
+
+    def links_from(self, record_id: str) -> list[Link]:
+        rows = self._query("SELECT * FROM links WHERE record_id = %s ORDER BY role, input_id", (record_id,))
+        return [Link(record_id=r["record_id"], input_id=r["input_id"], role=r["role"]) for r in rows]
+
+    def links_to(self, input_id: str) -> list[Link]:
+        rows = self._query("SELECT * FROM links WHERE input_id = %s ORDER BY role, record_id", (input_id,))
+        return [Link(record_id=r["record_id"], input_id=r["input_id"], role=r["role"]) for r in rows]
+
+    def blob_refs(self, record_id: str | None = None) -> list[BlobRef]:
+        if record_id is None:
+            rows = self._query("SELECT * FROM blob_refs ORDER BY record_id, role, sha256")
+        else:
+            rows = self._query("SELECT * FROM blob_refs WHERE record_id = %s ORDER BY role, sha256", (record_id,))
+        return [BlobRef(record_id=r["record_id"], sha256=r["sha256"], role=r["role"]) for r in rows]
+
+    # -- versions ------------------------------------------------------------------------------
+    def versions(self, kind: str, name: str | None = None) -> list[Version]:
+        if name is None:
+            rows = self._query("SELECT * FROM versions WHERE kind = %s ORDER BY name, number", (kind,))
+        else:
+            rows = self._query("SELECT * FROM versions WHERE kind = %s AND name = %s ORDER BY number", (kind, name))
+        return [self._version(r) for r in rows]
+
+    def version_of(self, kind: str, name: str, record_id: str) -> Version | None:
+        rows = self._query(
+            "SELECT * FROM versions WHERE kind = %s AND name = %s AND record_id = %s", (kind, name, record_id)
+        )
+        return self._version(rows[0]) if rows else None
+
+    # -- aliases -------------------------------------------------------------------------------
+    def set_alias(
+        self, *, kind: str, name: str, alias: str, target: str, record_id: str | None, by: str, reason: str = ""
+    ) -> AliasChange:
+        at = now()
+
+        def work(cur: psycopg.Cursor[Row]) -> str | None:
+            # Held until commit: the next change of this alias reads what this one wrote.
+            self._lock_key(cur, "alias", kind, name, alias, target)
+            row = cur.execute(
+                "SELECT record_id FROM aliases WHERE kind = %s AND name = %s AND alias = %s AND target = %s",
+                (kind, name, alias, target),
+            ).fetchone()
+            old = row["record_id"] if row else None
+            if record_id is None:
+                cur.execute(
+                    "DELETE FROM aliases WHERE kind = %s AND name = %s AND alias = %s AND target = %s",
+                    (kind, name, alias, target),
+                )
+            else:
+                if cur.execute("SELECT 1 FROM records WHERE id = %s", (record_id,)).fetchone() is None:
+                    raise BadInputError(f"cannot point alias '{alias}' at {record_id[:12]}: no such record")
+                cur.execute(
+                    "INSERT INTO aliases(kind, name, alias, target, record_id) VALUES (%s, %s, %s, %s, %s) "
+                    "ON CONFLICT (kind, name, alias, target) DO UPDATE SET record_id = EXCLUDED.record_id",
+                    (kind, name, alias, target, record_id),
+                )
+            cur.execute(
+                "INSERT INTO alias_history(kind, name, alias, target, old_record_id, new_record_id, at, by, reason) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (kind, name, alias, target, old, record_id, at, by, reason),
+            )
+            return old
+
+        old = self._write(work)
+        return AliasChange(
+            kind=kind, name=name, alias=alias, target=target, old_record_id=old, new_record_id=record_id, at=at, by=by,
+            reason=reason,
+        )
+
+    def get_alias(self, *, kind: str, name: str, alias: str, target: str = "") -> str | None:
+        rows = self._query(
+            "SELECT record_id FROM aliases WHERE kind = %s AND name = %s AND alias = %s AND target = %s",
+            (kind, name, alias, target),
+        )
+        return rows[0]["record_id"] if rows else None
+
+    def aliases(self, *, kind: str | None = None, name: str | None = None, record_id: str | None = None) -> list[Alias]:
+        clauses, params = [], []
+        for column, value in (("kind", kind), ("name", name), ("record_id", record_id)):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._query(f"SELECT * FROM aliases {where} ORDER BY kind, name, alias, target", params)
+        return [Alias(kind=r["kind"], name=r["name"], alias=r["alias"], target=r["target"], record_id=r["record_id"])
+                for r in rows]
+
+    def alias_history(self, *, kind: str, name: str, alias: str | None = None) -> list[AliasChange]:
+        sql = "SELECT * FROM alias_history WHERE kind = %s AND name = %s"
+        params: list[object] = [kind, name]
+        if alias is not None:
+            sql += " AND alias = %s"
+            params.append(alias)
+        rows = self._query(sql + " ORDER BY seq", params)
+        return [
+            AliasChange(
+                kind=r["kind"], name=r["name"], alias=r["alias"], target=r["target"], old_record_id=r["old_record_id"],
+                new_record_id=r["new_record_id"], at=r["at"], by=r["by"], reason=r["reason"],
+            )
+            for r in rows
+        ]
+
+    # -- decoded-image index -------------------------------------------------------------------
+    @staticmethod
+    def _cached(row: Row) -> CachedImage:
+        return CachedImage(
+            content_sha256=row["content_sha256"], shard_sha256=row["shard_sha256"], row=row["row"], width=row["width"],
+            height=row["height"], phash=to_unsigned64(row["phash"]), pixel_sha256=row["pixel_sha256"],
+        )
+
+    def cached_images(self, transform: str, content_sha256s: Iterable[str] | None = None) -> dict[str, CachedImage]:
+        if content_sha256s is None:
+            rows = self._query("SELECT * FROM image_index WHERE transform = %s", (transform,))
+            return {r["content_sha256"]: self._cached(r) for r in rows}
+        wanted = list(dict.fromkeys(content_sha256s))
+        found: dict[str, CachedImage] = {}
+        for start in range(0, len(wanted), _BATCH):
+            rows = self._query(
+                "SELECT * FROM image_index WHERE transform = %s AND content_sha256 = ANY(%s)",
+                (transform, wanted[start : start + _BATCH]),
+            )
+            found.update({r["content_sha256"]: self._cached(r) for r in rows})
+        return found
+
+    def add_cached_images(self, transform: str, images: Sequence[CachedImage]) -> None:
+        rows = [
+            (transform, i.content_sha256, i.shard_sha256, i.row, i.width, i.height, to_signed64(i.phash), i.pixel_sha256)
+            for i in images
+        ]
+        if not rows:
+            return
+        self._write(lambda cur: cur.executemany(
+            "INSERT INTO image_index(transform, content_sha256, shard_sha256, row, width, height, phash, pixel_sha256) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            rows,
+        ))
+
+    def indexed_shards(self) -> set[str]:
+        return {r["shard_sha256"] for r in self._query("SELECT DISTINCT shard_sha256 FROM image_index")}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
