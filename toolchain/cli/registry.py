@@ -1,4 +1,4 @@
-"""``toolchain registry``: list, show, lineage, alias, resolve, verify, gc."""
+"""``toolchain registry``: list, show, lineage, alias, resolve, verify, gc, export (to MLflow)."""
 
 from __future__ import annotations
 
@@ -295,5 +295,56 @@ def gc_command(ctx: click.Context, dry_run: bool, grace: str, force: bool) -> No
                   f"({report.bytes_removed:,} bytes); kept {report.referenced} referenced of {report.blobs_total} blobs, "
                   f"{len(report.kept_recent)} unreferenced and {report.tmp_kept_recent} temporary files younger than "
                   f"{report.grace_seconds:g}s")
+
+    emit(ctx, report.to_json(), render)
+
+
+@registry.command("export")
+@click.option("--mlflow", "tracking_uri", required=True, envvar="MLFLOW_TRACKING_URI", show_envvar=True, metavar="URI",
+              help="The MLflow tracking server to mirror into: http(s)://HOST:PORT (credentials in it are never printed).")
+@click.argument("ref", required=False)
+@click.option("--kind", type=click.Choice(("model", "run", "evaluation")), default=None,
+              help="Kind of record REF names (when a name is used by several kinds).")
+@click.option("--target", default=None, help="Target whose alias NAME@ALIAS means (aliases are per target).")
+@click.option("--experiment", default=None,
+              help="Put every run into this MLflow experiment (default: one experiment per model name).")
+@json_option
+@click.pass_context
+def export_command(ctx: click.Context, tracking_uri: str, ref: str | None, kind: str | None, target: str | None,
+                   experiment: str | None) -> None:
+    """Mirror REF (a model with its training run, search trials and evaluations; a run; an evaluation), or
+    everything, into an MLflow tracking server: runs with params, per-epoch metrics and trials as child runs,
+    evaluations with their plots, registered model versions with lineage tags and the aliases. Idempotent:
+    a second export changes nothing. The registry stays the source of truth; exit 5 if MLflow is unreachable.
+
+    \b
+    toolchain registry export --mlflow http://127.0.0.1:5000 highway-edgenet@candidate
+    """
+    from toolchain.mlflow_mirror import ExportConfig, export_to_mlflow
+
+    config = ExportConfig(tracking_uri=tracking_uri, ref=ref, kind=kind, target=target, experiment=experiment)
+    human = not app(ctx).json
+
+    def progress(line: str) -> None:
+        if human:
+            console.print(f"[dim]mirroring {escape(line)}[/dim]")
+
+    with app(ctx).open_workspace() as workspace:
+        report = export_to_mlflow(workspace, config, progress=progress)
+
+    def render(out: Console) -> None:
+        for item in report.items:
+            if item.action != "unchanged":
+                out.print(f"{item.action:>9}  {item.kind:<16} {escape(item.ref)}  [dim]{escape(item.mlflow)}[/dim]")
+        for warning in report.warnings:
+            out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+        c = report.counts
+        out.print(
+            f"{escape(report.scope)} -> MLflow {escape(report.tracking_uri)}: "
+            f"runs {c['runs']['created']} created, {c['runs']['unchanged']} unchanged, {c['runs']['updated']} updated, "
+            f"{c['runs']['replaced']} replaced; model versions {c['model_versions']['created']} created, "
+            f"{c['model_versions']['unchanged']} unchanged; aliases {c['aliases']['set']} set, "
+            f"{c['aliases']['removed']} removed ({report.seconds:.1f}s)" + ("" if report.changed else "; nothing changed")
+        )
 
     emit(ctx, report.to_json(), render)

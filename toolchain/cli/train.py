@@ -40,11 +40,12 @@ def _parse_set(values: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same data order, same result.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Local weights file to fine-tune from.")
 @click.option("--resume", default=None, metavar="RUN", help="Continue a killed run (its id or a prefix) exactly where it stopped.")
+@click.option("--mlflow", is_flag=True, help="Then mirror the run, its trials and the model into MLflow at $MLFLOW_TRACKING_URI.")
 @json_option
 @click.pass_context
 def train(ctx: click.Context, data_ref: str | None, recipe: str | None, name: str | None, epochs: int | None,
           sets: tuple[str, ...], search: str | None, trials: int, trial_epochs: int | None, device: str, seed: int,
-          weights: str | None, resume: str | None) -> None:
+          weights: str | None, resume: str | None, mlflow: bool) -> None:
     """Train a classifier on a dataset version, optionally after a hyper-parameter search, and
     register the best checkpoint as NAME@vN.
 
@@ -64,6 +65,7 @@ def train(ctx: click.Context, data_ref: str | None, recipe: str | None, name: st
         search=search, trials=trials, trial_epochs=trial_epochs, device=device, seed=seed, weights=weights,
     )
     is_main = detect_world().is_main
+    tracking_uri = _mlflow_uri() if mlflow and is_main else None
 
     def on_trial(trial: Trial) -> None:
         if is_main and not app(ctx).json:
@@ -71,6 +73,7 @@ def train(ctx: click.Context, data_ref: str | None, recipe: str | None, name: st
 
     with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:
         result = run_training(workspace, config, resume=resume, progress=progress if is_main else None, on_trial=on_trial)
+        mirrored = _mirror(workspace, tracking_uri, result.final.model_id, "model", f"model {result.final.model_ref}")
     if not is_main:
         return
     final = result.final
@@ -92,6 +95,7 @@ def train(ctx: click.Context, data_ref: str | None, recipe: str | None, name: st
         "history": list(final.history),
         "trials": [{"params": t.params, "run": t.run.run, "val_accuracy": t.run.val_accuracy, "val_loss": t.run.val_loss}
                    for t in result.trials],
+        **({"mlflow": mirrored.to_json()} if mirrored else {}),
     }
 
     def render(out: Console) -> None:
@@ -116,6 +120,7 @@ def train(ctx: click.Context, data_ref: str | None, recipe: str | None, name: st
             out.print(table)
         out.print(f"[bold]{final.model_ref}[/bold]: best val accuracy {final.val_accuracy:.4f} at epoch "
                   f"{final.best_epoch + 1}; evaluate it with `toolchain evaluate {final.model_ref}`")
+        _render_mirrored(out, mirrored)
 
     emit(ctx, payload, render)
 
@@ -129,10 +134,12 @@ def train(ctx: click.Context, data_ref: str | None, recipe: str | None, name: st
 @click.option("--min-recall", type=float, default=None, help="Gate: recall of every class at least this.")
 @click.option("--gate", "gate_specs", multiple=True, metavar="SPEC", help="Extra gate, e.g. recall:truck>=0.97 (repeatable).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--mlflow", is_flag=True, help="Then mirror the evaluation (metrics, plots) into MLflow at $MLFLOW_TRACKING_URI.")
 @json_option
 @click.pass_context
 def evaluate(ctx: click.Context, model: str, split: str, data_ref: str | None, min_accuracy: float | None,
-             min_precision: float | None, min_recall: float | None, gate_specs: tuple[str, ...], device: str) -> None:
+             min_precision: float | None, min_recall: float | None, gate_specs: tuple[str, ...], device: str,
+             mlflow: bool) -> None:
     """Evaluate MODEL (NAME@vN, NAME@ALIAS or an id prefix) on a versioned split: accuracy,
     per-class precision/recall/F1, confusion matrix, ROC-AUC, PR curves (PNG plots stored as
     artifacts). Exits 3 when a gate is not met; the evaluation is recorded either way.
@@ -150,9 +157,11 @@ def evaluate(ctx: click.Context, model: str, split: str, data_ref: str | None, m
         gates.append(Gate(metric="recall", threshold=min_recall))
     gates.extend(parse_gate(spec) for spec in gate_specs)
     config = EvaluateConfig(model=model, split=split, data=data_ref, gates=tuple(gates), device=device)
+    tracking_uri = _mlflow_uri() if mlflow else None
     with app(ctx).open_workspace() as workspace:
         report = evaluate_model(workspace, config)
-    payload = report.to_json()
+        mirrored = _mirror(workspace, tracking_uri, report.evaluation, "evaluation", f"evaluation {report.evaluation[:12]}")
+    payload = {**report.to_json(), **({"mlflow": mirrored.to_json()} if mirrored else {})}
 
     def render(out: Console) -> None:
         m = report.metrics
@@ -176,8 +185,32 @@ def evaluate(ctx: click.Context, model: str, split: str, data_ref: str | None, m
         out.print(f"evaluation {report.evaluation[:12]} recorded; plots:")
         for name, path in report.plot_paths.items():
             out.print(f"  {name}: {escape(path)}")
+        _render_mirrored(out, mirrored)
 
     emit(ctx, payload, render)
     if not report.gates.passed:  # the report above is the one JSON document; the reason goes to stderr
         console.print(f"[bold red]quality gate not met:[/bold red] {escape(report.gates.message())}")
         ctx.exit(QualityGateError.exit_code)
+
+
+def _mlflow_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` for ``--mlflow``, checked before the stage runs."""
+    from toolchain.mlflow_mirror.export import tracking_uri_from_env
+
+    return tracking_uri_from_env()
+
+
+def _mirror(workspace: Any, tracking_uri: str | None, ref: str | None, kind: str, what: str) -> Any:
+    """Mirror what the stage recorded into MLflow (``--mlflow``); None when not asked (or nothing to mirror)."""
+    if tracking_uri is None or ref is None:
+        return None
+    from toolchain.mlflow_mirror.export import mirror_stage
+
+    return mirror_stage(workspace, tracking_uri, ref=ref, kind=kind, what=what)
+
+
+def _render_mirrored(out: Console, report: Any) -> None:
+    if report is not None:
+        runs = report.counts["runs"]
+        out.print(f"mirrored to MLflow {escape(report.tracking_uri)}: {runs['created'] + runs['replaced']} runs created, "
+                  f"{runs['unchanged'] + runs['updated']} already there")
