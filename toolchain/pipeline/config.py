@@ -95,6 +95,14 @@ class DeploySection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HandoffSection:
+    """Files for NVIDIA's video stack per build (``toolchain handoff``): ``formats`` some of deepstream, triton."""
+
+    formats: tuple[str, ...] = ()
+    mode: str = "primary"  # DeepStream: primary (whole frames) or secondary (a detector's objects)
+
+
+@dataclass(frozen=True, kw_only=True)
 class PipelineConfig:
     """A whole pipeline; ``base`` is the folder relative paths are resolved against."""
 
@@ -109,6 +117,7 @@ class PipelineConfig:
     bench: BenchSection = field(default_factory=BenchSection)
     registry: RegistrySection = field(default_factory=RegistrySection)
     deploy: DeploySection = field(default_factory=DeploySection)
+    handoff: HandoffSection = field(default_factory=HandoffSection)
     base: Path = field(default=Path("."), compare=False)
     source: str = field(default="", compare=False)
 
@@ -132,6 +141,7 @@ class PipelineConfig:
 _SECTIONS: dict[str, type] = {
     "data": DataSection, "train": TrainSection, "gates": GatesSection, "export": ExportSection,
     "quantize": QuantizeSection, "bench": BenchSection, "registry": RegistrySection, "deploy": DeploySection,
+    "handoff": HandoffSection,
 }
 
 
@@ -149,7 +159,7 @@ def _build(cls: type, values: Any, where: str) -> Any:
             if not isinstance(value, dict):
                 raise BadInputError(f"{where}.overrides must be a table of recipe parameters (e.g. input_size = 64)")
             value = tuple(sorted(value.items()))
-        elif isinstance(default, tuple) or key == "precisions":
+        elif isinstance(default, tuple) or key in ("precisions", "formats"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise BadInputError(f"{where}.{key} must be a list of strings")
             value = tuple(value)
@@ -208,6 +218,17 @@ def _check(config: PipelineConfig) -> None:
             raise BadInputError(f"[[targets]] {target.name}: precisions must be some of fp32, fp16, int8 (got {bad or 'none'})")
         if "int8" in target.precisions and not config.quantize.enabled:
             raise BadInputError(f"[[targets]] {target.name} asks for int8 but [quantize] enabled = false")
+    bad_formats = [f for f in config.handoff.formats if f not in ("deepstream", "triton")]
+    if bad_formats:
+        raise BadInputError(f"[handoff] formats must be some of deepstream, triton (got {bad_formats})")
+    if config.handoff.mode not in ("primary", "secondary"):
+        raise BadInputError('[handoff] mode must be "primary" or "secondary"')
+    if "deepstream" in config.handoff.formats:
+        from toolchain.targets.profile import load_target
+
+        if not any(load_target(t.name).is_tensorrt for t in config.targets):
+            raise BadInputError("[handoff] formats has deepstream, but no [[targets]] is a Jetson (TensorRT) target: "
+                                "DeepStream runs TensorRT engines; add one, or hand off to triton only")
     if config.data.source == "synthetic" and config.data.images < 100:
         raise BadInputError("[data] images: a synthetic lake needs at least 100 images to split and train")
 

@@ -115,6 +115,8 @@ class PipelineRunner:
         require("train", needed_by="toolchain pipeline")
         if cfg.deploy.fleet:
             require("deploy", needed_by="toolchain pipeline with a [deploy] fleet")
+        if cfg.handoff.formats:
+            require("handoff", needed_by="toolchain pipeline with [handoff] formats")
         lake = self._lake()
         dataset = self._ingest(lake)
         model = self._train(dataset)
@@ -133,6 +135,9 @@ class PipelineRunner:
                 onnx = onnx_for[precision]
                 assert onnx is not None  # config validation: int8 needs [quantize] enabled
                 built = self._build(target, precision, onnx)
+                for fmt in cfg.handoff.formats:
+                    if fmt == "triton" or _is_tensorrt(target.name):  # DeepStream runs TensorRT engines only
+                        self._handoff(built["build"], target.name, precision, fmt)
                 bench = (self._bench(built["build"], clip, target.name, precision) if _runs_here(target.name)
                          else {"benchmark": None, "note": f"bench {target.name} engines on the device: toolchain bench "
                                                           f"{built['build'][:12]} --source CAMERA"})
@@ -315,6 +320,23 @@ class PipelineRunner:
         section = {k: v for k, v in self.config.section("bench").items() if k != "source"} | {"clip": clip}
         return self.stage(f"bench-{target}-{precision}", section, {"build": build_id}, ("bench", "runtime"), work)
 
+    def _handoff(self, build_id: str, target: str, precision: str, fmt: str) -> dict[str, Any]:
+        """``toolchain handoff`` of one build: a DeepStream config folder or a Triton repository."""
+        out = self.config.work_path / "handoff" / f"{target}-{precision}" / fmt
+
+        def work() -> tuple[dict[str, Any], list[str]]:
+            from toolchain.handoff import DeepStreamOptions, HandoffConfig, handoff
+
+            result = handoff(self.workspace, HandoffConfig(
+                ref=build_id, format=fmt, out=out, deepstream=DeepStreamOptions(mode=self.config.handoff.mode)))
+            return {"out": str(result.out), "files": [str(f) for f in result.files],
+                    "preprocessing": {"exact": result.preprocessing.exact, "max_error": result.preprocessing.max_error}}, \
+                [build_id]
+
+        section = {"format": fmt, "mode": self.config.handoff.mode, "out": str(out)}
+        return self.stage(f"handoff-{target}-{precision}-{fmt}", section, {"build": build_id}, ("handoff",), work,
+                          cache=out.is_dir())  # a deleted folder is written again
+
     def _register(self, model: str, rows: list[SummaryRow], gates_passed: bool) -> str:
         alias = self.config.registry.alias
         if not alias or not gates_passed:
@@ -383,6 +405,12 @@ def _runs_here(target_name: str) -> bool:
 
     target = load_target(target_name)
     return not target.is_tensorrt and target.architecture == machine_architecture()
+
+
+def _is_tensorrt(target_name: str) -> bool:
+    from toolchain.targets.profile import load_target
+
+    return load_target(target_name).is_tensorrt
 
 
 def _metric_summary(report: dict[str, Any]) -> dict[str, Any]:
