@@ -150,13 +150,15 @@ health_timeout_s = 240
                            "--docker-host", docker_url)
         assert code == 5 and "lacks tensorrt, pycuda" in err, err
         code, assembled, err = _tc(ws, "package", jetson.id, "--target", "jetson-orin-nano", "--base-image", arm64_base,
-                                   "--docker-host", docker_url, "--stand-in-base")
+                                   "--docker-host", docker_url, "--stand-in-base", "--deepstream")
         assert code == 0, err
         created.append(assembled["image_id"])
         assert assembled["platform"] == "linux/arm64" and any("stand-in" in w for w in assembled["warnings"])
         listing = docker_client.containers.run(assembled["image_id"], ["-c", "import os; print(sorted(os.listdir("
                                                "'/opt/toolchain/model')))"], entrypoint=["python3"], remove=True)
         assert "model.plan" in listing.decode() and "model.json" in listing.decode()
+        # --deepstream: nvinfer's config and labels next to the engine, where a DeepStream pipeline on the unit reads them
+        assert "config_infer_primary.txt" in listing.decode() and "labels.txt" in listing.decode()
 
         # and on the x86-64 image of the same model: real latency, a real-time verdict
         code, x86, err = _tc(ws, "build", MODEL, "--target", "x86-64-cpu")

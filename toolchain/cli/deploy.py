@@ -160,8 +160,7 @@ def status(ctx: click.Context, fleet: Path, units: tuple[str, ...], lineage: boo
     """What runs on each unit: containers, health, model and artifact from their labels, last deployment."""
     from toolchain.deploy.rollout import fleet_status
 
-    workspace_path = app(ctx).workspace_path
-    if (workspace_path / "registry.db").exists():
+    if app(ctx).has_registry():  # status reads units; the registry only adds their last deployment
         with app(ctx).open_workspace() as workspace:
             rows = fleet_status(workspace, fleet, units=units, insecure=insecure)
     else:

@@ -27,13 +27,15 @@ from toolchain.cli.output import app, emit, json_option, progress_for
 @click.option("--port", "http_port", type=int, default=8080, show_default=True, help="Service port inside the container.")
 @click.option("--push", "push", default=None, metavar="REGISTRY",
               help="Push the image to REGISTRY (HOST[:PORT]) and record its digest; units with transfer = \"pull\" pull it.")
+@click.option("--deepstream", is_flag=True,
+              help="Also put a DeepStream nvinfer config and labels.txt next to the engine (TensorRT targets).")
 @click.option("--stand-in-base", is_flag=True,
               help="Assemble a Jetson image over a base without TensorRT/pycuda (proves the assembly; cannot run the engine).")
 @json_option
 @click.pass_context
 def package(ctx: click.Context, ref: str, target: str, tags: tuple[str, ...], save: Path | None, base_image: str | None,
             docker_host: str | None, insecure: bool, dockerfile: Path | None, python_version: str | None,
-            http_port: int, push: str | None, stand_in_base: bool) -> None:
+            http_port: int, push: str | None, deepstream: bool, stand_in_base: bool) -> None:
     """Build the runtime image of MODEL@ALIAS (or NAME@vN, or a build id) for one target.
 
     \b
@@ -48,7 +50,7 @@ def package(ctx: click.Context, ref: str, target: str, tags: tuple[str, ...], sa
 
     config = PackageConfig(ref=ref, target=target, tags=tags, base_image=base_image, save=save, docker_host=docker_host,
                            insecure=insecure, dockerfile=dockerfile, python_version=python_version, http_port=http_port,
-                           stand_in_base=stand_in_base, push=push)
+                           stand_in_base=stand_in_base, push=push, deepstream=deepstream)
     with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:
         result = run_package(workspace, config, progress)
 

@@ -165,7 +165,6 @@ def transfer_image(client: Any, *, transport: str, image_id: str, tag: str, arch
     Raises:
         TransferError: every attempt failed, the engine refused the image, or what arrived is another image.
     """
-    started = time.monotonic()
     present = image_present(client, image_id)
     if present is not None:
         layers = (present.get("RootFS") or {}).get("Layers") or ()
@@ -176,6 +175,12 @@ def transfer_image(client: Any, *, transport: str, image_id: str, tag: str, arch
     if transport == "load" and archive is None:
         raise TransferError("no archive of the image to send (a rollback never transfers: the image is not on the unit "
                             "any more; deploy the release instead)")
+    if transport == "load":
+        try:  # made once per deployment on the workstation (a docker save of the build engine's image): not link time
+            archive.layers()  # type: ignore[union-attr]
+        except ToolchainError as exc:
+            raise TransferError(f"docker load: {exc}") from exc
+    started = time.monotonic()
     stats = TransferStats()
     delta = True
     failures = 0

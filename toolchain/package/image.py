@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolchain import __version__
 from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
+from toolchain.codeversion import code_version
 from toolchain.fileio import atomic_output, write_atomic
 from toolchain.hashing import digest_json, sha256_file
 from toolchain.progress import NullProgress, Progress
@@ -94,6 +95,8 @@ class PackageConfig:
         stand_in_base: Assemble a TensorRT target's image over a base that lacks TensorRT/pycuda (a stand-in
             arm64 Debian, to prove the assembly); the image cannot run the engine, and says so.
         push: Push the image to this registry (``HOST[:PORT]``) and record its digest, which units pull.
+        deepstream: Put a DeepStream nvinfer config (``config_infer_primary.txt``) and ``labels.txt`` next to
+            the engine in ``/opt/toolchain/model`` (TensorRT targets; :mod:`toolchain.handoff`).
     """
 
     ref: str
@@ -108,6 +111,7 @@ class PackageConfig:
     http_port: int = 8080
     stand_in_base: bool = False
     push: str | None = None
+    deepstream: bool = False
 
     def __post_init__(self) -> None:
         if self.push is not None:
@@ -436,6 +440,9 @@ def _build_or_find(workspace: Workspace, config: PackageConfig, progress: Progre
     platform = PLATFORMS.get(target.architecture)
     if platform is None:
         raise BadInputError(f"target {target.name} has architecture {target.architecture!r}; no image platform for it")
+    if config.deepstream and not target.is_tensorrt:
+        raise UsageError(f"--deepstream: {target.name} runs ONNX Runtime, not TensorRT; DeepStream configs go with "
+                         "Jetson (TensorRT) targets (`toolchain handoff --format triton` serves CPU builds)")
     labels = image_labels(workspace, build, target, info)
     tags = config.tags or (default_tag(info["model"], target, build),)
     dockerfile = _find_dockerfile(config)
@@ -477,7 +484,8 @@ def _build_or_find(workspace: Workspace, config: PackageConfig, progress: Progre
         key = digest_json({"build": build.id, "base": base.id, "dockerfile": sha256_file(dockerfile),
                            "stand_in": bool(lacking),
                            "toolchain": _runtime_digest(), "vendored": VENDORED, "binary": binary, "python": python_version,
-                           "platform": platform, "labels": labels, "port": config.http_port})
+                           "platform": platform, "labels": labels, "port": config.http_port,
+                           **({"deepstream": code_version("handoff")} if config.deepstream else {})})
         existing = _existing_image(workspace, key, client)
         if existing is not None:
             image_obj = client.images.get(existing.body["image_id"])
@@ -494,6 +502,10 @@ def _build_or_find(workspace: Workspace, config: PackageConfig, progress: Progre
             (context / "Dockerfile").write_text(dockerfile_text)
             (context / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
             write_bundle(model, context / "model", sha256=info["artifact_sha256"])  # the bytes shipped are the verified ones
+            if config.deepstream:  # nvinfer's config and labels next to the engine, read by DeepStream on the unit
+                from toolchain.handoff import write_deepstream_files
+
+                write_deepstream_files(workspace, build, target, context / "model")
             copy_runtime(context / "runtime")  # the runtime files only (toolchain.package.runtime_files)
             shutil.copytree(vendored := vendor_dependencies(workspace, python_version, target.architecture, binary=binary, glibc=glibc),
                             context / "vendor",
