@@ -61,6 +61,13 @@ def test_a_tarball_whose_manifest_and_config_disagree_is_refused(tmp_path: Path)
         read_layers(_write(tmp_path / "bad.tar", files))
 
 
+def test_a_file_that_is_no_tarball_is_refused_saying_what_to_do(tmp_path: Path) -> None:
+    garbage = tmp_path / "image.tar"
+    garbage.write_bytes(b"not a docker save tarball" * 100)
+    with pytest.raises(ImageTarballError, match="not a readable image tarball.*--save"):
+        read_layers(garbage)
+
+
 def test_the_thin_link_rate_parser() -> None:
     sys.path.insert(0, str(ROOT))
     from scripts.thin_link import parse_rate

@@ -54,8 +54,16 @@ def read_layers(path: Path) -> ImageLayers:
     """The layers of the (already checked, see :func:`toolchain.deploy.imagetar.check_image_tarball`) tarball.
 
     Raises:
-        ImageTarballError: no single manifest.json entry, or its layers do not match the config's diff ids.
+        ImageTarballError: not a tarball, no single manifest.json entry, or layers that do not match the config.
     """
+    try:
+        return _read_layers(path)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ImageTarballError(f"{path} is not a readable image tarball ({exc}); save the image again with "
+                                "`toolchain package REF --target T --save FILE`") from exc
+
+
+def _read_layers(path: Path) -> ImageLayers:
     with tarfile.open(path, mode="r:") as archive:
         manifest = _json(archive, "manifest.json", path)
         if not isinstance(manifest, list) or len(manifest) != 1 or not isinstance(manifest[0], dict):
