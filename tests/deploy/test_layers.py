@@ -146,3 +146,22 @@ def test_push_refuses_a_registry_with_a_scheme_or_credentials() -> None:
         assert "secret" not in str(caught.value)
 
 
+
+
+def test_the_deployment_archive_makes_each_payload_once_and_gzips_it_losslessly(tmp_path: Path) -> None:
+    import gzip
+
+    from tests.deploy.test_integrity import _image_record
+    from toolchain.deploy.rollout import DeployConfig, _Archive
+
+    config = _config(LAYERS)
+    good = _write(tmp_path / "good.tar", _classic([(config, LAYERS, [TAG])]))
+    record = _image_record(image_id=f"sha256:{_sha(config)}", tag=TAG, tags=[TAG],
+                           save={"path": str(good), "sha256": _sha(good.read_bytes())})
+    archive = _Archive(record, DeployConfig(ref="x", fleet=tmp_path / "fleet.toml"), tmp_path / "work")
+    (tmp_path / "work").mkdir()
+    assert archive.full() == good and archive.layers().diff_ids[-1] == f"sha256:{_sha(LAYERS[-1])}"
+    partial = archive.partial(3)
+    assert archive.partial(3) == partial  # once per number of layers skipped, shared by every unit
+    packed = archive.gzipped(partial)
+    assert archive.gzipped(partial) == packed and gzip.decompress(packed.read_bytes()) == partial.read_bytes()

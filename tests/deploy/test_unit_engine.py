@@ -93,6 +93,9 @@ class _OneFile:
     def partial(self, skip: int) -> Path:
         raise AssertionError("a partial archive of a file that is no image")
 
+    def gzipped(self, path: Path) -> Path:
+        raise AssertionError("compressing a file that is no image")
+
 
 def _unit(docker_url: str, port: int, cameras: tuple[str, ...] = ("synthetic",)) -> Unit:
     return Unit(name="u1", url=docker_url, target="x86-64-cpu", cameras=cameras, http_port=port, health_timeout_s=40)

@@ -21,7 +21,7 @@ rollout uses ``http_port + 1`` while the old one still serves on ``http_port``, 
 the Engine API of an archive of only the layers the unit lacks; ``pull``: the unit pulls the image by
 digest from the registry ``package --push`` put it in), ``registry`` (``HOST[:PORT]`` of that registry as
 the unit reaches it; default: the address it was pushed to), ``transfer_attempts`` (3: tries when the link
-drops), ``retention`` (2: releases whose images stay on the unit for a rollback without transfer),
+drops), ``compress`` (true: ``load`` archives go gzip-compressed), ``retention`` (2: releases whose images stay on the unit for a rollback without transfer),
 ``health_timeout_s`` (120), ``serve_args`` (extra ``toolchain serve`` options).
 
 Security settings (see README "Security of roadside units"): ``credentials`` (a TOML or JSON file on
@@ -55,7 +55,7 @@ from toolchain.targets.profile import load_target
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _FIELDS = {"name", "url", "target", "cameras", "canary", "network", "http_port", "loop", "mounts", "env", "runtime",
            "transfer", "health_timeout_s", "serve_args", "credentials", "http_host", "memory_mb", "cpus", "pids_limit",
-           "read_only", "log_driver", "log_max_size", "log_max_file", "registry", "retention", "transfer_attempts"}
+           "read_only", "log_driver", "log_max_size", "log_max_file", "registry", "retention", "transfer_attempts", "compress"}
 _SIZE_RE = re.compile(r"^[1-9][0-9]*[kmg]$")
 LOG_DRIVERS = ("json-file", "local")
 TRANSFERS = ("load", "pull")
@@ -79,6 +79,7 @@ class Unit:
     transfer: str = "load"
     registry: str = ""
     transfer_attempts: int = 3
+    compress: bool = True
     retention: int = 2
     health_timeout_s: float = 120.0
     serve_args: tuple[str, ...] = ()
@@ -177,7 +178,7 @@ def _parse_unit(path: Path, index: int, raw: dict[str, Any], defaults: dict[str,
     timeout = merged.get("health_timeout_s", 120.0)
     if not isinstance(timeout, (int, float)) or timeout <= 0:
         raise BadInputError(f"{where}: health_timeout_s must be a positive number of seconds")
-    for flag in ("canary", "loop"):
+    for flag in ("canary", "loop", "compress"):
         if not isinstance(merged.get(flag, False), bool):
             raise BadInputError(f"{where}: {flag} must be true or false")
     runtime = merged.get("runtime")
@@ -189,6 +190,7 @@ def _parse_unit(path: Path, index: int, raw: dict[str, Any], defaults: dict[str,
         network=str(merged.get("network", "host")), http_port=port, loop=merged.get("loop", False), mounts=mounts,
         env=tuple(sorted((str(k), str(v)) for k, v in env.items())), runtime=runtime, transfer=transfer,
         registry=registry, transfer_attempts=merged.get("transfer_attempts", 3), retention=merged.get("retention", 2),
+        compress=merged.get("compress", True),
         health_timeout_s=float(timeout),
         serve_args=_str_list(merged["serve_args"], f"{where}: serve_args") if merged.get("serve_args") else (),
         **security,

@@ -194,7 +194,7 @@ def ensure_image(client: Any, unit: Unit, release: Release, note: Callable[[str]
     """
     return transfer_image(client, transport=unit.transfer, image_id=release.image_id, tag=release.tag,
                           archive=release.archive, pushed=release.pushed, registry=unit.registry,
-                          attempts=unit.transfer_attempts, note=note)
+                          attempts=unit.transfer_attempts, compress=unit.compress, note=note)
 
 
 def _port_of(container: Any | None) -> int | None:
