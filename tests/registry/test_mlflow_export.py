@@ -326,7 +326,7 @@ def test_a_missing_blob_is_left_out_of_the_plan_with_a_warning(workspace_root: P
     with Workspace(workspace_root) as ws:
         evaluation = ws.registry.find(kind="evaluation")[0]
         gone = evaluation.body["plots"]["pr_curve"]
-        ws.blobs.remove(gone)
+        ws.blobs.path(gone).unlink()  # lost from the store (a disk fault, a hand-deleted file)
         mirror = plan(ws, scope.of_ref(ws, "cls@v1"))
     judged = next(r for r in mirror.runs if r.record_id == evaluation.id)
     assert [a.path for a in judged.artifacts] == ["evaluation.json", "plots/confusion_matrix.png"]

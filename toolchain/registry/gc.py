@@ -2,26 +2,48 @@
 
 What counts as referenced (kept): every ``blob_refs`` row, every shard the decoded-image index points
 into (ingest records shards there before the dataset version exists), and every sha256 that appears
-anywhere in a record body. A blob or temporary file younger than the grace period is kept even when
-unreferenced: another process may have just written it and not yet committed the record that refers
-to it (a write that finds its blob already stored refreshes the blob's mtime for the same reason).
+anywhere in a record body.
 
-Order matters for concurrent writers: blob files are listed first, references read second, and each
-candidate's age is checked again just before it is deleted.
+The blob store may be a share that writers on other hosts use while gc runs, and a writer stores its
+blobs first and commits the record that references them afterwards. The rule that keeps such a blob:
+
+* **Grace period.** An unreferenced blob is deleted only when it has not been stored for ``--grace``
+  (default 1 h): not published, and not freshened, which is what storing bytes that are already there
+  does (:meth:`toolchain.blobs.BlobStore.freshen`). Ages are measured on the clock that stamps the
+  files (the file server's, :func:`toolchain.sharedfs.filesystem_now`), so a host's clock skew does
+  not shorten the grace period. Temporary files (in-flight writes) get the same grace period.
+* **Candidates first, references second.** gc lists the blob files, then reads the references. A
+  record committed before the read protects its blobs; one committed after it references blobs its
+  writer stored (or freshened) shortly before, and those are younger than the grace period.
+* **Checked again where it is deleted.** Each candidate is moved aside, its age read again, and put
+  back when a writer stored it meanwhile (:func:`toolchain.sharedfs.retire`); a writer that comes
+  after the move finds no blob and publishes its own copy.
+* **gc does not dawdle.** When a pass takes longer than a quarter of the grace period since the
+  references were read, it reads them again.
+
+So nothing a live writer needs is deleted as long as a writer commits its record within three
+quarters of the grace period of storing the blobs (seconds, for every toolchain command: ingest
+indexes each shard as it is written, training stores the weights when it registers them). ``--grace
+0`` gives up that protection: use it only when no writer runs.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from toolchain.blobs import BlobStore
 from toolchain.errors import CorruptStoreError, UsageError
 from toolchain.hashing import is_sha256
+from toolchain.sharedfs import filesystem_now
 from toolchain.workspace import Workspace
 
 DEFAULT_GRACE_SECONDS = 3600.0
+REFS_REREAD_FRACTION = 0.25  # of the grace period: how old the references gc deletes by may get
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -56,10 +78,12 @@ class GcReport:
     blobs_total: int
     referenced: int
     removed: tuple[tuple[str, int], ...]  # (sha256, size)
-    kept_recent: tuple[str, ...]  # unreferenced but younger than the grace period
+    kept_recent: tuple[str, ...]  # unreferenced but stored within the grace period
     tmp_removed: tuple[tuple[str, int], ...]  # (file name, size)
     tmp_kept_recent: int
     seconds: float
+    references_read: int = 1  # how often the references were read (more than once in a slow pass)
+    restored: int = 0  # files a killed gc had moved aside, put back
 
     @property
     def bytes_removed(self) -> int:
@@ -71,7 +95,7 @@ class GcReport:
             "referenced": self.referenced, "removed": [{"sha256": s, "size": n} for s, n in self.removed],
             "kept_recent": list(self.kept_recent), "tmp_removed": [{"file": f, "size": n} for f, n in self.tmp_removed],
             "tmp_kept_recent": self.tmp_kept_recent, "bytes_removed": self.bytes_removed,
-            "seconds": round(self.seconds, 3),
+            "references_read": self.references_read, "restored": self.restored, "seconds": round(self.seconds, 3),
         }
 
 
@@ -97,52 +121,109 @@ def _collect_digests(value: Any, out: set[str]) -> None:
             _collect_digests(item, out)
 
 
+class _References:
+    """The referenced set, read again once it is older than a quarter of the grace period."""
+
+    def __init__(self, workspace: Workspace, grace_seconds: float) -> None:
+        self._workspace = workspace
+        self._max_age = grace_seconds * REFS_REREAD_FRACTION
+        self.reads = 0
+        self._read()
+
+    def _read(self) -> None:
+        self._read_at = time.monotonic()  # the reading is as old as the moment it started
+        self.keep = referenced_blobs(self._workspace)
+        self.reads += 1
+
+    def __contains__(self, sha: str) -> bool:
+        if self._max_age > 0 and time.monotonic() - self._read_at > self._max_age:
+            self._read()
+        return sha in self.keep
+
+
 def gc(workspace: Workspace, config: GcConfig = GcConfig()) -> GcReport:
-    """Delete unreferenced blobs and stale temporary files older than the grace period."""
+    """Delete unreferenced blobs and temporary files not stored for the grace period (see the module docstring)."""
     started = time.perf_counter()
     blobs = workspace.blobs
+    restored = 0 if config.dry_run else blobs.restore_aside()
+    skew = _clock_skew(workspace)  # file time = this host's time + skew
+
+    def cutoff() -> float:
+        return time.time() + skew - config.grace_seconds
+
     files = list(blobs.files())  # listed before references are read (see the module docstring)
-    keep = referenced_blobs(workspace)
-    if files and not keep and not config.dry_run and not config.force:
+    references = _References(workspace, config.grace_seconds)
+    if files and not references.keep and not config.dry_run and not config.force:
         raise CorruptStoreError(
             f"the registry references no blob but the store holds {len(files)}: this looks like the wrong or an empty "
             "registry for this blob store, and gc would delete everything. Check --workspace / the registry URI; "
             "`toolchain registry gc --dry-run` lists what would go, `--force` deletes anyway"
         )
+    removed, recent, referenced = _sweep_blobs(blobs, files, references, cutoff, dry_run=config.dry_run)
+    tmp_removed, tmp_recent = _sweep_temp(blobs, cutoff, dry_run=config.dry_run)
+    return GcReport(
+        dry_run=config.dry_run, grace_seconds=config.grace_seconds, blobs_total=len(files), referenced=referenced,
+        removed=tuple(removed), kept_recent=tuple(recent), tmp_removed=tuple(tmp_removed), tmp_kept_recent=tmp_recent,
+        seconds=time.perf_counter() - started, references_read=references.reads, restored=restored,
+    )
+
+
+def _sweep_blobs(blobs: BlobStore, files: list[tuple[str, Path]], references: _References, cutoff: Callable[[], float],
+                 *, dry_run: bool) -> tuple[list[tuple[str, int]], list[str], int]:
+    """Retire the unreferenced blobs not stored since the cutoff: ``(removed, kept as recent, referenced)``."""
     removed: list[tuple[str, int]] = []
     recent: list[str] = []
     referenced = 0
     for sha, path in files:
-        if sha in keep:
+        if sha in references:
             referenced += 1
-            continue
-        try:
-            stat = path.stat()  # age checked now, not when listed: a writer may have just reused it
-        except FileNotFoundError:
-            continue
-        if time.time() - stat.st_mtime < config.grace_seconds:
-            recent.append(sha)
-            continue
-        if config.dry_run or blobs.remove(sha):
-            removed.append((sha, stat.st_size))
-    tmp_removed: list[tuple[str, int]] = []
-    tmp_recent = 0
+        elif dry_run:
+            if blobs.wanted_since(sha) >= cutoff():
+                recent.append(sha)
+            else:
+                removed.append((sha, _size(path)))
+        else:
+            outcome, size = blobs.retire(sha, cutoff=cutoff())
+            if outcome == "removed":
+                removed.append((sha, size))
+            elif outcome == "kept":
+                recent.append(sha)
+    return removed, recent, referenced
+
+
+def _sweep_temp(blobs: BlobStore, cutoff: Callable[[], float], *, dry_run: bool) -> tuple[list[tuple[str, int]], int]:
+    """Retire temporary files (and ``.fresh`` markers) not written since the cutoff: ``(removed, kept as recent)``."""
+    removed: list[tuple[str, int]] = []
+    recent = 0
     for path in blobs.temp_files():
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            continue
-        if time.time() - stat.st_mtime < config.grace_seconds:
-            tmp_recent += 1  # probably a write in flight
-            continue
-        if not config.dry_run:
+        if dry_run:
             try:
-                path.unlink()
+                info = path.stat()
             except FileNotFoundError:
                 continue
-        tmp_removed.append((path.name, stat.st_size))
-    return GcReport(
-        dry_run=config.dry_run, grace_seconds=config.grace_seconds, blobs_total=len(files), referenced=referenced,
-        removed=tuple(removed), kept_recent=tuple(recent), tmp_removed=tuple(tmp_removed), tmp_kept_recent=tmp_recent,
-        seconds=time.perf_counter() - started,
-    )
+            if info.st_mtime >= cutoff():
+                recent += 1
+            else:
+                removed.append((path.name, info.st_size))
+            continue
+        outcome, size = blobs.retire_temp(path, cutoff=cutoff())
+        if outcome == "removed":
+            removed.append((path.name, size))
+        elif outcome == "kept":
+            recent += 1  # probably a write in flight
+    return removed, recent
+
+
+def _clock_skew(workspace: Workspace) -> float:
+    """How far the clock that stamps the blob store's files is ahead of this host's (0 where it cannot be read)."""
+    try:
+        return filesystem_now(workspace.blobs.tmp) - time.time()
+    except OSError:  # a read-only mount (a dry run from a host that may only read): ages by this host's clock
+        return 0.0
+
+
+def _size(path: Path) -> int:
+    try:
+        return int(path.stat().st_size)
+    except FileNotFoundError:
+        return 0
