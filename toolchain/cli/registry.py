@@ -1,4 +1,4 @@
-"""``toolchain registry``: list, show, lineage, alias, resolve, verify, gc, export (to MLflow)."""
+"""``toolchain registry``: list, show, lineage, alias, resolve, verify, gc, export (to MLflow), copy (to another store)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from toolchain.cli.output import app, console, emit, json_option
+from toolchain.cli.output import app, console, emit, json_option, progress_for
 from toolchain.registry.records import RECORD_KINDS
 
 _KIND = click.Choice(RECORD_KINDS)
@@ -348,3 +348,68 @@ def export_command(ctx: click.Context, tracking_uri: str, ref: str | None, kind:
         )
 
     emit(ctx, report.to_json(), render)
+
+
+@registry.command("copy")
+@click.option("--to", "to", required=True, metavar="URI",
+              help="The registry to copy into: postgresql://USER@HOST:PORT/DB (password in PGPASSWORD or ~/.pgpass; "
+                   "never printed) or sqlite:///PATH/registry.db. Created or migrated when new; merged into when not.")
+@click.option("--blobs", "blobs", metavar="DIR", default=None,
+              help="Blob store the copy's records will use (must exist); blobs are copied there when it is not the "
+                   "source's. Default: the directory of a --to .../registry.db, else the source's blob store (shared, "
+                   "nothing copied). The source's own is the global --blobs, before `registry`.")
+@json_option
+@click.pass_context
+def copy_command(ctx: click.Context, to: str, blobs: str | None) -> None:
+    """Copy this workspace's whole registry into another store (records with lineage and blob refs, versions,
+    aliases with their full history, the image index) with ids, creation times and authors unchanged, and its
+    blobs where the copy keeps them elsewhere (re-hashed, published atomically). Rerun after a crash to finish;
+    what is already there is not copied again. Exit 4 if the destination contradicts the source (nothing of
+    that batch written) or source blobs are missing; 5 if the destination is unreachable.
+
+    \b
+    toolchain registry copy --to postgresql://ci@db.example:5432/toolchain --blobs /mnt/team/blobs
+    toolchain --workspace laptop-ws registry copy --to sqlite:///backup/ws/registry.db
+    """
+    from toolchain.blobs import blob_dir
+    from toolchain.errors import InputNotFoundError
+    from toolchain.registry.copy import CopyConfig, copy_registry
+
+    config = CopyConfig(to=to, blobs=blob_dir(blobs) if blobs else None)
+    options = app(ctx)
+    if not options.has_registry():
+        raise InputNotFoundError(
+            f"there is no registry in {options.workspace_path} to copy; name the workspace with the global "
+            "--workspace DIR (or --registry URI) before `registry`: toolchain --workspace DIR registry copy --to URI"
+        )
+    with options.open_workspace() as workspace, progress_for(ctx) as progress:
+        report = copy_registry(workspace, config, progress=progress)
+
+    def render(out: Console) -> None:
+        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        for column in ("table", "copied", "already there", "kept destination's"):
+            table.add_column(column, justify="left" if column == "table" else "right")
+        for name, count in report.tables.items():
+            table.add_row(name, f"{count.copied:,}", f"{count.already_present:,}", f"{count.kept_destination:,}")
+        out.print(table)
+        if report.blobs is None:
+            out.print(f"blobs: none copied, the copy uses the source's blob store {escape(report.destination_blobs)}")
+        else:
+            b = report.blobs
+            out.print(f"blobs: {b.copied:,} copied ({b.bytes_copied:,} bytes), {b.already_present:,} already in "
+                      f"{escape(report.destination_blobs)}"
+                      + (f", [red]{len(b.missing)} missing, {len(b.altered)} altered in the source[/red]"
+                         if not report.complete else ""))
+        out.print(f"{escape(report.source)} -> {escape(report.destination)} in {report.seconds:.1f}s; "
+                  f"check it with `{escape(report.use_hint())}`")
+
+    if report.complete:
+        emit(ctx, report.to_json(), render)
+        return
+    error = report.error()
+    if app(ctx).json:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+        error.reported_json = True  # type: ignore[attr-defined]  # main() then writes no second document
+    else:
+        render(console)
+    raise error

@@ -45,7 +45,17 @@ from toolchain.registry.records import (
 )
 from toolchain.registry.schema import VERSION_TABLE
 from toolchain.registry.stamps import current_user, now, to_signed64, to_unsigned64
-from toolchain.registry.store import RegistryStore
+from toolchain.registry.store import (
+    ImportOutcome,
+    RecordImport,
+    RegistryStore,
+    alias_key,
+    group_histories,
+    history_to_append,
+    image_outcome,
+    record_outcome,
+    version_outcome,
+)
 
 T = TypeVar("T")
 Row = dict[str, Any]
@@ -254,19 +264,9 @@ class PostgresStore(RegistryStore):
                 (kind, name, alias, target),
             ).fetchone()
             old = row["record_id"] if row else None
-            if record_id is None:
-                cur.execute(
-                    "DELETE FROM aliases WHERE kind = %s AND name = %s AND alias = %s AND target = %s",
-                    (kind, name, alias, target),
-                )
-            else:
-                if cur.execute("SELECT 1 FROM records WHERE id = %s", (record_id,)).fetchone() is None:
-                    raise BadInputError(f"cannot point alias '{alias}' at {record_id[:12]}: no such record")
-                cur.execute(
-                    "INSERT INTO aliases(kind, name, alias, target, record_id) VALUES (%s, %s, %s, %s, %s) "
-                    "ON CONFLICT (kind, name, alias, target) DO UPDATE SET record_id = EXCLUDED.record_id",
-                    (kind, name, alias, target, record_id),
-                )
+            if record_id is not None and cur.execute("SELECT 1 FROM records WHERE id = %s", (record_id,)).fetchone() is None:
+                raise BadInputError(f"cannot point alias '{alias}' at {record_id[:12]}: no such record")
+            self._point(cur, kind, name, alias, target, record_id)
             cur.execute(
                 "INSERT INTO alias_history(kind, name, alias, target, old_record_id, new_record_id, at, by, reason) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -298,20 +298,22 @@ class PostgresStore(RegistryStore):
         return [Alias(kind=r["kind"], name=r["name"], alias=r["alias"], target=r["target"], record_id=r["record_id"])
                 for r in rows]
 
-    def alias_history(self, *, kind: str, name: str, alias: str | None = None) -> list[AliasChange]:
-        sql = "SELECT * FROM alias_history WHERE kind = %s AND name = %s"
-        params: list[object] = [kind, name]
-        if alias is not None:
-            sql += " AND alias = %s"
-            params.append(alias)
-        rows = self._query(sql + " ORDER BY seq", params)
-        return [
-            AliasChange(
-                kind=r["kind"], name=r["name"], alias=r["alias"], target=r["target"], old_record_id=r["old_record_id"],
-                new_record_id=r["new_record_id"], at=r["at"], by=r["by"], reason=r["reason"],
-            )
-            for r in rows
-        ]
+    def alias_history(self, *, kind: str | None = None, name: str | None = None, alias: str | None = None) -> list[AliasChange]:
+        clauses, params = [], []
+        for column, value in (("kind", kind), ("name", name), ("alias", alias)):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return [self._change(r) for r in self._query(f"SELECT * FROM alias_history {where} ORDER BY seq", params)]
+
+    @staticmethod
+    def _change(row: Row) -> AliasChange:
+        return AliasChange(
+            kind=row["kind"], name=row["name"], alias=row["alias"], target=row["target"],
+            old_record_id=row["old_record_id"], new_record_id=row["new_record_id"], at=row["at"], by=row["by"],
+            reason=row["reason"],
+        )
 
     # -- decoded-image index -------------------------------------------------------------------
     @staticmethod
@@ -350,6 +352,222 @@ class PostgresStore(RegistryStore):
 
     def indexed_shards(self) -> set[str]:
         return {r["shard_sha256"] for r in self._query("SELECT DISTINCT shard_sha256 FROM image_index")}
+
+    def image_index_transforms(self) -> list[str]:
+        return [r["transform"] for r in self._query("SELECT DISTINCT transform FROM image_index ORDER BY transform")]
+
+    # -- importing another store's rows ----------------------------------------------------------
+    # Each call is one transaction of a few set-based statements (unnest arrays), not a round trip per row.
+    def import_records(self, items: Sequence[RecordImport]) -> list[ImportOutcome]:
+        if not items:
+            return []
+
+        def work(cur: psycopg.Cursor[Row]) -> list[ImportOutcome]:
+            ids = list(dict.fromkeys(item.record.id for item in items))
+            existing = {r["id"]: self._record(r) for r in cur.execute("SELECT * FROM records WHERE id = ANY(%s)", (ids,))}
+            first: dict[str, int] = {}  # id -> position of the item that writes it
+            for index, item in enumerate(items):
+                if item.record.id not in existing and item.record.id not in first:
+                    first[item.record.id] = index
+            self._check_inputs(cur, items, existing, first)
+            new = [items[i] for i in first.values()]
+            inserted: set[str] = set()
+            if new:
+                columns = [list(c) for c in zip(*(
+                    (i.record.id, i.record.kind, i.record.name, canonical_json(i.record.body), i.record.created_at,
+                     i.record.created_by, i.record.toolchain_version) for i in new))]
+                inserted = {r["id"] for r in cur.execute(
+                    "INSERT INTO records(id, kind, name, body, created_at, created_by, toolchain_version) "
+                    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+                    "%s::text[]) ON CONFLICT (id) DO NOTHING RETURNING id", columns)}
+            links = [(l.record_id, l.input_id, l.role) for i in new if i.record.id in inserted for l in i.links]
+            blobs = [(b.record_id, b.sha256, b.role) for i in new if i.record.id in inserted for b in i.blobs]
+            if links:
+                cur.execute("INSERT INTO links(record_id, input_id, role) SELECT * FROM unnest(%s::text[], %s::text[], "
+                            "%s::text[]) ON CONFLICT DO NOTHING", [list(c) for c in zip(*links)])
+            if blobs:
+                cur.execute("INSERT INTO blob_refs(record_id, sha256, role) SELECT * FROM unnest(%s::text[], %s::text[], "
+                            "%s::text[]) ON CONFLICT DO NOTHING", [list(c) for c in zip(*blobs)])
+            # Present before this call, or written by another importer since it began: compare with what is there.
+            raced = [rid for rid in first if rid not in inserted]
+            if raced:
+                existing.update({r["id"]: self._record(r)
+                                 for r in cur.execute("SELECT * FROM records WHERE id = ANY(%s)", (raced,))})
+            there = list(existing)
+            their_links: dict[str, list[Link]] = {}
+            their_blobs: dict[str, list[BlobRef]] = {}
+            if there:
+                for r in cur.execute("SELECT * FROM links WHERE record_id = ANY(%s)", (there,)):
+                    their_links.setdefault(r["record_id"], []).append(
+                        Link(record_id=r["record_id"], input_id=r["input_id"], role=r["role"]))
+                for r in cur.execute("SELECT * FROM blob_refs WHERE record_id = ANY(%s)", (there,)):
+                    their_blobs.setdefault(r["record_id"], []).append(
+                        BlobRef(record_id=r["record_id"], sha256=r["sha256"], role=r["role"]))
+            outcomes = []
+            for index, item in enumerate(items):
+                rid = item.record.id
+                if rid in existing:
+                    outcomes.append(record_outcome(item, existing[rid], their_links.get(rid, []), their_blobs.get(rid, []),
+                                                   where=self.uri))
+                elif first[rid] == index:
+                    outcomes.append(ImportOutcome.CREATED)
+                else:  # the same record twice in one call: the second must agree with the first
+                    earlier = items[first[rid]]
+                    outcomes.append(record_outcome(item, earlier.record, earlier.links, earlier.blobs, where="this import"))
+            return outcomes
+
+        return self._write(work)
+
+    def _check_inputs(self, cur: psycopg.Cursor[Row], items: Sequence[RecordImport], existing: dict[str, Record],
+                      first: dict[str, int]) -> None:
+        """Every link input of a record to write is in the store or written earlier in the same call."""
+        outside = {l.input_id for i in first.values() for l in items[i].links} - existing.keys() - first.keys()
+        found = set()
+        if outside:
+            found = {r["id"] for r in cur.execute("SELECT id FROM records WHERE id = ANY(%s)", (list(outside),))}
+        for rid, index in first.items():
+            for link in items[index].links:
+                if link.input_id in existing or link.input_id in found or first.get(link.input_id, index) < index:
+                    continue
+                raise BadInputError(f"lineage input {link.input_id[:12]} of record {rid[:12]} is not in {self.uri}; "
+                                    "import the records a record was made from before it")
+
+    def import_versions(self, versions: Sequence[Version]) -> list[ImportOutcome]:
+        if not versions:
+            return []
+
+        def work(cur: psycopg.Cursor[Row]) -> list[ImportOutcome]:
+            names = sorted({(v.kind, v.name) for v in versions})
+            for kind, name in names:  # the lock commit() takes to number a version; in one order: no deadlock
+                self._lock_key(cur, "version", kind, name)
+            rows = cur.execute(
+                "SELECT v.* FROM versions v JOIN unnest(%s::text[], %s::text[]) AS k(kind, name) "
+                "ON v.kind = k.kind AND v.name = k.name",
+                ([k for k, _ in names], [n for _, n in names]),
+            ).fetchall()
+            by_number = {(r["kind"], r["name"], r["number"]): self._version(r) for r in rows}
+            by_record = {(r["kind"], r["name"], r["record_id"]): self._version(r) for r in rows}
+            outcomes, new = [], []
+            for v in versions:
+                outcome = version_outcome(v, by_number.get((v.kind, v.name, v.number)),
+                                          by_record.get((v.kind, v.name, v.record_id)), where=self.uri)
+                if outcome is None:
+                    by_number[(v.kind, v.name, v.number)] = by_record[(v.kind, v.name, v.record_id)] = v
+                    new.append(v)
+                    outcome = ImportOutcome.CREATED
+                outcomes.append(outcome)
+            if new:
+                wanted = list({v.record_id for v in new})
+                found = {r["id"] for r in cur.execute("SELECT id FROM records WHERE id = ANY(%s)", (wanted,))}
+                for v in new:
+                    if v.record_id not in found:
+                        raise BadInputError(f"{v.kind} {v.name}@v{v.number} is record {v.record_id[:12]}, which is not in "
+                                            f"{self.uri}; import the records before their versions")
+                cur.execute(
+                    "INSERT INTO versions(kind, name, number, record_id, created_at) "
+                    "SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::text[])",
+                    [list(c) for c in zip(*((v.kind, v.name, v.number, v.record_id, v.created_at) for v in new))],
+                )
+            return outcomes
+
+        return self._write(work)
+
+    def import_alias_history(self, changes: Sequence[AliasChange]) -> list[ImportOutcome]:
+        if not changes:
+            return []
+        groups = group_histories(changes)
+
+        def work(cur: psycopg.Cursor[Row]) -> list[ImportOutcome]:
+            for key in sorted(groups):  # the lock set_alias() takes; in one order: no deadlock
+                self._lock_key(cur, "alias", *key)
+            outcomes = [ImportOutcome.IDENTICAL] * len(changes)
+            for (kind, name, alias, target), positions in groups.items():
+                rows = cur.execute(
+                    "SELECT * FROM alias_history WHERE kind = %s AND name = %s AND alias = %s AND target = %s ORDER BY seq",
+                    (kind, name, alias, target),
+                ).fetchall()
+                missing = history_to_append([changes[i] for i in positions], [self._change(r) for r in rows], where=self.uri)
+                for i in positions[len(positions) - len(missing):]:
+                    outcomes[i] = ImportOutcome.CREATED
+            # Appended in the given order, which may interleave aliases: `alias NAME --history` lists them by it.
+            new = [c for c, outcome in zip(changes, outcomes) if outcome is ImportOutcome.CREATED]
+            if not new:
+                return outcomes
+            pointed = list({c.new_record_id for c in new if c.new_record_id is not None})
+            found = {r["id"] for r in cur.execute("SELECT id FROM records WHERE id = ANY(%s)", (pointed,))}
+            for change in new:
+                if change.new_record_id is not None and change.new_record_id not in found:
+                    raise BadInputError(f"a change of {change.name}@{change.alias} points at record "
+                                        f"{change.new_record_id[:12]}, which is not in {self.uri}; import the records "
+                                        "before the aliases")
+            cur.executemany(
+                "INSERT INTO alias_history(kind, name, alias, target, old_record_id, new_record_id, at, by, reason) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [(c.kind, c.name, c.alias, c.target, c.old_record_id, c.new_record_id, c.at, c.by, c.reason) for c in new],
+            )
+            for key, last in {alias_key(c): c for c in new}.items():
+                self._point(cur, *key, last.new_record_id)
+            return outcomes
+
+        return self._write(work)
+
+    @staticmethod
+    def _point(cur: psycopg.Cursor[Row], kind: str, name: str, alias: str, target: str, record_id: str | None) -> None:
+        """Point an alias at ``record_id`` (None: remove it), as its newest history entry says."""
+        if record_id is None:
+            cur.execute("DELETE FROM aliases WHERE kind = %s AND name = %s AND alias = %s AND target = %s",
+                        (kind, name, alias, target))
+        else:
+            cur.execute(
+                "INSERT INTO aliases(kind, name, alias, target, record_id) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (kind, name, alias, target) DO UPDATE SET record_id = EXCLUDED.record_id",
+                (kind, name, alias, target, record_id),
+            )
+
+    def import_image_index(self, transform: str, images: Sequence[CachedImage]) -> list[ImportOutcome]:
+        if not images:
+            return []
+
+        def work(cur: psycopg.Cursor[Row]) -> list[ImportOutcome]:
+            digests = list(dict.fromkeys(i.content_sha256 for i in images))
+
+            def read(wanted: list[str]) -> dict[str, CachedImage]:
+                found: dict[str, CachedImage] = {}
+                for start in range(0, len(wanted), _BATCH):
+                    rows = cur.execute("SELECT * FROM image_index WHERE transform = %s AND content_sha256 = ANY(%s)",
+                                       (transform, wanted[start : start + _BATCH]))
+                    found.update({r["content_sha256"]: self._cached(r) for r in rows})
+                return found
+
+            existing = read(digests)
+            first: dict[str, CachedImage] = {}
+            for image in images:
+                if image.content_sha256 not in existing:
+                    first.setdefault(image.content_sha256, image)
+            inserted: set[str] = set()
+            if first:
+                rows = [(transform, i.content_sha256, i.shard_sha256, i.row, i.width, i.height, to_signed64(i.phash),
+                         i.pixel_sha256) for i in first.values()]
+                inserted = {r["content_sha256"] for r in cur.execute(
+                    "INSERT INTO image_index(transform, content_sha256, shard_sha256, row, width, height, phash, pixel_sha256) "
+                    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::int[], %s::int[], %s::bigint[], "
+                    "%s::text[]) ON CONFLICT DO NOTHING RETURNING content_sha256",
+                    [list(c) for c in zip(*rows)],
+                )}
+                existing.update(read([d for d in first if d not in inserted]))  # indexed by another writer meanwhile
+            outcomes = []
+            for image in images:
+                digest = image.content_sha256
+                if digest in inserted and first[digest] is image:
+                    outcomes.append(ImportOutcome.CREATED)
+                    continue
+                # Indexed before (or by another writer meanwhile), or a repeat of an image written in this call.
+                outcome = image_outcome(image, existing[digest] if digest in existing else first[digest])
+                assert outcome is not None
+                outcomes.append(outcome)
+            return outcomes
+
+        return self._write(work)
 
     def close(self) -> None:
         with self._lock:

@@ -31,7 +31,17 @@ from toolchain.registry.records import (
 )
 from toolchain.registry.schema import SCHEMA_VERSION, VERSION_TABLE
 from toolchain.registry.stamps import current_user, now, to_signed64, to_unsigned64
-from toolchain.registry.store import RegistryStore
+from toolchain.registry.store import (
+    ImportOutcome,
+    RecordImport,
+    RegistryStore,
+    alias_key,
+    group_histories,
+    history_to_append,
+    image_outcome,
+    record_outcome,
+    version_outcome,
+)
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "current_user"]  # current_user: where stages imported it from
 
@@ -219,18 +229,9 @@ class SqliteStore(RegistryStore):
                 (kind, name, alias, target),
             ).fetchone()
             old = row["record_id"] if row else None
-            if record_id is None:
-                db.execute(
-                    "DELETE FROM aliases WHERE kind = ? AND name = ? AND alias = ? AND target = ?", (kind, name, alias, target)
-                )
-            else:
-                if db.execute("SELECT 1 FROM records WHERE id = ?", (record_id,)).fetchone() is None:
-                    raise BadInputError(f"cannot point alias '{alias}' at {record_id[:12]}: no such record")
-                db.execute(
-                    "INSERT INTO aliases(kind, name, alias, target, record_id) VALUES (?,?,?,?,?) "
-                    "ON CONFLICT(kind, name, alias, target) DO UPDATE SET record_id = excluded.record_id",
-                    (kind, name, alias, target, record_id),
-                )
+            if record_id is not None and db.execute("SELECT 1 FROM records WHERE id = ?", (record_id,)).fetchone() is None:
+                raise BadInputError(f"cannot point alias '{alias}' at {record_id[:12]}: no such record")
+            self._point(db, kind, name, alias, target, record_id)
             db.execute(
                 "INSERT INTO alias_history(kind, name, alias, target, old_record_id, new_record_id, at, by, reason) "
                 "VALUES (?,?,?,?,?,?,?,?,?)",
@@ -256,20 +257,22 @@ class SqliteStore(RegistryStore):
         rows = self._query(f"SELECT * FROM aliases {where} ORDER BY kind, name, alias, target", params)
         return [Alias(kind=r["kind"], name=r["name"], alias=r["alias"], target=r["target"], record_id=r["record_id"]) for r in rows]
 
-    def alias_history(self, *, kind: str, name: str, alias: str | None = None) -> list[AliasChange]:
-        sql = "SELECT * FROM alias_history WHERE kind = ? AND name = ?"
-        params: list[object] = [kind, name]
-        if alias is not None:
-            sql += " AND alias = ?"
-            params.append(alias)
-        rows = self._query(sql + " ORDER BY seq", params)
-        return [
-            AliasChange(
-                kind=r["kind"], name=r["name"], alias=r["alias"], target=r["target"], old_record_id=r["old_record_id"],
-                new_record_id=r["new_record_id"], at=r["at"], by=r["by"], reason=r["reason"],
-            )
-            for r in rows
-        ]
+    def alias_history(self, *, kind: str | None = None, name: str | None = None, alias: str | None = None) -> list[AliasChange]:
+        clauses, params = [], []
+        for column, value in (("kind", kind), ("name", name), ("alias", alias)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return [self._change(r) for r in self._query(f"SELECT * FROM alias_history {where} ORDER BY seq", params)]
+
+    @staticmethod
+    def _change(row: sqlite3.Row) -> AliasChange:
+        return AliasChange(
+            kind=row["kind"], name=row["name"], alias=row["alias"], target=row["target"],
+            old_record_id=row["old_record_id"], new_record_id=row["new_record_id"], at=row["at"], by=row["by"],
+            reason=row["reason"],
+        )
 
     # -- decoded-image index -------------------------------------------------------------------
     @staticmethod
@@ -307,6 +310,125 @@ class SqliteStore(RegistryStore):
 
     def indexed_shards(self) -> set[str]:
         return {r["shard_sha256"] for r in self._query("SELECT DISTINCT shard_sha256 FROM image_index")}
+
+    def image_index_transforms(self) -> list[str]:
+        return [r["transform"] for r in self._query("SELECT DISTINCT transform FROM image_index ORDER BY transform")]
+
+    # -- importing another store's rows ----------------------------------------------------------
+    def import_records(self, items: Sequence[RecordImport]) -> list[ImportOutcome]:
+        with self._transaction() as db:
+            return [self._import_record(db, item) for item in items]
+
+    def _import_record(self, db: sqlite3.Connection, item: RecordImport) -> ImportOutcome:
+        record = item.record
+        row = db.execute("SELECT * FROM records WHERE id = ?", (record.id,)).fetchone()
+        if row is not None:
+            return record_outcome(item, self._record(row), self._links(db, record.id), self._blob_refs(db, record.id),
+                                  where=self.uri)
+        for input_id in dict.fromkeys(link.input_id for link in item.links):
+            if db.execute("SELECT 1 FROM records WHERE id = ?", (input_id,)).fetchone() is None:
+                raise BadInputError(f"lineage input {input_id[:12]} of record {record.id[:12]} is not in {self.uri}; "
+                                    "import the records a record was made from before it")
+        db.execute(
+            "INSERT INTO records(id, kind, name, body, created_at, created_by, toolchain_version) VALUES (?,?,?,?,?,?,?)",
+            (record.id, record.kind, record.name, canonical_json(record.body), record.created_at, record.created_by,
+             record.toolchain_version),
+        )
+        db.executemany("INSERT OR IGNORE INTO links(record_id, input_id, role) VALUES (?,?,?)",
+                       [(record.id, link.input_id, link.role) for link in item.links])
+        db.executemany("INSERT OR IGNORE INTO blob_refs(record_id, sha256, role) VALUES (?,?,?)",
+                       [(record.id, ref.sha256, ref.role) for ref in item.blobs])
+        return ImportOutcome.CREATED
+
+    @staticmethod
+    def _links(db: sqlite3.Connection, record_id: str) -> list[Link]:
+        rows = db.execute("SELECT * FROM links WHERE record_id = ?", (record_id,)).fetchall()
+        return [Link(record_id=r["record_id"], input_id=r["input_id"], role=r["role"]) for r in rows]
+
+    @staticmethod
+    def _blob_refs(db: sqlite3.Connection, record_id: str) -> list[BlobRef]:
+        rows = db.execute("SELECT * FROM blob_refs WHERE record_id = ?", (record_id,)).fetchall()
+        return [BlobRef(record_id=r["record_id"], sha256=r["sha256"], role=r["role"]) for r in rows]
+
+    def import_versions(self, versions: Sequence[Version]) -> list[ImportOutcome]:
+        outcomes = []
+        with self._transaction() as db:
+            for v in versions:
+                by_number = db.execute("SELECT * FROM versions WHERE kind = ? AND name = ? AND number = ?",
+                                       (v.kind, v.name, v.number)).fetchone()
+                by_record = db.execute("SELECT * FROM versions WHERE kind = ? AND name = ? AND record_id = ?",
+                                       (v.kind, v.name, v.record_id)).fetchone()
+                outcome = version_outcome(v, by_number and self._version(by_number), by_record and self._version(by_record),
+                                          where=self.uri)
+                if outcome is None:
+                    if db.execute("SELECT 1 FROM records WHERE id = ?", (v.record_id,)).fetchone() is None:
+                        raise BadInputError(f"{v.kind} {v.name}@v{v.number} is record {v.record_id[:12]}, which is not in "
+                                            f"{self.uri}; import the records before their versions")
+                    db.execute("INSERT INTO versions(kind, name, number, record_id, created_at) VALUES (?,?,?,?,?)",
+                               (v.kind, v.name, v.number, v.record_id, v.created_at))
+                    outcome = ImportOutcome.CREATED
+                outcomes.append(outcome)
+        return outcomes
+
+    def import_alias_history(self, changes: Sequence[AliasChange]) -> list[ImportOutcome]:
+        outcomes = [ImportOutcome.IDENTICAL] * len(changes)
+        with self._transaction() as db:
+            for (kind, name, alias, target), positions in group_histories(changes).items():
+                rows = db.execute(
+                    "SELECT * FROM alias_history WHERE kind = ? AND name = ? AND alias = ? AND target = ? ORDER BY seq",
+                    (kind, name, alias, target),
+                ).fetchall()
+                missing = history_to_append([changes[i] for i in positions], [self._change(r) for r in rows], where=self.uri)
+                for i in positions[len(positions) - len(missing):]:
+                    outcomes[i] = ImportOutcome.CREATED
+            # Appended in the given order, which may interleave aliases: `alias NAME --history` lists them by it.
+            new = [c for c, outcome in zip(changes, outcomes) if outcome is ImportOutcome.CREATED]
+            for change in new:
+                if change.new_record_id is not None and db.execute(
+                        "SELECT 1 FROM records WHERE id = ?", (change.new_record_id,)).fetchone() is None:
+                    raise BadInputError(f"a change of {change.name}@{change.alias} points at record "
+                                        f"{change.new_record_id[:12]}, which is not in {self.uri}; import the records "
+                                        "before the aliases")
+                db.execute(
+                    "INSERT INTO alias_history(kind, name, alias, target, old_record_id, new_record_id, at, by, reason) "
+                    "VALUES (?,?,?,?,?,?,?,?,?)",
+                    (change.kind, change.name, change.alias, change.target, change.old_record_id, change.new_record_id,
+                     change.at, change.by, change.reason),
+                )
+            for key, last in {alias_key(c): c for c in new}.items():
+                self._point(db, *key, last.new_record_id)
+        return outcomes
+
+    @staticmethod
+    def _point(db: sqlite3.Connection, kind: str, name: str, alias: str, target: str, record_id: str | None) -> None:
+        """Point an alias at ``record_id`` (None: remove it), as its newest history entry says."""
+        if record_id is None:
+            db.execute("DELETE FROM aliases WHERE kind = ? AND name = ? AND alias = ? AND target = ?",
+                       (kind, name, alias, target))
+        else:
+            db.execute(
+                "INSERT INTO aliases(kind, name, alias, target, record_id) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(kind, name, alias, target) DO UPDATE SET record_id = excluded.record_id",
+                (kind, name, alias, target, record_id),
+            )
+
+    def import_image_index(self, transform: str, images: Sequence[CachedImage]) -> list[ImportOutcome]:
+        outcomes = []
+        with self._transaction() as db:
+            for image in images:
+                row = db.execute("SELECT * FROM image_index WHERE transform = ? AND content_sha256 = ?",
+                                 (transform, image.content_sha256)).fetchone()
+                outcome = image_outcome(image, row and self._cached(row))
+                if outcome is None:
+                    db.execute(
+                        "INSERT INTO image_index(transform, content_sha256, shard_sha256, row, width, height, phash, "
+                        "pixel_sha256) VALUES (?,?,?,?,?,?,?,?)",
+                        (transform, image.content_sha256, image.shard_sha256, image.row, image.width, image.height,
+                         to_signed64(image.phash), image.pixel_sha256),
+                    )
+                    outcome = ImportOutcome.CREATED
+                outcomes.append(outcome)
+        return outcomes
 
     def close(self) -> None:
         with self._lock:
