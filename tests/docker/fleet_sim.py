@@ -1,6 +1,6 @@
 """A simulated fleet on loopback: unit engines (one ``dockerd`` each), a registry, and thin links to them.
 
-Used by tests/docker/test_fleet_delivery.py and scripts/bench_rollout. Everything is real: the engines are
+Used by the Docker tests (tests/docker/) and scripts/bench_rollout. Everything is real: the engines are
 Debian's dockerd (scripts/dockerd_up), the registry Debian's ``docker-registry`` (the CNCF distribution
 registry), the links scripts/thin_link.py processes that limit the rate and count the bytes.
 """
@@ -20,6 +20,32 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def toolchain_json(workspace: Path, *args: str, timeout: float = 900) -> tuple[int, Any, str]:
+    """``toolchain --workspace W --json ARGS...`` in a subprocess: exit code, the JSON document (or None), stderr."""
+    run = subprocess.run([sys.executable, "-m", "toolchain", "--workspace", str(workspace), "--json", *args],
+                         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        payload = json.loads(run.stdout) if run.stdout.strip() else None
+    except ValueError:
+        payload = None
+    return run.returncode, payload, run.stderr
+
+
+def health(port: int) -> int:
+    """HTTP status of ``/healthz`` on the loopback port (0 when nothing answers)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
 
 
 def free_port() -> int:

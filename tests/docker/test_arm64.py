@@ -12,15 +12,13 @@ saying so otherwise.
 from __future__ import annotations
 
 import io
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.docker.fleet_sim import toolchain_json as _tc
 from tests.onnx_fixtures import register_tiny_onnx
 from tests.serve.fixtures import free_port
 from toolchain.workspace import Workspace
@@ -32,12 +30,6 @@ MODEL = "armtiny"
 SERVING = f"toolchain-{MODEL}"
 
 
-def _tc(workspace: Path, *args: str, timeout: float = 900) -> tuple[int, Any, str]:
-    run = subprocess.run([sys.executable, "-m", "toolchain", "--workspace", str(workspace), "--json", *args],
-                         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    payload = json.loads(run.stdout) if run.stdout.strip().startswith("{") else None
-    return run.returncode, payload, run.stderr
 
 
 @pytest.fixture(scope="module")

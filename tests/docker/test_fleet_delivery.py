@@ -10,13 +10,9 @@ and a rerun finishes it.
 from __future__ import annotations
 
 import io
-import json
-import os
-import subprocess
-import sys
+import shutil
 import tarfile
 import tempfile
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,8 @@ import pytest
 from tests.docker.fleet_sim import (
     Registry, ThinLink, can_start_engines, free_port, start_engines, stop_engines, unix_link, write_fleet,
 )
+from tests.docker.fleet_sim import health as _health
+from tests.docker.fleet_sim import toolchain_json as _tc
 from tests.onnx_fixtures import register_tiny_onnx
 from toolchain.workspace import Workspace
 
@@ -36,23 +34,8 @@ SERVING = "toolchain-tiny-onnx"
 MB = 1_000_000
 
 
-def _tc(workspace: Path, *args: str, timeout: float = 900) -> tuple[int, Any, str]:
-    run = subprocess.run([sys.executable, "-m", "toolchain", "--workspace", str(workspace), "--json", *args],
-                         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        payload = json.loads(run.stdout) if run.stdout.strip() else None
-    except ValueError:
-        payload = None
-    return run.returncode, payload, run.stderr
 
 
-def _health(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return response.status
-    except OSError:
-        return 0
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +51,7 @@ def engines() -> Iterator[dict[str, str]]:
         pytest.skip(str(exc))
     finally:
         stop_engines(base, names)
-        subprocess.run(["rm", "-rf", str(base)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,9 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +21,9 @@ from typing import Any
 
 import pytest
 
+from tests.docker.fleet_sim import health as _health
+from tests.docker.fleet_sim import stop_engine
+from tests.docker.fleet_sim import toolchain_json as _tc
 from tests.onnx_fixtures import register_tiny_onnx
 from tests.serve.fixtures import free_port, write_video
 from toolchain.workspace import Workspace
@@ -32,33 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVING, PREVIOUS, NEXT = "toolchain-tiny-onnx", "toolchain-tiny-onnx-previous", "toolchain-tiny-onnx-next"
 
 
-def _tc(workspace: Path, *args: str, timeout: float = 600) -> tuple[int, Any, str]:
-    run = subprocess.run([sys.executable, "-m", "toolchain", "--workspace", str(workspace), "--json", *args],
-                         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        payload = json.loads(run.stdout) if run.stdout.strip() else None
-    except ValueError:
-        payload = None
-    return run.returncode, payload, run.stderr
 
 
-def _stop_dockerd(directory: Path) -> None:
-    pid_file = directory / "dockerd.pid"
-    if not pid_file.is_file():
-        return
-    pid = int(pid_file.read_text().strip())
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for _ in range(150):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -78,18 +54,10 @@ def units() -> Iterator[dict[str, str]]:
         yield urls
     finally:
         for name in ("a", "b"):
-            _stop_dockerd(base / name)
+            stop_engine(base / name)
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _health(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
 
 
 def _by_unit(report: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -174,8 +174,8 @@ def transfer_image(client: Any, *, transport: str, image_id: str, tag: str, arch
         layers = (present.get("RootFS") or {}).get("Layers") or ()
         return TransferStats(transport=NONE, layers_reused=len(layers))
     if transport == "pull" and pushed is None:
-        raise TransferError(f"the image was never pushed to a registry, so the unit cannot pull it: run `toolchain "
-                            f"package ... --push REGISTRY` for it (or deploy with transfer = \"load\")")
+        raise TransferError("the image was never pushed to a registry, so the unit cannot pull it: run `toolchain "
+                            "package ... --push REGISTRY` for it (or deploy with transfer = \"load\")")
     if transport == "load" and archive is None:
         raise TransferError("no archive of the image to send (a rollback never transfers: the image is not on the unit "
                             "any more; deploy the release instead)")
