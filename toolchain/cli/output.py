@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
@@ -96,6 +96,14 @@ def emit(ctx: click.Context, payload: Any, render: Callable[[Console], None]) ->
         sys.stdout.flush()
     else:
         render(console)
+
+
+def emit_failure(ctx: click.Context, payload: Any, render: Callable[[Console], None], error: Exception) -> NoReturn:
+    """A failed command's report is still its one document (JSON with ``--json``, else ``render``); then ``error``."""
+    emit(ctx, payload, render)
+    if app(ctx).json:
+        error.reported_json = True  # type: ignore[attr-defined]  # main() then writes no second document
+    raise error
 
 
 class RichProgress:

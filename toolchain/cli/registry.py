@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 from rich import box
@@ -12,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from toolchain.cli.output import app, console, emit, json_option, progress_for
+from toolchain.cli.output import app, console, emit, emit_failure, json_option, progress_for
 from toolchain.registry.records import RECORD_KINDS
 
 _KIND = click.Choice(RECORD_KINDS)
@@ -265,13 +264,7 @@ def verify_command(ctx: click.Context, target: str | None, ref: str | None, kind
     if report.passed:
         emit(ctx, report.to_json(), render)
         return
-    error = report.error()
-    if app(ctx).json:
-        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
-        error.reported_json = True  # type: ignore[attr-defined]  # main() then writes no second document
-    else:
-        render(console)
-    raise error
+    emit_failure(ctx, report.to_json(), render, report.error())
 
 
 @registry.command("gc")
@@ -406,10 +399,4 @@ def copy_command(ctx: click.Context, to: str, blobs: str | None) -> None:
     if report.complete:
         emit(ctx, report.to_json(), render)
         return
-    error = report.error()
-    if app(ctx).json:
-        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
-        error.reported_json = True  # type: ignore[attr-defined]  # main() then writes no second document
-    else:
-        render(console)
-    raise error
+    emit_failure(ctx, report.to_json(), render, report.error())

@@ -38,10 +38,10 @@ from typing import Any, TypeVar
 
 from toolchain.blobs import BlobStore
 from toolchain.errors import CorruptStoreError, InputNotFoundError, UsageError
-from toolchain.hashing import is_sha256
 from toolchain.progress import NullProgress, Progress
 from toolchain.registry import open_store
 from toolchain.registry.copy_blobs import BlobTransfer, copy_blobs
+from toolchain.registry.gc import collect_digests
 from toolchain.registry.records import (
     RECORD_KINDS,
     Alias,
@@ -194,20 +194,8 @@ class Snapshot:
         """sha256s inside record bodies (``gc`` keeps a blob of that name; not every one names a blob)."""
         found: set[str] = set()
         for item in self.records:
-            _collect_digests(item.record.body, found)
+            collect_digests(item.record.body, found)
         return found
-
-
-def _collect_digests(value: Any, out: set[str]) -> None:
-    if isinstance(value, str):
-        if is_sha256(value):
-            out.add(value)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _collect_digests(item, out)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _collect_digests(item, out)
 
 
 def read_snapshot(store: RegistryStore) -> Snapshot:

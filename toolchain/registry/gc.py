@@ -105,20 +105,21 @@ def referenced_blobs(workspace: Workspace) -> set[str]:
     keep = {b.sha256 for b in registry.blob_refs()}
     keep |= registry.indexed_shards()
     for record in registry.find():
-        _collect_digests(record.body, keep)
+        collect_digests(record.body, keep)
     return keep
 
 
-def _collect_digests(value: Any, out: set[str]) -> None:
+def collect_digests(value: Any, out: set[str]) -> None:
+    """Add every sha256 digest found anywhere in ``value`` (a record body: nested dicts and lists) to ``out``."""
     if isinstance(value, str):
         if is_sha256(value):
             out.add(value)
     elif isinstance(value, dict):
         for item in value.values():
-            _collect_digests(item, out)
+            collect_digests(item, out)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            _collect_digests(item, out)
+            collect_digests(item, out)
 
 
 class _References:

@@ -8,16 +8,18 @@ constraints back that up, and a transaction the server aborts for a serializatio
 deadlock is retried whole. A lost connection rolls the transaction in flight back (nothing
 half-written) and is :class:`~toolchain.errors.MissingEnvironmentError`; the next call reconnects.
 
+The reads and the alias writes are the SQLite store's, written once in :mod:`toolchain.registry.sql_store`;
+this module holds the connection, the advisory locks, the retried transactions and the set-based writes.
+
 psycopg is imported here only: the ``[postgres]`` extra is needed by those who use this store.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -34,7 +36,6 @@ from toolchain.registry.postgres_connection import (
 )
 from toolchain.registry.records import (
     RECORD_KINDS,
-    Alias,
     AliasChange,
     BlobRef,
     CachedImage,
@@ -43,15 +44,13 @@ from toolchain.registry.records import (
     Record,
     Version,
 )
-from toolchain.registry.schema import VERSION_TABLE
-from toolchain.registry.stamps import current_user, now, to_signed64, to_unsigned64
+from toolchain.registry.sql_store import SqlRegistryStore
+from toolchain.registry.stamps import current_user, now
 from toolchain.registry.store import (
     ImportOutcome,
     RecordImport,
-    RegistryStore,
     alias_key,
     group_histories,
-    history_to_append,
     image_outcome,
     record_outcome,
     version_outcome,
@@ -68,13 +67,16 @@ def _backoff(attempt: int) -> float:
     return min(1.0, 0.01 * 2**attempt) * random.uniform(0.5, 1.5)
 
 
-class PostgresStore(RegistryStore):
+class PostgresStore(SqlRegistryStore):
     """Registry in a PostgreSQL database (tables in the connection's current schema).
 
     Args:
         uri: ``postgresql://[user[:password]@]host[:port]/database[?param=value...]`` (libpq's URI).
         connect_timeout_s: Seconds to wait for the server unless the URI sets ``connect_timeout``.
     """
+
+    _PLACEHOLDER = "%s"  # psycopg's; the SQL shared with SQLite (sql_store.py) is written with "?"
+    _IMAGE_BATCH = _BATCH
 
     def __init__(self, uri: str, *, connect_timeout_s: int = 10) -> None:
         self._location = PostgresLocation.parse(uri, connect_timeout_s=connect_timeout_s)
@@ -123,30 +125,19 @@ class PostgresStore(RegistryStore):
         raise AssertionError("unreachable")
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        """Rows of one read (``sql`` written with ``?``, as in :mod:`toolchain.registry.sql_store`), in autocommit."""
         with self._translated(), self._lock:
-            return self._connection().execute(sql, params).fetchall()
+            return self._connection().execute(self._sql(sql), params).fetchall()
+
+    def _in(self, column: str, values: list[str]) -> tuple[str, list[object]]:
+        return f"{column} = ANY(?)", [values]
 
     @staticmethod
     def _lock_key(cur: psycopg.Cursor[Row], *parts: str) -> None:
         """Hold a transaction-scoped advisory lock on ``parts`` until commit or rollback."""
         cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("\x1f".join(parts),))
 
-    def schema_version(self) -> int:
-        return int(self._query(f"SELECT COALESCE(MAX(version), 0) AS v FROM {VERSION_TABLE}")[0]["v"])
-
     # -- records -------------------------------------------------------------------------------
-    @staticmethod
-    def _record(row: Row) -> Record:
-        return Record(
-            id=row["id"], kind=row["kind"], name=row["name"], body=json.loads(row["body"]), created_at=row["created_at"],
-            created_by=row["created_by"], toolchain_version=row["toolchain_version"],
-        )
-
-    @staticmethod
-    def _version(row: Row) -> Version:
-        return Version(kind=row["kind"], name=row["name"], number=row["number"], record_id=row["record_id"],
-                       created_at=row["created_at"])
-
     def commit(self, new: NewRecord) -> tuple[Record, Version | None, bool]:
         if new.kind not in RECORD_KINDS:
             raise UsageError(f"unknown record kind '{new.kind}'; expected one of {', '.join(RECORD_KINDS)}")
@@ -203,145 +194,12 @@ class PostgresStore(RegistryStore):
         assert row is not None
         return self._version(row)
 
-    def get(self, record_id: str) -> Record | None:
-        rows = self._query("SELECT * FROM records WHERE id = %s", (record_id,))
-        return self._record(rows[0]) if rows else None
-
-    def find(self, *, kind: str | None = None, name: str | None = None, id_prefix: str | None = None) -> list[Record]:
-        clauses, params = [], []
-        if kind is not None:
-            clauses.append("kind = %s")
-            params.append(kind)
-        if name is not None:
-            clauses.append("name = %s")
-            params.append(name)
-        if id_prefix is not None:
-            clauses.append("id >= %s AND id < %s")
-            params.extend([id_prefix, id_prefix + "g"])  # hex digits sort below 'g' (the "C" collation)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        return [self._record(r) for r in self._query(f"SELECT * FROM records {where} ORDER BY created_at, id", params)]
-
-    def links_from(self, record_id: str) -> list[Link]:
-        rows = self._query("SELECT * FROM links WHERE record_id = %s ORDER BY role, input_id", (record_id,))
-        return [Link(record_id=r["record_id"], input_id=r["input_id"], role=r["role"]) for r in rows]
-
-    def links_to(self, input_id: str) -> list[Link]:
-        rows = self._query("SELECT * FROM links WHERE input_id = %s ORDER BY role, record_id", (input_id,))
-        return [Link(record_id=r["record_id"], input_id=r["input_id"], role=r["role"]) for r in rows]
-
-    def blob_refs(self, record_id: str | None = None) -> list[BlobRef]:
-        if record_id is None:
-            rows = self._query("SELECT * FROM blob_refs ORDER BY record_id, role, sha256")
-        else:
-            rows = self._query("SELECT * FROM blob_refs WHERE record_id = %s ORDER BY role, sha256", (record_id,))
-        return [BlobRef(record_id=r["record_id"], sha256=r["sha256"], role=r["role"]) for r in rows]
-
-    # -- versions ------------------------------------------------------------------------------
-    def versions(self, kind: str, name: str | None = None) -> list[Version]:
-        if name is None:
-            rows = self._query("SELECT * FROM versions WHERE kind = %s ORDER BY name, number", (kind,))
-        else:
-            rows = self._query("SELECT * FROM versions WHERE kind = %s AND name = %s ORDER BY number", (kind, name))
-        return [self._version(r) for r in rows]
-
-    def version_of(self, kind: str, name: str, record_id: str) -> Version | None:
-        rows = self._query(
-            "SELECT * FROM versions WHERE kind = %s AND name = %s AND record_id = %s", (kind, name, record_id)
-        )
-        return self._version(rows[0]) if rows else None
-
-    # -- aliases -------------------------------------------------------------------------------
-    def set_alias(
-        self, *, kind: str, name: str, alias: str, target: str, record_id: str | None, by: str, reason: str = ""
-    ) -> AliasChange:
-        at = now()
-
-        def work(cur: psycopg.Cursor[Row]) -> str | None:
-            # Held until commit: the next change of this alias reads what this one wrote.
-            self._lock_key(cur, "alias", kind, name, alias, target)
-            row = cur.execute(
-                "SELECT record_id FROM aliases WHERE kind = %s AND name = %s AND alias = %s AND target = %s",
-                (kind, name, alias, target),
-            ).fetchone()
-            old = row["record_id"] if row else None
-            if record_id is not None and cur.execute("SELECT 1 FROM records WHERE id = %s", (record_id,)).fetchone() is None:
-                raise BadInputError(f"cannot point alias '{alias}' at {record_id[:12]}: no such record")
-            self._point(cur, kind, name, alias, target, record_id)
-            cur.execute(
-                "INSERT INTO alias_history(kind, name, alias, target, old_record_id, new_record_id, at, by, reason) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (kind, name, alias, target, old, record_id, at, by, reason),
-            )
-            return old
-
-        old = self._write(work)
-        return AliasChange(
-            kind=kind, name=name, alias=alias, target=target, old_record_id=old, new_record_id=record_id, at=at, by=by,
-            reason=reason,
-        )
-
-    def get_alias(self, *, kind: str, name: str, alias: str, target: str = "") -> str | None:
-        rows = self._query(
-            "SELECT record_id FROM aliases WHERE kind = %s AND name = %s AND alias = %s AND target = %s",
-            (kind, name, alias, target),
-        )
-        return rows[0]["record_id"] if rows else None
-
-    def aliases(self, *, kind: str | None = None, name: str | None = None, record_id: str | None = None) -> list[Alias]:
-        clauses, params = [], []
-        for column, value in (("kind", kind), ("name", name), ("record_id", record_id)):
-            if value is not None:
-                clauses.append(f"{column} = %s")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._query(f"SELECT * FROM aliases {where} ORDER BY kind, name, alias, target", params)
-        return [Alias(kind=r["kind"], name=r["name"], alias=r["alias"], target=r["target"], record_id=r["record_id"])
-                for r in rows]
-
-    def alias_history(self, *, kind: str | None = None, name: str | None = None, alias: str | None = None) -> list[AliasChange]:
-        clauses, params = [], []
-        for column, value in (("kind", kind), ("name", name), ("alias", alias)):
-            if value is not None:
-                clauses.append(f"{column} = %s")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        return [self._change(r) for r in self._query(f"SELECT * FROM alias_history {where} ORDER BY seq", params)]
-
-    @staticmethod
-    def _change(row: Row) -> AliasChange:
-        return AliasChange(
-            kind=row["kind"], name=row["name"], alias=row["alias"], target=row["target"],
-            old_record_id=row["old_record_id"], new_record_id=row["new_record_id"], at=row["at"], by=row["by"],
-            reason=row["reason"],
-        )
-
-    # -- decoded-image index -------------------------------------------------------------------
-    @staticmethod
-    def _cached(row: Row) -> CachedImage:
-        return CachedImage(
-            content_sha256=row["content_sha256"], shard_sha256=row["shard_sha256"], row=row["row"], width=row["width"],
-            height=row["height"], phash=to_unsigned64(row["phash"]), pixel_sha256=row["pixel_sha256"],
-        )
-
-    def cached_images(self, transform: str, content_sha256s: Iterable[str] | None = None) -> dict[str, CachedImage]:
-        if content_sha256s is None:
-            rows = self._query("SELECT * FROM image_index WHERE transform = %s", (transform,))
-            return {r["content_sha256"]: self._cached(r) for r in rows}
-        wanted = list(dict.fromkeys(content_sha256s))
-        found: dict[str, CachedImage] = {}
-        for start in range(0, len(wanted), _BATCH):
-            rows = self._query(
-                "SELECT * FROM image_index WHERE transform = %s AND content_sha256 = ANY(%s)",
-                (transform, wanted[start : start + _BATCH]),
-            )
-            found.update({r["content_sha256"]: self._cached(r) for r in rows})
-        return found
+    # -- aliases and the decoded-image index ------------------------------------------------------
+    def _lock_alias(self, db: psycopg.Cursor[Row], kind: str, name: str, alias: str, target: str) -> None:
+        self._lock_key(db, "alias", kind, name, alias, target)
 
     def add_cached_images(self, transform: str, images: Sequence[CachedImage]) -> None:
-        rows = [
-            (transform, i.content_sha256, i.shard_sha256, i.row, i.width, i.height, to_signed64(i.phash), i.pixel_sha256)
-            for i in images
-        ]
+        rows = [self._image_row(transform, i) for i in images]
         if not rows:
             return
         self._write(lambda cur: cur.executemany(
@@ -349,12 +207,6 @@ class PostgresStore(RegistryStore):
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             rows,
         ))
-
-    def indexed_shards(self) -> set[str]:
-        return {r["shard_sha256"] for r in self._query("SELECT DISTINCT shard_sha256 FROM image_index")}
-
-    def image_index_transforms(self) -> list[str]:
-        return [r["transform"] for r in self._query("SELECT DISTINCT transform FROM image_index ORDER BY transform")]
 
     # -- importing another store's rows ----------------------------------------------------------
     # Each call is one transaction of a few set-based statements (unnest arrays), not a round trip per row.
@@ -398,11 +250,9 @@ class PostgresStore(RegistryStore):
             their_blobs: dict[str, list[BlobRef]] = {}
             if there:
                 for r in cur.execute("SELECT * FROM links WHERE record_id = ANY(%s)", (there,)):
-                    their_links.setdefault(r["record_id"], []).append(
-                        Link(record_id=r["record_id"], input_id=r["input_id"], role=r["role"]))
+                    their_links.setdefault(r["record_id"], []).append(self._link(r))
                 for r in cur.execute("SELECT * FROM blob_refs WHERE record_id = ANY(%s)", (there,)):
-                    their_blobs.setdefault(r["record_id"], []).append(
-                        BlobRef(record_id=r["record_id"], sha256=r["sha256"], role=r["role"]))
+                    their_blobs.setdefault(r["record_id"], []).append(self._blob_ref(r))
             outcomes = []
             for index, item in enumerate(items):
                 rid = item.record.id
@@ -479,16 +329,8 @@ class PostgresStore(RegistryStore):
 
         def work(cur: psycopg.Cursor[Row]) -> list[ImportOutcome]:
             for key in sorted(groups):  # the lock set_alias() takes; in one order: no deadlock
-                self._lock_key(cur, "alias", *key)
-            outcomes = [ImportOutcome.IDENTICAL] * len(changes)
-            for (kind, name, alias, target), positions in groups.items():
-                rows = cur.execute(
-                    "SELECT * FROM alias_history WHERE kind = %s AND name = %s AND alias = %s AND target = %s ORDER BY seq",
-                    (kind, name, alias, target),
-                ).fetchall()
-                missing = history_to_append([changes[i] for i in positions], [self._change(r) for r in rows], where=self.uri)
-                for i in positions[len(positions) - len(missing):]:
-                    outcomes[i] = ImportOutcome.CREATED
+                self._lock_alias(cur, *key)
+            outcomes = self._history_outcomes(cur, changes, groups)
             # Appended in the given order, which may interleave aliases: `alias NAME --history` lists them by it.
             new = [c for c, outcome in zip(changes, outcomes) if outcome is ImportOutcome.CREATED]
             if not new:
@@ -510,19 +352,6 @@ class PostgresStore(RegistryStore):
             return outcomes
 
         return self._write(work)
-
-    @staticmethod
-    def _point(cur: psycopg.Cursor[Row], kind: str, name: str, alias: str, target: str, record_id: str | None) -> None:
-        """Point an alias at ``record_id`` (None: remove it), as its newest history entry says."""
-        if record_id is None:
-            cur.execute("DELETE FROM aliases WHERE kind = %s AND name = %s AND alias = %s AND target = %s",
-                        (kind, name, alias, target))
-        else:
-            cur.execute(
-                "INSERT INTO aliases(kind, name, alias, target, record_id) VALUES (%s, %s, %s, %s, %s) "
-                "ON CONFLICT (kind, name, alias, target) DO UPDATE SET record_id = EXCLUDED.record_id",
-                (kind, name, alias, target, record_id),
-            )
 
     def import_image_index(self, transform: str, images: Sequence[CachedImage]) -> list[ImportOutcome]:
         if not images:
@@ -546,8 +375,7 @@ class PostgresStore(RegistryStore):
                     first.setdefault(image.content_sha256, image)
             inserted: set[str] = set()
             if first:
-                rows = [(transform, i.content_sha256, i.shard_sha256, i.row, i.width, i.height, to_signed64(i.phash),
-                         i.pixel_sha256) for i in first.values()]
+                rows = [self._image_row(transform, i) for i in first.values()]
                 inserted = {r["content_sha256"] for r in cur.execute(
                     "INSERT INTO image_index(transform, content_sha256, shard_sha256, row, width, height, phash, pixel_sha256) "
                     "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::int[], %s::int[], %s::bigint[], "

@@ -2,17 +2,18 @@
 
 Several processes may write at once: every write is one ``BEGIN IMMEDIATE`` transaction, so version
 numbers are assigned without races and a crash mid-write leaves nothing half-done. The schema is
-created and migrated by :mod:`toolchain.registry.sqlite_schema` when the store is opened.
+created and migrated by :mod:`toolchain.registry.sqlite_schema` when the store is opened. The reads and the
+alias writes are the PostgreSQL store's, written once in :mod:`toolchain.registry.sql_store`.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from toolchain import __version__
 from toolchain.errors import BadInputError, UsageError
@@ -20,7 +21,6 @@ from toolchain.hashing import canonical_json, digest_json
 from toolchain.registry import sqlite_schema
 from toolchain.registry.records import (
     RECORD_KINDS,
-    Alias,
     AliasChange,
     BlobRef,
     CachedImage,
@@ -29,23 +29,24 @@ from toolchain.registry.records import (
     Record,
     Version,
 )
-from toolchain.registry.schema import SCHEMA_VERSION, VERSION_TABLE
-from toolchain.registry.stamps import current_user, now, to_signed64, to_unsigned64
+from toolchain.registry.schema import SCHEMA_VERSION
+from toolchain.registry.sql_store import SqlRegistryStore
+from toolchain.registry.stamps import current_user, now
 from toolchain.registry.store import (
     ImportOutcome,
     RecordImport,
-    RegistryStore,
     alias_key,
     group_histories,
-    history_to_append,
     image_outcome,
     record_outcome,
     version_outcome,
 )
 
+T = TypeVar("T")
+
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "current_user"]  # current_user: where stages imported it from
 
-class SqliteStore(RegistryStore):
+class SqliteStore(SqlRegistryStore):
     """Registry in one SQLite file.
 
     Args:
@@ -87,9 +88,6 @@ class SqliteStore(RegistryStore):
         with self._lock:
             sqlite_schema.migrate(self._conn, self.path)
 
-    def schema_version(self) -> int:
-        return int(self._query(f"SELECT COALESCE(MAX(version), 0) FROM {VERSION_TABLE}")[0][0])
-
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -104,27 +102,16 @@ class SqliteStore(RegistryStore):
                     self._conn.execute("ROLLBACK")
                 raise
 
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction (no other writer until it ends)."""
+        with self._transaction() as db:
+            return work(db)
+
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
     # -- records -------------------------------------------------------------------------------
-    @staticmethod
-    def _record(row: sqlite3.Row) -> Record:
-        return Record(
-            id=row["id"],
-            kind=row["kind"],
-            name=row["name"],
-            body=json.loads(row["body"]),
-            created_at=row["created_at"],
-            created_by=row["created_by"],
-            toolchain_version=row["toolchain_version"],
-        )
-
-    @staticmethod
-    def _version(row: sqlite3.Row) -> Version:
-        return Version(kind=row["kind"], name=row["name"], number=row["number"], record_id=row["record_id"], created_at=row["created_at"])
-
     def commit(self, new: NewRecord) -> tuple[Record, Version | None, bool]:
         if new.kind not in RECORD_KINDS:
             raise UsageError(f"unknown record kind '{new.kind}'; expected one of {', '.join(RECORD_KINDS)}")
@@ -171,148 +158,14 @@ class SqliteStore(RegistryStore):
             record = self._record(db.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone())
         return record, version, created
 
-    def get(self, record_id: str) -> Record | None:
-        rows = self._query("SELECT * FROM records WHERE id = ?", (record_id,))
-        return self._record(rows[0]) if rows else None
-
-    def find(self, *, kind: str | None = None, name: str | None = None, id_prefix: str | None = None) -> list[Record]:
-        clauses, params = [], []
-        if kind is not None:
-            clauses.append("kind = ?")
-            params.append(kind)
-        if name is not None:
-            clauses.append("name = ?")
-            params.append(name)
-        if id_prefix is not None:
-            clauses.append("id >= ? AND id < ?")
-            params.extend([id_prefix, id_prefix + "g"])  # hex digits sort below 'g'
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        return [self._record(r) for r in self._query(f"SELECT * FROM records {where} ORDER BY created_at, id", params)]
-
-    def links_from(self, record_id: str) -> list[Link]:
-        rows = self._query("SELECT * FROM links WHERE record_id = ? ORDER BY role, input_id", (record_id,))
-        return [Link(record_id=r["record_id"], input_id=r["input_id"], role=r["role"]) for r in rows]
-
-    def links_to(self, input_id: str) -> list[Link]:
-        rows = self._query("SELECT * FROM links WHERE input_id = ? ORDER BY role, record_id", (input_id,))
-        return [Link(record_id=r["record_id"], input_id=r["input_id"], role=r["role"]) for r in rows]
-
-    def blob_refs(self, record_id: str | None = None) -> list[BlobRef]:
-        if record_id is None:
-            rows = self._query("SELECT * FROM blob_refs ORDER BY record_id, role, sha256")
-        else:
-            rows = self._query("SELECT * FROM blob_refs WHERE record_id = ? ORDER BY role, sha256", (record_id,))
-        return [BlobRef(record_id=r["record_id"], sha256=r["sha256"], role=r["role"]) for r in rows]
-
-    # -- versions ------------------------------------------------------------------------------
-    def versions(self, kind: str, name: str | None = None) -> list[Version]:
-        if name is None:
-            rows = self._query("SELECT * FROM versions WHERE kind = ? ORDER BY name, number", (kind,))
-        else:
-            rows = self._query("SELECT * FROM versions WHERE kind = ? AND name = ? ORDER BY number", (kind, name))
-        return [self._version(r) for r in rows]
-
-    def version_of(self, kind: str, name: str, record_id: str) -> Version | None:
-        rows = self._query(
-            "SELECT * FROM versions WHERE kind = ? AND name = ? AND record_id = ?", (kind, name, record_id)
-        )
-        return self._version(rows[0]) if rows else None
-
-    # -- aliases -------------------------------------------------------------------------------
-    def set_alias(
-        self, *, kind: str, name: str, alias: str, target: str, record_id: str | None, by: str, reason: str = ""
-    ) -> AliasChange:
-        at = now()
-        with self._transaction() as db:
-            row = db.execute(
-                "SELECT record_id FROM aliases WHERE kind = ? AND name = ? AND alias = ? AND target = ?",
-                (kind, name, alias, target),
-            ).fetchone()
-            old = row["record_id"] if row else None
-            if record_id is not None and db.execute("SELECT 1 FROM records WHERE id = ?", (record_id,)).fetchone() is None:
-                raise BadInputError(f"cannot point alias '{alias}' at {record_id[:12]}: no such record")
-            self._point(db, kind, name, alias, target, record_id)
-            db.execute(
-                "INSERT INTO alias_history(kind, name, alias, target, old_record_id, new_record_id, at, by, reason) "
-                "VALUES (?,?,?,?,?,?,?,?,?)",
-                (kind, name, alias, target, old, record_id, at, by, reason),
-            )
-        return AliasChange(
-            kind=kind, name=name, alias=alias, target=target, old_record_id=old, new_record_id=record_id, at=at, by=by, reason=reason
-        )
-
-    def get_alias(self, *, kind: str, name: str, alias: str, target: str = "") -> str | None:
-        rows = self._query(
-            "SELECT record_id FROM aliases WHERE kind = ? AND name = ? AND alias = ? AND target = ?", (kind, name, alias, target)
-        )
-        return rows[0]["record_id"] if rows else None
-
-    def aliases(self, *, kind: str | None = None, name: str | None = None, record_id: str | None = None) -> list[Alias]:
-        clauses, params = [], []
-        for column, value in (("kind", kind), ("name", name), ("record_id", record_id)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._query(f"SELECT * FROM aliases {where} ORDER BY kind, name, alias, target", params)
-        return [Alias(kind=r["kind"], name=r["name"], alias=r["alias"], target=r["target"], record_id=r["record_id"]) for r in rows]
-
-    def alias_history(self, *, kind: str | None = None, name: str | None = None, alias: str | None = None) -> list[AliasChange]:
-        clauses, params = [], []
-        for column, value in (("kind", kind), ("name", name), ("alias", alias)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        return [self._change(r) for r in self._query(f"SELECT * FROM alias_history {where} ORDER BY seq", params)]
-
-    @staticmethod
-    def _change(row: sqlite3.Row) -> AliasChange:
-        return AliasChange(
-            kind=row["kind"], name=row["name"], alias=row["alias"], target=row["target"],
-            old_record_id=row["old_record_id"], new_record_id=row["new_record_id"], at=row["at"], by=row["by"],
-            reason=row["reason"],
-        )
-
     # -- decoded-image index -------------------------------------------------------------------
-    @staticmethod
-    def _cached(row: sqlite3.Row) -> CachedImage:
-        return CachedImage(
-            content_sha256=row["content_sha256"], shard_sha256=row["shard_sha256"], row=row["row"], width=row["width"],
-            height=row["height"], phash=to_unsigned64(row["phash"]), pixel_sha256=row["pixel_sha256"],
-        )
-
-    def cached_images(self, transform: str, content_sha256s: Iterable[str] | None = None) -> dict[str, CachedImage]:
-        if content_sha256s is None:
-            rows = self._query("SELECT * FROM image_index WHERE transform = ?", (transform,))
-            return {r["content_sha256"]: self._cached(r) for r in rows}
-        wanted = list(dict.fromkeys(content_sha256s))
-        found: dict[str, CachedImage] = {}
-        for start in range(0, len(wanted), 500):
-            batch = wanted[start : start + 500]
-            marks = ",".join("?" * len(batch))
-            rows = self._query(
-                f"SELECT * FROM image_index WHERE transform = ? AND content_sha256 IN ({marks})", [transform, *batch]
-            )
-            found.update({r["content_sha256"]: self._cached(r) for r in rows})
-        return found
-
     def add_cached_images(self, transform: str, images: Sequence[CachedImage]) -> None:
         with self._transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO image_index(transform, content_sha256, shard_sha256, row, width, height, phash, pixel_sha256) "
                 "VALUES (?,?,?,?,?,?,?,?)",
-                [
-                    (transform, i.content_sha256, i.shard_sha256, i.row, i.width, i.height, to_signed64(i.phash), i.pixel_sha256)
-                    for i in images
-                ],
+                [self._image_row(transform, i) for i in images],
             )
-
-    def indexed_shards(self) -> set[str]:
-        return {r["shard_sha256"] for r in self._query("SELECT DISTINCT shard_sha256 FROM image_index")}
-
-    def image_index_transforms(self) -> list[str]:
-        return [r["transform"] for r in self._query("SELECT DISTINCT transform FROM image_index ORDER BY transform")]
 
     # -- importing another store's rows ----------------------------------------------------------
     def import_records(self, items: Sequence[RecordImport]) -> list[ImportOutcome]:
@@ -340,15 +193,11 @@ class SqliteStore(RegistryStore):
                        [(record.id, ref.sha256, ref.role) for ref in item.blobs])
         return ImportOutcome.CREATED
 
-    @staticmethod
-    def _links(db: sqlite3.Connection, record_id: str) -> list[Link]:
-        rows = db.execute("SELECT * FROM links WHERE record_id = ?", (record_id,)).fetchall()
-        return [Link(record_id=r["record_id"], input_id=r["input_id"], role=r["role"]) for r in rows]
+    def _links(self, db: sqlite3.Connection, record_id: str) -> list[Link]:
+        return [self._link(r) for r in db.execute("SELECT * FROM links WHERE record_id = ?", (record_id,))]
 
-    @staticmethod
-    def _blob_refs(db: sqlite3.Connection, record_id: str) -> list[BlobRef]:
-        rows = db.execute("SELECT * FROM blob_refs WHERE record_id = ?", (record_id,)).fetchall()
-        return [BlobRef(record_id=r["record_id"], sha256=r["sha256"], role=r["role"]) for r in rows]
+    def _blob_refs(self, db: sqlite3.Connection, record_id: str) -> list[BlobRef]:
+        return [self._blob_ref(r) for r in db.execute("SELECT * FROM blob_refs WHERE record_id = ?", (record_id,))]
 
     def import_versions(self, versions: Sequence[Version]) -> list[ImportOutcome]:
         outcomes = []
@@ -371,16 +220,8 @@ class SqliteStore(RegistryStore):
         return outcomes
 
     def import_alias_history(self, changes: Sequence[AliasChange]) -> list[ImportOutcome]:
-        outcomes = [ImportOutcome.IDENTICAL] * len(changes)
         with self._transaction() as db:
-            for (kind, name, alias, target), positions in group_histories(changes).items():
-                rows = db.execute(
-                    "SELECT * FROM alias_history WHERE kind = ? AND name = ? AND alias = ? AND target = ? ORDER BY seq",
-                    (kind, name, alias, target),
-                ).fetchall()
-                missing = history_to_append([changes[i] for i in positions], [self._change(r) for r in rows], where=self.uri)
-                for i in positions[len(positions) - len(missing):]:
-                    outcomes[i] = ImportOutcome.CREATED
+            outcomes = self._history_outcomes(db, changes, group_histories(changes))
             # Appended in the given order, which may interleave aliases: `alias NAME --history` lists them by it.
             new = [c for c, outcome in zip(changes, outcomes) if outcome is ImportOutcome.CREATED]
             for change in new:
@@ -399,19 +240,6 @@ class SqliteStore(RegistryStore):
                 self._point(db, *key, last.new_record_id)
         return outcomes
 
-    @staticmethod
-    def _point(db: sqlite3.Connection, kind: str, name: str, alias: str, target: str, record_id: str | None) -> None:
-        """Point an alias at ``record_id`` (None: remove it), as its newest history entry says."""
-        if record_id is None:
-            db.execute("DELETE FROM aliases WHERE kind = ? AND name = ? AND alias = ? AND target = ?",
-                       (kind, name, alias, target))
-        else:
-            db.execute(
-                "INSERT INTO aliases(kind, name, alias, target, record_id) VALUES (?,?,?,?,?) "
-                "ON CONFLICT(kind, name, alias, target) DO UPDATE SET record_id = excluded.record_id",
-                (kind, name, alias, target, record_id),
-            )
-
     def import_image_index(self, transform: str, images: Sequence[CachedImage]) -> list[ImportOutcome]:
         outcomes = []
         with self._transaction() as db:
@@ -423,8 +251,7 @@ class SqliteStore(RegistryStore):
                     db.execute(
                         "INSERT INTO image_index(transform, content_sha256, shard_sha256, row, width, height, phash, "
                         "pixel_sha256) VALUES (?,?,?,?,?,?,?,?)",
-                        (transform, image.content_sha256, image.shard_sha256, image.row, image.width, image.height,
-                         to_signed64(image.phash), image.pixel_sha256),
+                        self._image_row(transform, image),
                     )
                     outcome = ImportOutcome.CREATED
                 outcomes.append(outcome)
