@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.docker.fleet_sim import (  # noqa: E402 - the repository root is on the path only now
-    Registry, ThinLink, can_start_engines, free_port, start_engines, stop_engines, unix_link, write_fleet,
+    Registry, ThinLink, can_start_engines, free_port, start_engines, stop_engines, unit_ports, unix_link, write_fleet,
 )
 
 MARK_BEGIN, MARK_END = "<!-- bench_rollout: begin -->", "<!-- bench_rollout: end -->"
@@ -68,7 +68,7 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
 def run_transport(transport: str, workspace: Path, engines: dict[str, str], registry: Registry, tmp: Path,
                   rate: str) -> dict[str, Any]:
     names = list(engines)
-    ports = {name: free_port() for name in names}
+    ports = unit_ports(names)
     direct = write_fleet(tmp / f"{transport}-direct.toml", engines, ports=ports, extra=f'transfer = "{transport}"')
     if transport == "load":
         links = {name: unix_link(tmp / transport, engines[name]) for name in names}

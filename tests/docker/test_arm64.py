@@ -50,7 +50,8 @@ def test_arm64_package_deploy_rollback_and_bench_on_an_emulated_unit(tmp_path: P
                                                                       arm64_base: str) -> None:
     ws = tmp_path / "ws"
     with Workspace(ws) as workspace:
-        register_tiny_onnx(workspace, tmp_path / "m", name=MODEL)
+        register_tiny_onnx(workspace, tmp_path / "m", name=MODEL,
+                           normalization=([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), softmax=True)
     created: list[str] = []
     try:
         # an emulated build for aarch64-cpu, in the arm64 image on this x86-64 engine

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.docker.fleet_sim import (
-    Registry, ThinLink, can_start_engines, free_port, start_engines, stop_engines, unix_link, write_fleet,
+    Registry, ThinLink, can_start_engines, free_port, start_engines, stop_engines, unit_ports, unix_link, write_fleet,
 )
 from tests.docker.fleet_sim import health as _health
 from tests.docker.fleet_sim import toolchain_json as _tc
@@ -83,6 +83,12 @@ def releases(tmp_path_factory: pytest.TempPathFactory, docker_url: str, base_ima
     client.close()
 
 
+def _failures(report: dict[str, Any] | None) -> list[str]:
+    """What went wrong on each unit that failed (for assertion messages)."""
+    return [f"{u.get('unit')}: {u.get('result')}: {u.get('message')}" for u in (report or {}).get("units", [])
+            if not u.get("ok", True)]
+
+
 def _units(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {u["unit"]: u for u in report["units"]}
 
@@ -113,7 +119,7 @@ def _images(url: str) -> set[str]:
 def test_load_sends_only_the_new_model_layer_rolls_back_for_free_prunes_and_survives_a_cut_link(
         tmp_path: Path, engines: dict[str, str], releases: dict[str, Any]) -> None:
     ws, images = releases["ws"], releases["images"]
-    ports = {name: free_port() for name in UNITS}
+    ports = unit_ports(UNITS)
     direct = write_fleet(tmp_path / "direct.toml", {n: engines[n] for n in UNITS}, ports=ports)
     links = {name: unix_link(tmp_path, engines[name]) for name in UNITS}
     thin = write_fleet(tmp_path / "thin.toml", {n: links[n][2] for n in UNITS}, ports=ports)
@@ -121,7 +127,7 @@ def test_load_sends_only_the_new_model_layer_rolls_back_for_free_prunes_and_surv
 
     # 1. first install, straight to the units: the whole image, gzip-compressed (a third of its 450 MB)
     code, first, err = _tc(ws, "deploy", "tiny-onnx@v1", "--fleet", str(direct), "--parallel", "5")
-    assert code == 0, err
+    assert code == 0, (err, _failures(first))
     for unit in first["units"]:
         assert unit["transport"] == "load-full" and unit["layers_reused"] == 0, unit
         assert 100 * MB < unit["bytes_sent"] < 250 * MB and unit["layers_sent"] == 4
@@ -131,7 +137,7 @@ def test_load_sends_only_the_new_model_layer_rolls_back_for_free_prunes_and_surv
     with ThinLink(tmp_path, link_specs, rate="2mbit") as link:
         code, second, err = _tc(ws, "deploy", "tiny-onnx@v2", "--fleet", str(thin), "--parallel", "5")
         counted = link.stop()
-    assert code == 0, err
+    assert code == 0, (err, _failures(second))
     for unit in second["units"]:
         assert unit["result"] == "deployed" and unit["transport"] == "load-delta", unit
         assert (unit["layers_sent"], unit["layers_reused"]) == (1, 3)
@@ -143,14 +149,14 @@ def test_load_sends_only_the_new_model_layer_rolls_back_for_free_prunes_and_surv
         recorded = [r for r in workspace.registry.find(kind="deployment") if r.body["deployment"] == second["deployment"]]
     assert {r.body["transport"] for r in recorded} == {"load-delta"} and all(r.body["bytes_sent"] > 0 for r in recorded)
     code, status, err = _tc(ws, "deploy", "status", "--fleet", str(direct))
-    assert code == 0, err
+    assert code == 0, (err, _failures(status))
     assert {row["last_deployment"]["transport"] for row in status["units"]} == {"load-delta"}
 
     # 3. rollback through the links: nothing sent, the same health rule, v1 serves again
     with ThinLink(tmp_path, link_specs, rate="2mbit") as link:
         code, back, err = _tc(ws, "deploy", "rollback", "--fleet", str(thin), "--parallel", "5")
         counted = link.stop()
-    assert code == 0, err
+    assert code == 0, (err, _failures(back))
     assert back["action"] == "rollback" and back["bytes_sent"] == 0
     for unit in back["units"]:
         assert unit["result"] == "deployed" and unit["transport"] == "none" and unit["bytes_sent"] == 0, unit
@@ -161,7 +167,7 @@ def test_load_sends_only_the_new_model_layer_rolls_back_for_free_prunes_and_surv
 
     # 4. v3 goes out; retention 2 keeps v3 and v1 (the last two served), v2 is pruned from every unit
     code, third, err = _tc(ws, "deploy", "tiny-onnx@v3", "--fleet", str(direct), "--parallel", "5")
-    assert code == 0, err
+    assert code == 0, (err, _failures(third))
     for unit in third["units"]:
         assert unit["pruned"] == [images["v2"]["image_id"]], unit
         held = _images(engines[unit["unit"]])
@@ -181,7 +187,7 @@ def test_load_sends_only_the_new_model_layer_rolls_back_for_free_prunes_and_surv
     assert images["v4"]["image_id"] not in _images(engines["unit-1"])  # nothing half-sent was loaded
     with ThinLink(tmp_path, one, rate="0", cut_after=1 * MB):
         code, rerun, err = _tc(ws, "deploy", "tiny-onnx@v4", "--fleet", str(thin), "--unit", "unit-1")
-    assert code == 0, err
+    assert code == 0, (err, _failures(rerun))
     unit = rerun["units"][0]
     assert unit["result"] == "deployed" and unit["transfer_attempts"] == 2 and unit["transport"] == "load-delta", unit
     assert _serving(engines["unit-1"]) == images["v4"]["image_id"]
@@ -204,7 +210,7 @@ def test_pull_by_digest_downloads_only_the_new_layer_through_a_thin_link(
             assert image["push"]["digest"].startswith("sha256:") and "@sha256:" in image["push"]["reference"]
             pushed[version] = image["push"]
         names = [n for n in engines if n.startswith("pull-")]
-        ports = {name: free_port() for name in names}
+        ports = unit_ports(names)
         front = free_port()  # the link in front of the registry, as the units reach it
         fleet = write_fleet(tmp_path / "fleet.toml", {n: engines[n] for n in names}, ports=ports,
                             defaults=f'transfer = "pull"\nregistry = "127.0.0.1:{front}"')
@@ -213,7 +219,7 @@ def test_pull_by_digest_downloads_only_the_new_layer_through_a_thin_link(
         with ThinLink(tmp_path, spec, rate="0") as link:  # first install: a fast link (150 MB at 2 Mbit/s is 10 min)
             code, first, err = _tc(ws, "deploy", "tiny-onnx@v1", "--fleet", str(fleet), "--parallel", "5")
             counted_first = link.stop()
-        assert code == 0, err
+        assert code == 0, (err, _failures(first))
         for unit in first["units"]:
             assert unit["transport"] == "pull" and unit["layers_sent"] == 4 and unit["bytes_sent"] > 100 * MB, unit
         total_first = sum(u["bytes_sent"] for u in first["units"])
@@ -222,7 +228,7 @@ def test_pull_by_digest_downloads_only_the_new_layer_through_a_thin_link(
         with ThinLink(tmp_path, spec, rate="2mbit") as link:
             code, second, err = _tc(ws, "deploy", "tiny-onnx@v2", "--fleet", str(fleet), "--parallel", "5")
             counted = link.stop()
-        assert code == 0, err
+        assert code == 0, (err, _failures(second))
         for unit in second["units"]:
             assert unit["transport"] == "pull" and (unit["layers_sent"], unit["layers_reused"]) == (1, 3), unit
             assert unit["bytes_sent"] <= 1 * MB and first["units"][0]["bytes_sent"] / unit["bytes_sent"] >= 50
