@@ -108,6 +108,9 @@ def test_grid_search_records_every_trial_then_trains_the_best(tiny_workspace: Pa
         runs = store.find(kind="run")
         assert sorted(r.body["role"] for r in runs) == ["final", "trial", "trial"]
         assert all(r.body["dataset"] == runs[0].body["dataset"] for r in runs)
+        final = next(r for r in runs if r.body["role"] == "final")
+        trials = {r.id for r in runs if r.body["role"] == "trial"}
+        assert {link.input_id for link in store.links_from(final.id) if link.role == "trial"} == trials
 
 
 def _small_search_recipe(directory: Path) -> Path:

@@ -43,7 +43,7 @@ class Scope:
 def everything(workspace: Workspace) -> Scope:
     """Every run, trial, evaluation and model version of the registry."""
     runs = tuple(workspace.registry.find(kind="run"))
-    return Scope(description="everything", runs=runs, children=trials_by_final(runs),
+    return Scope(description="everything", runs=runs, children=_children(workspace, runs),
                  evaluations=tuple(workspace.registry.find(kind="evaluation")),
                  versions=tuple(workspace.registry.versions("model")))
 
@@ -85,10 +85,22 @@ def training_run(workspace: Workspace, model: Record) -> Record | None:
     return None
 
 
+def _children(workspace: Workspace, runs: tuple[Record, ...] | list[Record]) -> dict[str, tuple[str, ...]]:
+    """Final run id -> its search trials: its ``trial`` lineage links where ``train`` wrote them, else inferred
+    (:func:`toolchain.mlflow_mirror.trials.trials_by_final`, for runs recorded before those links existed)."""
+    groups = trials_by_final(runs)
+    present = {r.id for r in runs}
+    for run in runs:
+        linked = tuple(l.input_id for l in workspace.registry.links_from(run.id) if l.role == "trial" and l.input_id in present)
+        if linked:
+            groups[run.id] = linked
+    return groups
+
+
 def _runs_with_trials(workspace: Workspace, finals: list[Record]) -> tuple[tuple[Record, ...], dict[str, tuple[str, ...]]]:
     names = {r.name for r in finals}
     candidates = [r for name in sorted(names) for r in workspace.registry.find(kind="run", name=name)]
-    groups = trials_by_final(candidates)
+    groups = _children(workspace, candidates)
     wanted = {r.id for r in finals}
     children = {final: trials for final, trials in groups.items() if final in wanted}
     trial_ids = {t for trials in children.values() for t in trials}

@@ -1,8 +1,8 @@
-"""Which search trials chose a final training run's parameters (MLflow child runs).
+"""Which search trials chose a final training run's parameters (MLflow child runs), for runs without links.
 
-A ``run`` record of role ``trial`` has no link to the final run its search chose: ``train`` records
-each trial as soon as it finishes, before the final run exists. The search is recovered from what
-the records do hold. A trial belongs to a final run when both were trained under the same name, on
+``train`` now links a final run to its search's trials (lineage role ``trial``), and the mirror uses those
+links (:mod:`toolchain.mlflow_mirror.scope`). Runs recorded before have none: for them the search is
+recovered from what the records do hold. A trial belongs to a final run when both were trained under the same name, on
 the same dataset version, with the same seed, device, starting weights and code version, from the
 same recipe frame (architecture, normalisation, search space), with the same value of every
 parameter the search does not vary (epochs and warm-up aside: trials train for a shorter budget),

@@ -44,6 +44,7 @@ class RunSpec:
     weights: str | None = None  # local file to fine-tune from
     role: str = "final"  # final | trial
     model_name: str = ""
+    trials: tuple[str, ...] = ()  # run ids of the search trials that chose this recipe (lineage, not identity)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -334,7 +335,8 @@ def _register(
         "ranks_agree": result.ranks_agree,
     }
     workspace.registry.commit(NewRecord(
-        kind="run", name=spec.model_name or recipe.name, id=result.run, body=run_body, links=((dataset.id, "train_data"),)
+        kind="run", name=spec.model_name or recipe.name, id=result.run, body=run_body,
+        links=((dataset.id, "train_data"), *((trial, "trial") for trial in spec.trials)),
     ))
     if spec.role != "final":
         return result

@@ -132,7 +132,7 @@ def train(workspace: Workspace, config: TrainConfig, *, resume: str | None = Non
         recipe = recipe.with_overrides(best_params)
 
     spec = RunSpec(dataset=dataset.id, recipe=recipe, seed=config.seed, device=device, weights=config.weights,
-                   role="final", model_name=model_name)
+                   role="final", model_name=model_name, trials=tuple(t.run.run for t in trials))
     final = train_run(workspace, spec, progress=progress)
     return TrainResult(final=final, trials=tuple(trials), best_params=best_params, dataset=dataset.id,
                        dataset_ref=dataset.ref)
