@@ -188,9 +188,12 @@ def _from_record(workspace: Workspace, record: Record, label: str, path: Path | 
         kind = str(body.get("type", ""))
         if not kind.startswith("onnx"):
             raise UsageError(f"{label} is a {kind} artifact; bench takes a build, an ONNX artifact or a model")
-        return _subject_from_metadata(ref=label, kind=kind, record=record, path=path or workspace.blobs.require(body["blob"]),
-                                      meta=body.get("metadata", {}), layout=body.get("input"),
-                                      accuracy=_accuracy(workspace, record.id))
+        onnx_path = path or workspace.blobs.require(body["blob"])
+        meta = dict(body.get("metadata", {}))
+        if "input_size" not in meta:  # a record without it (a quantized ONNX): read it off the graph, never assume 128
+            meta = {**_onnx_metadata(onnx_path), **meta}
+        return _subject_from_metadata(ref=label, kind=kind, record=record, path=onnx_path, meta=meta,
+                                      layout=body.get("input"), accuracy=_accuracy(workspace, record.id))
     if record.kind == "model":
         recipe = body.get("recipe", {})
         weights = workspace.blobs.require(body["weights"])
