@@ -63,3 +63,15 @@ def test_serve_option_errors(tmp_path: Path) -> None:
     proc = _tc("--workspace", str(tmp_path / "ws"), "serve", str(tmp_path / "no-bundle"), "--source", "synthetic")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "not a bundle directory" in err
+
+
+def test_serve_resolves_a_build_in_the_registry_the_global_options_name(tmp_path: Path) -> None:
+    """--registry/--blobs elsewhere than the workspace (a team registry): serve finds the build there."""
+    with Workspace(tmp_path / "team") as ws:
+        build_id = tiny_build(ws, tmp_path)
+    proc = _tc("--workspace", str(tmp_path / "mine"), "--registry", f"sqlite:///{tmp_path / 'team' / 'registry.db'}",
+               "--blobs", str(tmp_path / "team"), "serve", build_id[:12], "--source", "synthetic:64x64@10",
+               "--duration", "2", "--port", "0")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert [json.loads(line)["label"] for line in out.splitlines() if line.startswith("{")]

@@ -13,7 +13,6 @@ counts frames in its own sink instead.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -231,17 +230,21 @@ def _start_http(state: ServiceState, config: ServeConfig) -> HttpServer:
         ) from exc
 
 
-def load_model(artifact: str, *, workspace_path: Path | None = None, target: str | None = None) -> ServingModel:
-    """A bundle directory (in the container), or a registry reference resolved in the workspace (workstation)."""
+def load_model(artifact: str, *, open_workspace: Callable[[], Any] | None = None,
+               target: str | None = None) -> ServingModel:
+    """A bundle directory (in the container), or a registry reference resolved in the workspace (workstation).
+
+    Args:
+        open_workspace: Opens the workspace (a context manager) where the global options say its registry is;
+            None when there is none (a unit: only bundle directories).
+    """
     from toolchain.serve.bundle import load_bundle, model_from_registry
 
     path = Path(artifact)
     if path.is_dir():
         return load_bundle(path)
-    if workspace_path is None or not (workspace_path / "registry.db").exists() and not os.environ.get("TOOLCHAIN_REGISTRY"):
+    if open_workspace is None:
         raise UsageError(f"{artifact} is not a bundle directory and there is no workspace to resolve it in; pass the "
-                         "directory `toolchain package` put in the image, or --workspace with the registry")
-    from toolchain.workspace import Workspace
-
-    with Workspace(workspace_path) as workspace:
+                         "directory `toolchain package` put in the image, or --workspace/--registry with the registry")
+    with open_workspace() as workspace:
         return model_from_registry(workspace, artifact, target=target)
