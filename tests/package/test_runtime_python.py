@@ -79,3 +79,33 @@ def test_targets_whose_python_the_runtime_cannot_run_are_refused_with_what_to_us
         check_runtime_python(old[0], PackageConfig(ref="m", target="jetson-nano"))
     check_runtime_python(old[0], PackageConfig(ref="m", target="jetson-nano", base_image="my/l4t-py38"))  # user's choice
     assert all(t.python for t in list_targets()), "every target profile states its Python"
+
+
+def test_serve_runs_from_the_shipped_files_alone(tmp_path: Path) -> None:
+    """The image's entry point, with only the runtime files on the path (no workspace, registry or deploy
+    modules): a lazy import of a workstation module in the serve path would crash every unit's container."""
+    import json
+    import os
+
+    from tests.serve.fixtures import tiny_build
+    from toolchain.serve.bundle import model_from_registry, write_bundle
+    from toolchain.workspace import Workspace
+
+    with Workspace(tmp_path / "ws") as workspace:
+        model = model_from_registry(workspace, tiny_build(workspace, tmp_path))
+    bundle = write_bundle(model, tmp_path / "model")
+    copy_runtime(tmp_path / "runtime")
+    # -S: no site processing, so the editable install's finder (a .pth file) cannot supply modules the image
+    # lacks; the third-party packages come from site-packages put on the path by hand, after the runtime.
+    import sysconfig
+
+    path = os.pathsep.join([str(tmp_path / "runtime"), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    probe = ("import sys, toolchain, importlib.util; assert toolchain.__file__.startswith(sys.argv[1]), toolchain.__file__; "
+             "assert importlib.util.find_spec('toolchain.workspace') is None")
+    assert subprocess.run([sys.executable, "-S", "-c", probe, str(tmp_path / "runtime")], env=env, cwd=tmp_path).returncode == 0
+    run = subprocess.run([sys.executable, "-S", "-m", "toolchain.serve", str(bundle), "--source", "synthetic:64x64@10",
+                          "--duration", "2", "--port", "0"], capture_output=True, text=True, timeout=120, env=env,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [json.loads(line)["label"] for line in run.stdout.splitlines() if line.startswith("{")]

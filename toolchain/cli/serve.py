@@ -65,8 +65,9 @@ def serve(ctx: click.Context, artifact: str, sources: tuple[str, ...], target: s
                          events_keep=events_keep, credentials=credentials, host=host, port=port, stale_s=stale_s, require=require,
                          threads=threads, max_batch=max_batch, backoff=Backoff(initial_s=reconnect_min, max_s=reconnect_max),
                          duration_s=duration_s)
-    model = load_model(artifact, open_workspace=app(ctx).open_workspace if app(ctx).has_registry() else None,
-                       target=target)
+    # In the image ARTIFACT is the bundle directory, and the workspace modules are not shipped: never ask there.
+    registry = not Path(artifact).is_dir() and app(ctx).has_registry()
+    model = load_model(artifact, open_workspace=app(ctx).open_workspace if registry else None, target=target)
 
     def ready(bound: int) -> None:
         console.print(f"serving {escape(model.info.get('model', artifact))} ({model.backend}, {model.info.get('target', '')}) "
