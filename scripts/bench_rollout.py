@@ -21,6 +21,7 @@ Usage: python scripts/bench_rollout.py [--units 10] [--rate 2mbit] [--workspace 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -87,7 +88,7 @@ def run_transport(transport: str, workspace: Path, engines: dict[str, str], regi
         direct = thin
     parallel = str(len(names))
     print(f"[{transport}] first install of {RELEASE_N} to {len(names)} units (full speed)", file=sys.stderr)
-    with ThinLink(tmp / transport, specs, rate="0") if transport == "pull" else _Nothing():
+    with ThinLink(tmp / transport, specs, rate="0") if transport == "pull" else contextlib.nullcontext():
         first = tc(workspace, "deploy", RELEASE_N, "--fleet", str(direct), "--parallel", parallel)
     print(f"[{transport}] model-only release {RELEASE_N1} through {rate} links", file=sys.stderr)
     with ThinLink(tmp / transport, specs, rate=rate) as link:
@@ -101,14 +102,6 @@ def run_transport(transport: str, workspace: Path, engines: dict[str, str], regi
     return {"first": summarize(first), "delta": summarize(second), "rollback": summarize(back),
             "link_bytes_delta": sum(s[link_key] for s in counted_second.values()),
             "link_bytes_rollback": sum(s["up"] + s["down"] for s in counted_back.values())}
-
-
-class _Nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def table(results: dict[str, Any], rate: str, units: int, machine: str) -> str:

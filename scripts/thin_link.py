@@ -116,7 +116,8 @@ async def _pump(link: Link, reader: asyncio.StreamReader, writer: asyncio.Stream
         pass
     finally:
         try:
-            writer.write_eof() if writer.can_write_eof() and not writer.is_closing() else None
+            if writer.can_write_eof() and not writer.is_closing():
+                writer.write_eof()  # pass the end of the stream on: HTTP clients wait for it
         except (OSError, RuntimeError):
             pass
 

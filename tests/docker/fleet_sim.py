@@ -48,6 +48,17 @@ def health(port: int) -> int:
         return 0
 
 
+def remove_images(client: Any, refs: list[str]) -> None:
+    """Remove what a test packaged from the shared engine (the base image stays); missing ones are skipped."""
+    import docker.errors
+
+    for ref in refs:
+        try:
+            client.images.remove(ref, force=True)
+        except docker.errors.DockerException:
+            pass
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from tests.docker.fleet_sim import (
-    Registry, ThinLink, can_start_engines, free_port, start_engines, stop_engines, unit_ports, unix_link, write_fleet,
+    Registry, ThinLink, can_start_engines, free_port, remove_images, start_engines, stop_engines, unit_ports, unix_link,
+    write_fleet,
 )
 from tests.docker.fleet_sim import health as _health
 from tests.docker.fleet_sim import toolchain_json as _tc
@@ -75,11 +76,7 @@ def releases(tmp_path_factory: pytest.TempPathFactory, docker_url: str, base_ima
     import docker
 
     client = docker.DockerClient(base_url=docker_url)
-    for image in images.values():
-        try:
-            client.images.remove(image["image_id"], force=True)
-        except docker.errors.DockerException:
-            pass
+    remove_images(client, [image["image_id"] for image in images.values()])
     client.close()
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.docker.fleet_sim import health as _health
-from tests.docker.fleet_sim import stop_engine
+from tests.docker.fleet_sim import remove_images, stop_engine
 from tests.docker.fleet_sim import toolchain_json as _tc
 from tests.onnx_fixtures import register_tiny_onnx
 from tests.serve.fixtures import free_port, write_video
@@ -218,19 +218,8 @@ url = "unix://{tmp_path}/gone/docker.sock"
             for container in client.containers.list(all=True, filters={"label": "org.toolchain.role=serve"}):
                 container.remove(force=True)
             client.close()
-        _remove_images(docker_client, [image["image_id"], "toolchain/tiny-onnx:broken", "toolchain/runtime-base:broken-test",
+        remove_images(docker_client, [image["image_id"], "toolchain/tiny-onnx:broken", "toolchain/runtime-base:broken-test",
                                        *([image2["image_id"]] if "image2" in locals() else [])])
-
-
-def _remove_images(client: Any, refs: list[str]) -> None:
-    """Remove what this test packaged from the shared engine (the base image stays)."""
-    import docker.errors
-
-    for ref in refs:
-        try:
-            client.images.remove(ref, force=True)
-        except docker.errors.DockerException:
-            pass
 
 
 def test_a_jetson_image_over_a_base_of_another_cpu_is_refused(tmp_path: Path, docker_url: str, base_image: str) -> None:
@@ -276,5 +265,5 @@ def test_a_plain_python_base_gets_the_compiled_runtime_vendored(tmp_path: Path, 
     out = docker_client.containers.run(image["image_id"], ["--source", "synthetic:64x64@10", "--duration", "2",
                                                            "--port", "0"], remove=True, network_disabled=True)
     events = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
-    _remove_images(docker_client, [image["image_id"], "toolchain/runtime-base:bare-test"])
+    remove_images(docker_client, [image["image_id"], "toolchain/runtime-base:bare-test"])
     assert len(events) >= 10 and {e["label"] for e in events} <= {"car", "truck"}

@@ -77,15 +77,14 @@ def prune(client: Any, model_slug: str, *, retention: int, keep: set[str], model
             stale.add(image["Id"])
     removed = []
     for image_id in sorted(stale):
-        for container in client.containers.list(all=True, filters={"ancestor": image_id}):
-            if container.status in ("running", "restarting") or container.labels.get("org.toolchain.role") != "serve":
-                break  # in use by something that runs, or by something not ours: kept
-        else:
-            try:
-                for container in client.containers.list(all=True, filters={"ancestor": image_id}):
-                    container.remove(force=True)  # a stopped -previous of a release beyond the retention
-                client.images.remove(image_id, force=True)
-                removed.append(image_id)
-            except docker.errors.APIError:
-                pass  # another holder appeared meanwhile: kept until the next rollout
+        holders = client.containers.list(all=True, filters={"ancestor": image_id})
+        if any(c.status in ("running", "restarting") or c.labels.get("org.toolchain.role") != "serve" for c in holders):
+            continue  # in use by something that runs, or by something not ours: kept
+        try:
+            for container in holders:
+                container.remove(force=True)  # a stopped -previous of a release beyond the retention
+            client.images.remove(image_id, force=True)
+            removed.append(image_id)
+        except docker.errors.APIError:
+            pass  # another holder appeared meanwhile: kept until the next rollout
     return removed

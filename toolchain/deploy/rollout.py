@@ -150,9 +150,6 @@ class _Archive:
         self._partial: dict[int, Path] = {}
         self._gzipped: dict[Path, Path] = {}
 
-    def __call__(self) -> Path:
-        return self.full()
-
     def full(self) -> Path:
         with self._lock:
             if self._error is not None:
