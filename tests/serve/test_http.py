@@ -351,3 +351,16 @@ def test_loopback_by_default_bind_failures_and_bad_limits() -> None:
         HttpServer(ServiceState(["a"], {}), host="127.0.0.1", port=0, max_connections=0)
     with pytest.raises(ValueError, match="request_timeout_s"):
         HttpServer(ServiceState(["a"], {}), host="127.0.0.1", port=0, request_timeout_s=0)
+
+
+def test_a_stale_camera_reports_an_age_above_stale_after_never_equal_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Half a millisecond past --stale-after is down, and its age must say so (it was rounded to 1.0)."""
+    from toolchain.serve import http
+
+    state = http.ServiceState(["north"], {}, stale_s=1.0)
+    monkeypatch.setattr(http.time, "time", lambda: 1000.0)
+    state.frame("north", "car", 0.9, 0.01)
+    monkeypatch.setattr(http.time, "time", lambda: 1001.0004)
+    _, report = state.health()
+    assert report["cameras"]["north"]["up"] is False
+    assert report["cameras"]["north"]["seconds_since_frame"] > 1.0

@@ -60,6 +60,12 @@ def _labels(**labels: str) -> str:
     return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items()) + "}"
 
 
+def _age_ms(seconds: float) -> float:
+    """An age in seconds to the millisecond, rounded up: a camera reported down for being older than
+    ``--stale-after`` never shows an age equal to it (rounding to nearest turned 1.0004 s into 1.0)."""
+    return math.ceil(seconds * 1000) / 1000
+
+
 class ServiceState:
     """Everything ``/healthz`` and ``/metrics`` report.
 
@@ -115,7 +121,7 @@ class ServiceState:
         with self._lock:
             cameras = {
                 name: {"up": self._camera_up(s, now), "frames": s.frames, "reconnects": s.reconnects, "errors": s.errors,
-                       "seconds_since_frame": round(now - s.last_frame, 3) if s.last_frame else None,
+                       "seconds_since_frame": _age_ms(now - s.last_frame) if s.last_frame else None,
                        "last_error": s.last_error}
                 for name, s in self.cameras.items()
             }
