@@ -87,6 +87,7 @@ def dump(store: RegistryStore) -> dict[str, Any]:
         "alias_history": store.alias_history(),
         "aliases": store.aliases(),
         "image_index": {t: store.cached_images(t) for t in store.image_index_transforms()},
+        "team_keys": store.team_keys(),
     }
 
 
@@ -121,12 +122,14 @@ def test_copy_keeps_every_row_id_and_stamp_copies_and_verifies_the_blobs_and_a_r
     to = _destination(request, tmp_path, kind)
     blobs = tmp_path / "team-blobs"
     blobs.mkdir()
+    with open_store(f"sqlite:///{source / 'registry.db'}") as store:
+        store.team_key("credentials-volume")  # names the units' credential volumes: a copy must keep it
     before = dump_of(f"sqlite:///{source / 'registry.db'}")
     report = _cli(capsys, "--workspace", source, "registry", "copy", "--to", to, "--blobs", blobs)
     assert dump_of(to) == before  # ids, bodies, created_at/by, toolchain versions, alias times/who/why, all of it
     counts = {name: t["copied"] for name, t in report["tables"].items()}
     assert counts == {"records": 17, "links": 19, "blob_refs": 13, "versions": 8, "alias_history": 7, "aliases": 2,
-                      "image_index": 12}
+                      "image_index": 12, "team_keys": 1}
     assert all(t["already_present"] == 0 and t["kept_destination"] == 0 for t in report["tables"].values())
     source_blobs = sorted(sha for sha in Workspace(source).blobs)
     assert report["blobs"] == {"shared": False, "copied": len(source_blobs), "already_present": 0, "missing": [], "altered": [],

@@ -322,3 +322,25 @@ def test_imported_image_index_entries_keep_the_stores_own_and_list_their_transfo
     store.import_image_index("t0", images[:1])
     assert store.image_index_transforms() == ["t0", "t1"]
     assert store.indexed_shards() == {"e" * 64}
+
+
+def test_a_team_key_is_written_once_and_read_alike_by_every_caller(store: RegistryStore) -> None:
+    first = store.team_key("credentials-volume")
+    assert len(first) == 32
+    assert store.team_key("credentials-volume") == first
+    # A racing workstation that offers its own key reads the one stored first.
+    assert store.team_key("credentials-volume", offer=b"\x01" * 32) == first
+    assert store.team_key("other", offer=b"\x02" * 32) == b"\x02" * 32
+    assert store.team_keys() == {"credentials-volume": first, "other": b"\x02" * 32}
+
+
+def test_a_team_key_is_the_same_through_a_second_connection(registry_uri: str) -> None:
+    with open_store(registry_uri) as one, open_store(registry_uri) as two:
+        assert one.team_key("k") == two.team_key("k")
+
+
+def test_team_keys_are_never_changed(store: RegistryStore) -> None:
+    store.team_key("k", offer=b"\x03" * 32)
+    with pytest.raises(Exception, match="immutable"):
+        store._write(lambda db: db.execute(store._sql("UPDATE team_keys SET value = ? WHERE name = ?"), ("00", "k")))  # type: ignore[attr-defined]
+    assert store.team_key("k") == b"\x03" * 32

@@ -65,7 +65,7 @@ from toolchain.workspace import Workspace
 T = TypeVar("T")
 
 DEFAULT_BATCH = 1000
-TABLES = ("records", "links", "blob_refs", "versions", "alias_history", "aliases", "image_index")
+TABLES = ("records", "links", "blob_refs", "versions", "alias_history", "aliases", "image_index", "team_keys")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,6 +173,8 @@ class Snapshot:
         versions: Every version.
         image_index: ``(transform, entries)`` per transform.
         records: Every record with its links and blob refs, each after the records it was made from.
+        team_keys: The team's keys by name (they name credential volumes on units; a copy keeps them, so a
+            team that moves its registry does not restart its units).
     """
 
     alias_history: tuple[AliasChange, ...]
@@ -180,6 +182,7 @@ class Snapshot:
     versions: tuple[Version, ...]
     image_index: tuple[tuple[str, tuple[CachedImage, ...]], ...]
     records: tuple[RecordImport, ...]
+    team_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
     @property
     def empty(self) -> bool:
@@ -213,7 +216,7 @@ def read_snapshot(store: RegistryStore) -> Snapshot:
     items = [RecordImport(record=r, links=tuple(store.links_from(r.id)), blobs=tuple(refs.get(r.id, ())))
              for r in store.find()]
     return Snapshot(alias_history=history, aliases=aliases, versions=versions, image_index=index,
-                    records=inputs_first(items, where=store.uri))
+                    records=inputs_first(items, where=store.uri), team_keys=store.team_keys())
 
 
 def inputs_first(items: Sequence[RecordImport], *, where: str) -> tuple[RecordImport, ...]:
@@ -353,6 +356,19 @@ def _in_batches(rows: Sequence[T], size: int, label: str, progress: Progress,
     return outcomes
 
 
+def _import_team_keys(destination: RegistryStore, keys: Mapping[str, bytes]) -> list[ImportOutcome]:
+    """Each team key into ``destination``; one it already has keeps its own value (its units were named with it)."""
+    held = destination.team_keys()
+    outcomes = []
+    for name, value in sorted(keys.items()):
+        if name in held:
+            outcomes.append(ImportOutcome.IDENTICAL if held[name] == value else ImportOutcome.KEPT)
+        else:
+            stored = destination.team_key(name, offer=value)
+            outcomes.append(ImportOutcome.CREATED if stored == value else ImportOutcome.KEPT)
+    return outcomes
+
+
 def _import_rows(destination: RegistryStore, snapshot: Snapshot, batch: int, progress: Progress) -> dict[str, TableCount]:
     """Every row of ``snapshot`` into ``destination``: records (inputs first), versions, alias histories, image index."""
     records = _in_batches(snapshot.records, batch, "records", progress, destination.import_records)
@@ -364,6 +380,7 @@ def _import_rows(destination: RegistryStore, snapshot: Snapshot, batch: int, pro
     for transform, entries in snapshot.image_index:
         images += _in_batches(entries, batch, f"image index {transform[:12]}", progress,
                               lambda rows, t=transform: destination.import_image_index(t, rows))
+    keys = _import_team_keys(destination, snapshot.team_keys)
     # A record kept with the destination's stamps has the same links and blob refs: those are simply present.
     written = [ImportOutcome.CREATED if o is ImportOutcome.CREATED else ImportOutcome.IDENTICAL for o in records]
     moved = {alias_key(change) for change, outcome in zip(snapshot.alias_history, history) if outcome is ImportOutcome.CREATED}
@@ -376,4 +393,5 @@ def _import_rows(destination: RegistryStore, snapshot: Snapshot, batch: int, pro
         "aliases": TableCount.of(ImportOutcome.CREATED if alias_key(a) in moved else ImportOutcome.IDENTICAL
                                  for a in snapshot.aliases),
         "image_index": TableCount.of(images),
+        "team_keys": TableCount.of(keys),
     }

@@ -133,11 +133,22 @@ _V2 = (
     "CREATE INDEX aliases_record ON aliases(record_id)",
 )
 
+_V3 = (
+    f"""CREATE TABLE team_keys (
+        name {_T} PRIMARY KEY,
+        value {_T},
+        created_at {_T}
+    )""",
+    *_immutable("team_keys", "team keys"),
+)
+
 MIGRATIONS = check_migrations((
     Migration(version=1, description="records, lineage links, blob refs, versions, aliases with history, image index",
               statements=_V1),
     Migration(version=2, description="links, blob refs, versions, alias history and image index immutable; "
                                      "indexes for gc and alias lookups", statements=_V2),
+    Migration(version=3, description="team keys: random keys every workstation of a team reads alike, written once",
+              statements=_V3),
 ))
 
 _CREATE_VERSION_TABLE = (

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from toolchain.errors import BadInputError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this code reads and writes."""
 
 VERSION_TABLE = "schema_version"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -74,6 +75,24 @@ class SqlRegistryStore(RegistryStore):
 
     def schema_version(self) -> int:
         return int(self._query(f"SELECT COALESCE(MAX(version), 0) AS v FROM {VERSION_TABLE}")[0]["v"])
+
+    # -- team keys -------------------------------------------------------------------------------
+    def team_key(self, name: str, *, offer: bytes | None = None) -> bytes:
+        if not name:
+            raise ValueError("a team key needs a name")
+        value = (offer if offer is not None else os.urandom(32)).hex()
+
+        def work(db: Db) -> str:
+            # Both databases take ON CONFLICT DO NOTHING: the first writer's key stands, a racing one reads it.
+            db.execute(self._sql("INSERT INTO team_keys(name, value, created_at) VALUES (?, ?, ?) "
+                                 "ON CONFLICT (name) DO NOTHING"), (name, value, now()))
+            return str(db.execute(self._sql("SELECT value FROM team_keys WHERE name = ?"), (name,)).fetchone()["value"])
+
+        existing = self._query("SELECT value FROM team_keys WHERE name = ?", (name,))
+        return bytes.fromhex(existing[0]["value"] if existing else self._write(work))
+
+    def team_keys(self) -> dict[str, bytes]:
+        return {row["name"]: bytes.fromhex(row["value"]) for row in self._query("SELECT name, value FROM team_keys ORDER BY name")}
 
     # -- rows as records ---------------------------------------------------------------------------
     @staticmethod

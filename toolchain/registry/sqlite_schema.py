@@ -112,11 +112,22 @@ _V2 = (
     "CREATE INDEX IF NOT EXISTS aliases_record ON aliases(record_id)",
 )
 
+_V3 = (
+    """CREATE TABLE IF NOT EXISTS team_keys (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    *_immutable("team_keys", "team keys"),
+)
+
 MIGRATIONS = check_migrations((
     Migration(version=1, description="records, lineage links, blob refs, versions, aliases with history, image index",
               statements=_V1),
     Migration(version=2, description="links, blob refs, versions, alias history and image index immutable; "
                                      "indexes for gc and alias lookups", statements=_V2),
+    Migration(version=3, description="team keys: random keys every workstation of a team reads alike, written once",
+              statements=_V3),
 ))
 
 ADOPTABLE = frozenset({"meta", "records", "links", "blob_refs", "versions", "aliases", "alias_history", "image_index"})

@@ -271,6 +271,20 @@ class RegistryStore(abc.ABC):
     def image_index_transforms(self) -> list[str]:
         """Every transform the image index holds entries for, sorted."""
 
+    # -- team keys -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def team_key(self, name: str, *, offer: bytes | None = None) -> bytes:
+        """The team's key called ``name``: the same bytes for every workstation that uses this registry.
+
+        Written once and never changed: the first caller stores ``offer`` (default: 32 random bytes); a
+        caller racing it, and every later one, reads what the first stored. Keys name things on units
+        (credential volumes) without revealing what they hold; they are never printed, exported or mirrored.
+        """
+
+    @abc.abstractmethod
+    def team_keys(self) -> dict[str, bytes]:
+        """Every team key by name (``registry copy`` carries them, so names on units stay the same)."""
+
     # -- importing another store's rows (toolchain registry copy) --------------------------------
     @abc.abstractmethod
     def import_records(self, items: Sequence[RecordImport]) -> list[ImportOutcome]:
