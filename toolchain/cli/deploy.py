@@ -100,23 +100,31 @@ def _render(report: Any) -> Callable[[Console], None]:
         out.print(table)
         if report.stopped:
             out.print(f"[red]{escape(report.stopped)}[/red]")
+        if report.unrecorded:
+            out.print(f"[yellow]{escape(report.recording_problem())}[/yellow]")
 
     return render
 
 
 def _exit_for(report: Any, ref: str) -> None:
-    if not report.ok:
+    unrecorded = report.recording_problem()
+    if report.ok and not unrecorded:
+        return
+    error: Exception
+    if report.ok:
+        error = MissingEnvironmentError(unrecorded)
+    else:
         counts = ", ".join(f"{n} {result}" for result, n in sorted(report.counts().items()))
         bad = [u for u in report.units if not u.ok and u.result not in ("unreachable", "skipped")]
-        error: Exception
+        also = f"; also, {unrecorded}" if unrecorded else ""
         if bad:
             error = QualityGateError(f"not every unit runs {ref} ({counts}); see the messages above, fix, and rerun the "
-                                     "same command (units already done are left as they are)")
+                                     f"same command (units already done are left as they are){also}")
         else:
             error = MissingEnvironmentError(f"{counts}: bring the unreachable units up and rerun the same command "
-                                            "(units already done are left as they are)")
-        error.reported_json = True  # type: ignore[attr-defined]  # main() then writes no second document
-        raise error
+                                            f"(units already done are left as they are){also}")
+    error.reported_json = True  # type: ignore[attr-defined]  # main() then writes no second document
+    raise error
 
 
 @deploy.command("rollback")
@@ -178,7 +186,9 @@ def status(ctx: click.Context, fleet: Path, units: tuple[str, ...], lineage: boo
                      f"{last.get('layers_sent') or 0} layer(s), {last.get('transfer_s') or 0:.1f} s"
                      if last.get("transport") else "")
             if not row["reachable"]:
-                table.add_row(row["unit"], row["target"], "", "", "[magenta]unreachable[/magenta]", "", "", "", "", last_text)
+                why = f": {safe(row['error'][:240])}" if row["error"] else ""
+                table.add_row(row["unit"], row["target"], "", "", f"[magenta]unreachable[/magenta]{why}", "", "", "", "",
+                              last_text)
                 continue
             if row["error"]:
                 table.add_row(row["unit"], row["target"], safe(row.get("architecture", "")), "",

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -81,6 +83,9 @@ class DeployReport:
     units: list[UnitResult] = field(default_factory=list)
     stopped: str = ""
     action: str = "rollout"
+    unrecorded: list[str] = field(default_factory=list)
+    pending_file: str = ""
+    record_error: str = ""
 
     @property
     def ok(self) -> bool:
@@ -96,7 +101,17 @@ class DeployReport:
         return {"deployment": self.deployment, "action": self.action, "ref": self.ref, "fleet": self.fleet, "ok": self.ok,
                 "counts": self.counts(), "stopped": self.stopped, "releases": self.releases,
                 "bytes_sent": sum(u.transfer.bytes_sent for u in self.units),
-                "units": [u.to_json() for u in self.units]}
+                "units": [u.to_json() for u in self.units],
+                "unrecorded": list(self.unrecorded), "pending_file": self.pending_file, "record_error": self.record_error}
+
+    def recording_problem(self) -> str:
+        """What to tell the user when some units' deployment records could not be written, else ""."""
+        if not self.unrecorded:
+            return ""
+        return (f"the registry did not take the deployment records of {', '.join(self.unrecorded)} "
+                f"({self.record_error}); the units are as reported above. Their records are saved in "
+                f"{self.pending_file} and are written by the next `toolchain deploy` or `toolchain deploy status` "
+                "with this workspace once the registry answers")
 
 
 def find_image_record(workspace: Workspace, build: Record, target: str) -> Record | None:
@@ -316,17 +331,36 @@ def prepare_releases(workspace: Workspace, config: DeployConfig, targets: list[s
     return releases, described
 
 
-def _record(workspace: Workspace, report: DeployReport, result: UnitResult, release: Release | None) -> None:
+RECORD_ATTEMPTS = 4
+"""Tries to write one unit's deployment record before it is saved for later (the registry may be restarting)."""
+
+RECORD_FIRST_WAIT_S = 0.5
+"""Wait before the second try; it doubles for each try after (0.5 + 1 + 2 s in all)."""
+
+PENDING_DIR = "deploy-pending"
+"""Workspace folder of deployment records the registry did not take, written by the next deploy or status."""
+
+
+def _deployment_body(report: DeployReport, result: UnitResult, release: Release | None, finished_at: str,
+                     image_record: str) -> dict[str, Any]:
     body = {"deployment": report.deployment, "ref": report.ref, "action": report.action, **result.to_json(),
-            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            "finished_at": finished_at}
+    if release is not None:
+        body.update({"image": image_record, "image_id": release.image_id, "tag": release.tag,
+                     "model": release.model, "build": release.build, "artifact_sha256": release.artifact_sha256})
+    return body
+
+
+def _deployment_record(workspace: Workspace, report: DeployReport, result: UnitResult, release: Release | None,
+                       finished_at: str) -> NewRecord:
+    image_record = ""
     links: tuple[tuple[str, str], ...] = ()
     if release is not None:
         image_record = release.image_record or _image_record_of(workspace, release.image_id)
-        body.update({"image": image_record, "image_id": release.image_id, "tag": release.tag,
-                     "model": release.model, "build": release.build, "artifact_sha256": release.artifact_sha256})
         links = tuple((record_id, role) for record_id, role in ((image_record, "image"), (release.build, "build"))
                       if record_id and workspace.registry.get(record_id) is not None)
-    workspace.registry.commit(NewRecord(kind="deployment", name=result.unit, body=body, links=links))
+    return NewRecord(kind="deployment", name=result.unit, body=_deployment_body(report, result, release, finished_at,
+                                                                                image_record), links=links)
 
 
 def _image_record_of(workspace: Workspace, image_id: str) -> str:
@@ -335,16 +369,94 @@ def _image_record_of(workspace: Workspace, image_id: str) -> str:
     return max(matches, key=lambda r: (r.created_at, r.id)).id if matches else ""
 
 
-def _run_units(workspace: Workspace, report: DeployReport, batch: list[Unit], parallel: int,
-               one: Callable[[Unit], UnitResult], release_of: Callable[[UnitResult], Release | None],
+def _with_retries(work: Callable[[], Any]) -> Any:
+    """``work()``, tried :data:`RECORD_ATTEMPTS` times with doubling waits while it raises (the last failure is raised)."""
+    attempts, first_wait_s = RECORD_ATTEMPTS, RECORD_FIRST_WAIT_S
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except Exception:  # noqa: BLE001 - any registry failure is worth another try; the last one is raised
+            if attempt == attempts:
+                raise
+            time.sleep(first_wait_s * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def record_results(workspace: Workspace, report: DeployReport, release_of: Callable[[UnitResult], Release | None]) -> None:
+    """Write one ``deployment`` record per unit of ``report``, each retried; never raises.
+
+    Called once every unit has its result, so a registry that fails mid-rollout loses no unit's outcome:
+    records it still refuses after the retries are saved to ``WORKSPACE/deploy-pending/DEPLOYMENT.json``
+    (:func:`write_pending_records` commits them later) and named in ``report.unrecorded``.
+    """
+    finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    pending: list[dict[str, Any]] = []
+    for result in report.units:
+        release = release_of(result)
+        try:
+            new = _with_retries(lambda: _deployment_record(workspace, report, result, release, finished_at))
+            _with_retries(lambda: workspace.registry.commit(new))
+        except Exception as exc:  # noqa: BLE001 - the unit's outcome is kept on disk and reported instead
+            report.unrecorded.append(result.unit)
+            report.record_error = f"{type(exc).__name__}: {scrub(exc)}"
+            pending.append(_pending_entry(report, result, release, finished_at))
+    if pending:
+        report.pending_file = str(_save_pending(workspace, report.deployment, pending))
+
+
+def _pending_entry(report: DeployReport, result: UnitResult, release: Release | None, finished_at: str) -> dict[str, Any]:
+    """A record the registry refused, as data: its body, and the ids its links would name (checked when written)."""
+    image_record = release.image_record if release is not None else ""
+    links = [[record_id, role] for record_id, role in ((image_record, "image"), (release.build, "build")) if record_id] \
+        if release is not None else []
+    return {"name": result.unit, "body": _deployment_body(report, result, release, finished_at, image_record),
+            "links": links}
+
+
+def _save_pending(workspace: Workspace, deployment: str, entries: list[dict[str, Any]]) -> Path:
+    folder = workspace.root / PENDING_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{deployment}.json"
+    tmp = folder / f".{path.name}.{uuid.uuid4().hex}"
+    with open(tmp, "w", encoding="utf-8") as out:
+        json.dump(entries, out, indent=1, sort_keys=True)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def write_pending_records(workspace: Workspace) -> list[str]:
+    """Commit the deployment records an earlier deploy saved for later; returns the units written.
+
+    A file is removed only after all its records are in (committing is idempotent, so a crash in between
+    writes nothing twice); a registry that still refuses leaves the file for the next try.
+    """
+    folder = workspace.root / PENDING_DIR
+    written: list[str] = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+            for entry in entries:
+                links = tuple((record_id, role) for record_id, role in entry["links"]
+                              if workspace.registry.get(record_id) is not None)
+                workspace.registry.commit(NewRecord(kind="deployment", name=entry["name"], body=entry["body"],
+                                                    links=links))
+                written.append(entry["name"])
+        except Exception:  # noqa: BLE001 - still refused (or unreadable): kept for the next try, never lost
+            continue
+        path.unlink()
+    return written
+
+
+def _run_units(report: DeployReport, batch: list[Unit], parallel: int, one: Callable[[Unit], UnitResult],
                progress: Progress, on_unit: Callable[[UnitResult], None] | None) -> list[UnitResult]:
-    """Run ``one`` on each unit, ``parallel`` at a time; record each result from this thread (one writer)."""
+    """Run ``one`` on each unit, ``parallel`` at a time; each result goes into ``report`` (recorded afterwards)."""
     done = []
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="deploy") as pool:
         futures = {pool.submit(one, unit): unit for unit in batch}
         for future in as_completed(futures):
             result = future.result()
-            _record(workspace, report, result, release_of(result))
             report.units.append(result)
             done.append(result)
             progress.advance()
@@ -361,6 +473,7 @@ def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None
     progress = progress or NullProgress()
     fleet = load_fleet(config.fleet)
     units = _select(fleet, config.units)
+    write_pending_records(workspace)
     canaries = {u.name for u in units if u.canary} | {u.name for u in units[: config.canary]}
     with tempfile.TemporaryDirectory(prefix="toolchain-deploy-") as tmp:
         releases, described = prepare_releases(workspace, config, sorted({u.target for u in units}), Path(tmp))
@@ -374,8 +487,7 @@ def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None
                                credentials_key=key)
 
         def run(batch: list[Unit]) -> list[UnitResult]:
-            return _run_units(workspace, report, batch, config.parallel, one, lambda r: releases[r.target], progress,
-                              on_unit)
+            return _run_units(report, batch, config.parallel, one, progress, on_unit)
 
         first = [u for u in units if u.name in canaries]
         rest = [u for u in units if u.name not in canaries]
@@ -389,7 +501,6 @@ def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None
                 for unit in rest:
                     skipped = UnitResult(unit=unit.name, url=redact_url(unit.url), target=unit.target, result=SKIPPED,
                                          message=report.stopped)
-                    _record(workspace, report, skipped, releases[unit.target])
                     report.units.append(skipped)
                     if on_unit is not None:
                         on_unit(skipped)
@@ -399,6 +510,7 @@ def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None
         progress.finish()
     order = {u.name: i for i, u in enumerate(units)}
     report.units.sort(key=lambda r: order[r.unit])
+    record_results(workspace, report, lambda r: releases[r.target])
     return report
 
 
@@ -435,6 +547,7 @@ def rollback(workspace: Workspace, config: RollbackConfig, progress: Progress | 
     progress = progress or NullProgress()
     fleet = load_fleet(config.fleet)
     units = _select(fleet, config.units)
+    write_pending_records(workspace)
     report = DeployReport(deployment=uuid.uuid4().hex[:16], ref="previous", fleet=str(fleet.path), releases={},
                           action="rollback")
     key = credentials_key(workspace) if any(u.credentials is not None for u in units) else b""
@@ -444,34 +557,33 @@ def rollback(workspace: Workspace, config: RollbackConfig, progress: Progress | 
         return rollback_unit(unit, deployment=report.deployment, model=config.model, insecure=config.insecure,
                              health_timeout_s=config.health_timeout_s, credentials_key=key)
 
-    _run_units(workspace, report, units, config.parallel, one, lambda r: r.release, progress, on_unit)
+    _run_units(report, units, config.parallel, one, progress, on_unit)
     progress.finish()
     order = {u.name: i for i, u in enumerate(units)}
     report.units.sort(key=lambda r: order[r.unit])
+    record_results(workspace, report, lambda r: r.release)
     return report
 
 
+CREDENTIALS_KEY = "credentials-volume"
+"""The team key (in the registry) whose HMAC names credential volumes on units."""
+
+
 def credentials_key(workspace: Workspace) -> bytes:
-    """This workspace's key for naming credential volumes (32 random bytes, ``keys/credentials.key``, mode 0600)."""
-    path = workspace.root / "keys" / "credentials.key"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(os.urandom(32))
-            out.flush()
-            os.fsync(out.fileno())
-        try:
-            os.link(tmp, path)  # atomic, and never replaces a key another deploy published first
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    key = path.read_bytes()
-    if len(key) != 32:
-        raise BadInputError(f"{path} is not a 32-byte key (cut short?); remove it and deploy again")
-    return key
+    """The key that names credential volumes: the same for every workstation sharing this workspace's registry.
+
+    Kept in the registry as a team key (written once, never printed), so a CI job and a laptop on one registry
+    name a unit's credentials volume alike: the second sees ``unchanged`` and restarts nothing. A workspace
+    from before team keys (``keys/credentials.key``) offers its key, so the first workstation to upgrade keeps
+    its units' volume names; when the registry already holds one, the registry's stands.
+    """
+    legacy = workspace.root / "keys" / "credentials.key"
+    offer = None
+    if legacy.is_file():
+        offer = legacy.read_bytes()
+        if len(offer) != 32:
+            raise BadInputError(f"{legacy} is not a 32-byte key (cut short?); remove it and deploy again")
+    return workspace.registry.team_key(CREDENTIALS_KEY, offer=offer)
 
 
 def _select(fleet: Fleet, names: tuple[str, ...]) -> list[Unit]:
@@ -516,6 +628,7 @@ def fleet_status(workspace: Workspace | None, fleet_path: Path, *, units: tuple[
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         rows = list(pool.map(one, selected))
     if workspace is not None:
+        write_pending_records(workspace)
         for row in rows:
             recorded = workspace.registry.find(kind="deployment", name=row["unit"])
             if recorded:

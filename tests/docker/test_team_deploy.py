@@ -1,0 +1,81 @@
+"""Two workstations of one team, one registry: the second deploy of a release changes nothing on the unit.
+
+A unit's credentials volume is named by an HMAC of its content under a key both workstations read from the
+shared registry. Before, each workspace had its own key, so a CI job and a laptop sharing one registry named
+the volume differently: every rollout replaced healthy containers and left one more volume behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.docker.test_security import _tc
+from tests.onnx_fixtures import register_tiny_onnx
+from tests.serve.fixtures import free_port, write_video
+from toolchain.workspace import Workspace
+
+pytestmark = pytest.mark.docker
+MODEL = "team-onnx"
+SERVING = f"toolchain-{MODEL}"
+
+
+@pytest.mark.timeout(600)
+def test_two_workspaces_on_one_registry_leave_one_credentials_volume_and_restart_nothing(
+        tmp_path: Path, docker_url: str, docker_client: Any, base_image: str) -> None:
+    laptop, ci = tmp_path / "laptop", tmp_path / "ci"
+    with Workspace(laptop) as workspace:
+        register_tiny_onnx(workspace, tmp_path / "m", name=MODEL)
+    shared = ("--registry", f"sqlite:///{laptop / 'registry.db'}", "--blobs", str(laptop))
+    code, _, _, err = _tc(laptop, "build", MODEL, "--target", "x86-64-cpu")
+    assert code == 0, err
+    code, image, _, err = _tc(laptop, "package", MODEL, "--target", "x86-64-cpu", "--base-image", base_image,
+                              "--docker-host", docker_url, "--tag", f"toolchain/{MODEL}:test")
+    assert code == 0, err
+
+    cams = tmp_path / "cams"
+    write_video(cams / "cam.mp4", frames=20, fps=10)
+    secrets_file = tmp_path / "cameras.secret.toml"
+    secrets_file.write_text('[cameras.north]\nusername = "cam"\npassword = "team-secret-9"\n')
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(f"""
+[[unit]]
+name = "unit-t"
+url = "{docker_url}"
+target = "x86-64-cpu"
+cameras = ["gantry=/cams/cam.mp4", "north=rtsp://127.0.0.1:1/stream1"]
+credentials = "{secrets_file.name}"
+loop = true
+mounts = ["{cams}:/cams:ro"]
+http_port = {free_port()}
+health_timeout_s = 90
+""")
+
+    def volumes() -> list[str]:
+        return sorted(v.name for v in docker_client.volumes.list(filters={"label": f"org.toolchain.model={MODEL}"}))
+
+    try:
+        code, report, _, err = _tc(laptop, "deploy", MODEL, "--fleet", str(fleet))
+        assert code == 0 and report["units"][0]["result"] == "deployed", report["units"][0]["message"] if report else err
+        serving = docker_client.containers.get(SERVING)
+        assert len(volumes()) == 1
+
+        # The CI job: its own workspace, the team's registry and blobs; same release, same credentials file.
+        code, report, _, err = _tc(ci, *shared, "deploy", MODEL, "--fleet", str(fleet))
+        assert code == 0, report["units"][0]["message"] if report else err
+        assert report["units"][0]["result"] == "unchanged", report["units"][0]
+        assert docker_client.containers.get(SERVING).id == serving.id  # nothing restarted
+        assert len(volumes()) == 1
+        assert not (ci / "keys").exists()  # the key lives in the registry, not in a workspace
+    finally:
+        for leftover in docker_client.containers.list(all=True, filters={"name": SERVING}):
+            leftover.remove(force=True)
+        for volume in docker_client.volumes.list(filters={"label": f"org.toolchain.model={MODEL}"}):
+            volume.remove(force=True)
+        try:
+            docker_client.images.remove(image["image_id"], force=True)
+        except Exception:  # noqa: BLE001 - cleanup only
+            pass
+
