@@ -9,6 +9,8 @@ unit, so it is refused unless ``insecure=True`` (``--insecure``).
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -49,6 +51,7 @@ def connect(url: str | None = None, *, insecure: bool = False, timeout: float = 
         raise UsageError(f"unsupported Docker Engine URL {redact(url)!r}: use unix://, ssh://user@host or tcp:// with TLS")
     kwargs: dict[str, Any] = {"base_url": url, "timeout": timeout}
     if scheme == "ssh":
+        _check_ssh_support()
         kwargs["use_ssh_client"] = True
     if scheme in ("tcp", "https"):
         cert_dir = os.environ.get("DOCKER_CERT_PATH")
@@ -66,12 +69,55 @@ def connect(url: str | None = None, *, insecure: bool = False, timeout: float = 
     try:
         client = docker.DockerClient(**kwargs)
         client.ping()
-    except docker.errors.DockerException as exc:
+    except (docker.errors.DockerException, OSError) as exc:
+        from toolchain.redaction import scrub
+
+        why = scrub(exc)
+        if scheme == "ssh":
+            said = ssh_says(url, timeout=min(timeout, 20.0))
+            why = f"{why}; ssh said: {said}" if said else why
         raise MissingEnvironmentError(
-            f"cannot reach the Docker engine at {redact(url)}: {exc}. Check that the unit is up, that dockerd runs there, "
+            f"cannot reach the Docker engine at {redact(url)}: {why}. Check that the unit is up, that dockerd runs there, "
             "and that you can `docker -H URL info` from here"
         ) from exc
     return client
+
+
+def _check_ssh_support() -> None:
+    """ssh:// engines need the SDK's ssh transport (it imports paramiko) and the system OpenSSH client."""
+    try:
+        import paramiko  # noqa: F401 - docker.transport.sshconn imports it even when the system ssh client is used
+    except ImportError as exc:  # docker[ssh], in the [deploy] extra
+        raise missing_extra("paramiko (the Docker SDK's ssh:// support)", "deploy") from exc
+    if shutil.which("ssh") is None:
+        raise MissingEnvironmentError("ssh:// units are reached through the system OpenSSH client, and `ssh` is not on "
+                                      "PATH: install it (apt-get install openssh-client)")
+
+
+def ssh_says(url: str, *, timeout: float = 20.0) -> str:
+    """Why ``ssh`` cannot run ``docker`` on the unit of an ssh:// URL: its last words, redacted ("" when it can).
+
+    The SDK starts ``ssh HOST docker system dial-stdio`` with stderr on our console and reports only a broken
+    connection; this asks the same way, non-interactively (keys and ~/.ssh/config apply, no password prompt),
+    and keeps what ssh or the far side said: a host key that changed, a refused key, no ``docker`` there.
+    """
+    from toolchain.redaction import scrub
+
+    parts = urlparse(url)
+    args = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}"]
+    if parts.username:
+        args += ["-l", parts.username]
+    if parts.port:
+        args += ["-p", str(parts.port)]
+    args += ["--", parts.hostname or "", "docker version --format '{{.Server.Version}}'"]
+    try:
+        done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout + 5)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return scrub(exc)
+    if done.returncode == 0:
+        return ""
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip() and not line.startswith("@@@")]
+    return scrub(" / ".join(lines[-3:])) or f"exit status {done.returncode}"
 
 
 def engine_architecture(client: Any) -> str:

@@ -243,3 +243,12 @@ def test_a_missing_module_no_extra_brings_is_still_a_bug(tmp_path: Path, capsys:
     monkeypatch.setattr(toolchain.registry.ops, "list_records", fails)
     result = run_main(["--workspace", tmp_path / "ws", "registry", "list"], capsys)
     assert result.code == 1 and "bug in toolchain" in result.err
+
+
+def test_an_ssh_unit_without_the_sdks_ssh_support_says_which_extra(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text('[[unit]]\nname = "u"\nurl = "ssh://admin@127.0.0.1:1"\ntarget = "x86-64-cpu"\ncameras = ["rtsp://10.0.0.9/s"]\n')
+    run = run_hidden({"paramiko"}, "--json", "deploy", "status", "--fleet", fleet, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    row = json.loads(run.stdout)["units"][0]
+    assert not row["reachable"] and "pip install 'toolchain[deploy]'" in row["error"] and "paramiko" in row["error"]
