@@ -4,7 +4,7 @@ The server runs from its own virtualenv (``scripts/mlflow_server_venv`` makes it
 dependencies stay out of the project's venv, which needs only the client, the ``[mlflow]`` extra).
 Found, in order: ``$TOOLCHAIN_MLFLOW_SERVER`` (an ``mlflow`` executable), the script's default
 virtualenv. Without one, or when it does not come up, the tests that need it skip saying what to do,
-or fail where ``$TOOLCHAIN_TEST_REQUIRE_MLFLOW`` is set (CI, which installs it).
+or fail where ``$TOOLCHAIN_TEST_REQUIRE_MLFLOW`` is set (CI, which installs it; :mod:`tests.services`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.services import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120.0
@@ -53,10 +53,7 @@ def server_executable() -> Path | None:
 
 def unavailable(reason: str) -> None:
     """Skip the test (fail it where CI requires MLflow) with ``reason`` and how to get a server."""
-    message = f"no MLflow server: {reason}; {HOW}"
-    if os.environ.get("TOOLCHAIN_TEST_REQUIRE_MLFLOW"):
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_or_fail("mlflow", f"no MLflow server: {reason}; {HOW}")
 
 
 def free_port() -> int:

@@ -21,6 +21,7 @@ import pytest
 from tests.docker.fleet_sim import toolchain_json as _tc
 from tests.onnx_fixtures import register_tiny_onnx
 from tests.serve.fixtures import free_port
+from tests.services import skip_or_fail
 from toolchain.workspace import Workspace
 
 pytestmark = pytest.mark.docker
@@ -39,7 +40,7 @@ def arm64_base(docker_client: Any) -> str:
     try:
         image = docker_client.images.get(ARM64_BASE)
     except docker.errors.ImageNotFound:
-        pytest.skip(f"the engine has no {ARM64_BASE}: run scripts/make_base_image --arch arm64")
+        skip_or_fail("arm64", f"the engine has no {ARM64_BASE}: run scripts/make_base_image --arch arm64")
     assert image.attrs["Architecture"] == "arm64"
     return ARM64_BASE
 

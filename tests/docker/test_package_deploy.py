@@ -26,6 +26,7 @@ from tests.docker.fleet_sim import remove_images, stop_engine
 from tests.docker.fleet_sim import toolchain_json as _tc
 from tests.onnx_fixtures import register_tiny_onnx
 from tests.serve.fixtures import free_port, write_video
+from tests.services import skip_or_fail
 from toolchain.workspace import Workspace
 
 pytestmark = pytest.mark.docker
@@ -41,7 +42,7 @@ SERVING, PREVIOUS, NEXT = "toolchain-tiny-onnx", "toolchain-tiny-onnx-previous",
 def units() -> Iterator[dict[str, str]]:
     """Two extra Docker engines ("roadside units") started for this test and stopped after it."""
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
-        pytest.skip("starting unit engines needs root and dockerd (apt-get install docker.io)")
+        skip_or_fail("docker", "starting unit engines needs root and dockerd (apt-get install docker.io)")
     base = Path(tempfile.mkdtemp(prefix="tcu", dir="/tmp"))  # short: unix socket paths are limited
     urls: dict[str, str] = {}
     try:
@@ -49,7 +50,7 @@ def units() -> Iterator[dict[str, str]]:
             run = subprocess.run([str(ROOT / "scripts" / "dockerd_up"), str(base / name)], capture_output=True,
                                  text=True, timeout=120)
             if run.returncode != 0:
-                pytest.skip(f"could not start a unit engine: {run.stderr[-500:]}")
+                skip_or_fail("docker", f"could not start a unit engine: {run.stderr[-500:]}")
             urls[name] = run.stdout.strip()
         yield urls
     finally:

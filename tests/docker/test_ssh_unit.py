@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import skip_or_fail
 from tests.ssh_server import SshServer, start_sshd, unavailable_reason
 
 pytestmark = pytest.mark.docker
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def sshd(tmp_path: Path, docker_url: str) -> Iterator[SshServer]:
     reason = unavailable_reason()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail("ssh", reason)
     server = start_sshd(tmp_path / "sshd", docker_host=docker_url)
     yield server
     server.stop()
