@@ -30,8 +30,19 @@ def _get(url: str) -> tuple[int, str, str]:
         return exc.code, exc.headers["Content-Type"], exc.read().decode()
 
 
+class FakeClock:
+    """A clock the test moves by hand: ``clock()`` reads it, ``clock.now += s`` advances it."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_health_needs_the_model_and_a_fresh_camera() -> None:
-    state = ServiceState(["a", "b"], {"model": "m"}, stale_s=0.3)
+    clock = FakeClock(100.0)
+    state = ServiceState(["a", "b"], {"model": "m"}, stale_s=0.3, clock=clock)
     assert state.health()[1]["reason"] == "model not loaded"
     state.model_ready = True
     healthy, report = state.health()
@@ -42,7 +53,9 @@ def test_health_needs_the_model_and_a_fresh_camera() -> None:
     state.require = "all"
     assert not state.health()[0]
     state.require = "any"
-    time.sleep(0.4)
+    clock.now += 0.3  # exactly --stale-after: still up
+    assert state.health()[0]
+    clock.now += 0.001
     healthy, report = state.health()
     assert not healthy and not report["cameras"]["a"]["up"]
     state.require = "none"
@@ -357,10 +370,57 @@ def test_a_stale_camera_reports_an_age_above_stale_after_never_equal_to_it(monke
     """Half a millisecond past --stale-after is down, and its age must say so (it was rounded to 1.0)."""
     from toolchain.serve import http
 
-    state = http.ServiceState(["north"], {}, stale_s=1.0)
-    monkeypatch.setattr(http.time, "time", lambda: 1000.0)
+    clock = FakeClock(1000.0)
+    state = http.ServiceState(["north"], {}, stale_s=1.0, clock=clock)
     state.frame("north", "car", 0.9, 0.01)
-    monkeypatch.setattr(http.time, "time", lambda: 1001.0004)
+    clock.now = 1001.0004
     _, report = state.health()
     assert report["cameras"]["north"]["up"] is False
     assert report["cameras"]["north"]["seconds_since_frame"] > 1.0
+
+
+def test_a_wall_clock_step_backwards_never_brings_a_dead_camera_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An NTP step of the wall clock an hour back, after the camera's last frame: the camera has still been
+    silent for longer than --stale-after, so it is down and /healthz says 503 (on the wall clock its age was
+    negative, it read as up, and deploy's health gate passed a unit whose camera was dead)."""
+    from toolchain.serve import http
+
+    wall = [1_700_000_000.0]
+    monkeypatch.setattr(http.time, "time", lambda: wall[0])
+    state = http.ServiceState(["north"], {"model": "m"}, stale_s=0.05)  # the real monotonic clock
+    state.model_ready = True
+    state.connected("north", False)
+    state.frame("north", "car", 0.9, 0.01)
+    assert state.health()[0]
+    wall[0] -= 3600.0
+    time.sleep(0.1)  # past the stale limit on the monotonic clock; sleeping longer can only make it staler
+    healthy, report = state.health()
+    assert report["cameras"]["north"]["up"] is False and not healthy, report
+    assert report["cameras"]["north"]["seconds_since_frame"] >= 0.1
+    assert 'toolchain_camera_up{camera="north"} 0' in state.prometheus()
+
+
+def test_health_ages_come_from_the_injected_clock_and_timestamps_from_the_wall_clock() -> None:
+    """Wall-clock steps either way change no age: forward an hour does not take a live camera down (a
+    restart loop on a unit whose NTP catches up), back an hour does not bring a dead one up. /metrics
+    still exports Unix timestamps for humans and dashboards."""
+    clock, wall = FakeClock(50.0), FakeClock(1_700_000_000.0)
+    state = ServiceState(["north", "south"], {"model": "m"}, stale_s=5.0, require="all", clock=clock,
+                         wall_clock=wall)
+    state.model_ready = True
+    for camera in ("north", "south"):
+        state.connected(camera, False)
+        state.frame(camera, "car", 0.9, 0.01)
+    wall.now += 3600.0  # a forward step: nothing aged
+    clock.now += 1.0
+    healthy, report = state.health()
+    assert healthy and report["cameras"]["north"]["seconds_since_frame"] == 1.0 and report["uptime_s"] == 1.0
+    metrics = state.prometheus()
+    assert "toolchain_serve_start_time_seconds 1700000000.000" in metrics
+    assert 'toolchain_camera_last_frame_timestamp_seconds{camera="north"} 1700000000.000' in metrics
+    wall.now -= 7200.0  # a backward step
+    clock.now += 4.5
+    state.frame("north", "car", 0.9, 0.01)  # south stays silent: 5.5 s
+    healthy, report = state.health()
+    assert not healthy and report["cameras"]["north"]["up"] and not report["cameras"]["south"]["up"]
+    assert report["cameras"]["south"]["seconds_since_frame"] == 5.5

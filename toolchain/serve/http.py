@@ -9,7 +9,9 @@ the connection that has waited longest without completing its request is closed 
 clients can never lock out a health check or a scrape.
 
 :class:`ServiceState` is written by the inference thread (one event per frame) and the camera threads
-(reconnects, errors) and read by the HTTP thread, under one lock.
+(reconnects, errors) and read by the HTTP thread, under one lock. Ages (a camera's time since its last
+frame, uptime) are measured on a monotonic clock, so a wall-clock step (NTP, a manual ``date``) never
+makes a dead camera read as up; the wall clock only gives the Unix timestamps ``/metrics`` exports.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
@@ -46,7 +49,8 @@ class CameraState:
     reconnects: int = 0
     errors: int = 0
     connected: bool = False
-    last_frame: float = 0.0  # time.time() of the last frame that reached the sink
+    last_frame: float | None = None  # the state's monotonic clock at the last frame that reached the sink
+    last_frame_unix: float = 0.0  # the wall clock then, only for the Prometheus timestamp
     last_error: str = ""
     latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
@@ -75,15 +79,22 @@ class ServiceState:
         stale_s: A camera with no frame for this long counts as down.
         require: ``any`` (healthy while one camera delivers), ``all``, or ``none`` (healthy once the
             model is loaded, cameras or not).
+        clock: Seconds on a clock that never steps backwards (:func:`time.monotonic`); every age and the
+            stale limit are measured on it. Tests pass a fake one.
+        wall_clock: Unix time (:func:`time.time`), used only for the timestamps ``/metrics`` exports.
     """
 
-    def __init__(self, cameras: list[str], info: dict[str, str], *, stale_s: float = 15.0, require: str = "any") -> None:
+    def __init__(self, cameras: list[str], info: dict[str, str], *, stale_s: float = 15.0, require: str = "any",
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
+        self._wall_clock = wall_clock
         self.cameras = {name: CameraState(name) for name in cameras}
         self.info = dict(info)
         self.stale_s = stale_s
         self.require = require
-        self.started = time.time()
+        self._started = clock()
+        self.started_unix = wall_clock()
         self.model_ready = False
         self.stopping = False
 
@@ -93,7 +104,8 @@ class ServiceState:
             state = self.cameras[camera]
             state.frames += 1
             state.events[label] = state.events.get(label, 0) + 1
-            state.last_frame = time.time()
+            state.last_frame = self._clock()
+            state.last_frame_unix = self._wall_clock()
             state.connected = True
             state.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, latency_s)] += 1
             state.latency_sum += latency_s
@@ -113,15 +125,15 @@ class ServiceState:
             state.last_error = scrub(error)  # /healthz is served to the unit's network: no credential in it
 
     def _camera_up(self, state: CameraState, now: float) -> bool:
-        return state.connected and state.last_frame > 0 and now - state.last_frame <= self.stale_s
+        return state.connected and state.last_frame is not None and now - state.last_frame <= self.stale_s
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """``(healthy, report)``."""
-        now = time.time()
+        now = self._clock()
         with self._lock:
             cameras = {
                 name: {"up": self._camera_up(s, now), "frames": s.frames, "reconnects": s.reconnects, "errors": s.errors,
-                       "seconds_since_frame": _age_ms(now - s.last_frame) if s.last_frame else None,
+                       "seconds_since_frame": _age_ms(now - s.last_frame) if s.last_frame is not None else None,
                        "last_error": s.last_error}
                 for name, s in self.cameras.items()
             }
@@ -132,18 +144,18 @@ class ServiceState:
         reason = ("stopping" if stopping else "model not loaded" if not ready
                   else "ok" if cameras_ok else f"no frame for {self.stale_s:g} s from {self.require} camera(s)")
         return healthy, {"healthy": healthy, "reason": reason, "model": self.info, "cameras": cameras,
-                         "uptime_s": round(now - self.started, 3)}
+                         "uptime_s": round(now - self._started, 3)}
 
     def prometheus(self) -> str:
         """The metrics in Prometheus text exposition format 0.0.4."""
-        now = time.time()
+        now = self._clock()
         lines = [
             "# HELP toolchain_serve_info The model this service runs.",
             "# TYPE toolchain_serve_info gauge",
             f"toolchain_serve_info{_labels(**self.info)} 1",
             "# HELP toolchain_serve_start_time_seconds Unix time the service started.",
             "# TYPE toolchain_serve_start_time_seconds gauge",
-            f"toolchain_serve_start_time_seconds {self.started:.3f}",
+            f"toolchain_serve_start_time_seconds {self.started_unix:.3f}",
         ]
         healthy, _ = self.health()
         lines += ["# HELP toolchain_serve_healthy 1 while /healthz answers 200.", "# TYPE toolchain_serve_healthy gauge",
@@ -163,7 +175,7 @@ class ServiceState:
                 ("toolchain_camera_errors_total", "counter", "Camera failures (open errors, drops, decode errors).",
                  [f"toolchain_camera_errors_total{_labels(camera=c.name)} {c.errors}" for c in cams]),
                 ("toolchain_camera_last_frame_timestamp_seconds", "gauge", "Unix time of the camera's last classified frame.",
-                 [f"toolchain_camera_last_frame_timestamp_seconds{_labels(camera=c.name)} {c.last_frame:.3f}" for c in cams]),
+                 [f"toolchain_camera_last_frame_timestamp_seconds{_labels(camera=c.name)} {c.last_frame_unix:.3f}" for c in cams]),
             ]
             histogram = []
             for c in cams:

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,34 @@ def with_credentials(specs: list[tuple[str, str]], credentials: dict[str, Camera
     return [credentials[name].apply(url) if name in credentials else url for name, url in specs]
 
 
+def camera_urls(sources: Sequence[str], credentials: Path | None) -> list[tuple[str, str]]:
+    """``(name, URL to open)`` per ``--source``: named as ``serve`` names cameras (``NAME=URL``), each camera's
+    credential from the ``credentials`` file applied (``serve``, ``bench`` and ``bench --on`` share this).
+
+    The returned URLs may carry secrets: open streams with them, never print or record them.
+
+    Raises:
+        InputNotFoundError / BadInputError: the credentials file is missing or malformed.
+        UsageError: it names a camera that no ``NAME=URL`` source names.
+    """
+    specs = [camera_name(spec, i) for i, spec in enumerate(sources)]
+    urls = with_credentials(specs, load_credentials(credentials))
+    return [(name, url) for (name, _), url in zip(specs, urls)]
+
+
+def open_cameras(sources: Sequence[str], credentials: Path | None, *, fps: float | None = None,
+                 loop: bool = False) -> list[FrameSource]:
+    """The frame sources of ``bench`` (here or in a unit's container): each ``--source`` opened with its
+    credential applied (:func:`camera_urls`); a named one (``NAME=URL``) is reported under its name."""
+    opened = []
+    for i, (spec, (name, url)) in enumerate(zip(sources, camera_urls(sources, credentials))):
+        source = open_source(url, index=i, fps=fps, loop=loop)
+        if camera_name(spec, i)[1] != spec:  # NAME=URL: the name, never the URL (it may now hold a secret)
+            source.name = name
+        opened.append(source)
+    return opened
+
+
 @frozen_config
 class ServeResult:
     """How a serve run ended."""
@@ -146,9 +174,9 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
         install_signals: Handle SIGTERM/SIGINT (only possible on the main thread).
     """
     stop = stop or threading.Event()
-    specs = [camera_name(spec, i) for i, spec in enumerate(config.sources)]
-    names = [name for name, _ in specs]
-    urls = with_credentials(specs, load_credentials(config.credentials))  # secrets live only in these URLs
+    cameras = camera_urls(config.sources, config.credentials)  # secrets live only in these URLs
+    names = [name for name, _ in cameras]
+    urls = [url for _, url in cameras]
     state = ServiceState(names, {k: v for k, v in model.info.items() if k in
                                  ("model", "build", "target", "precision", "backend", "artifact_sha256")},
                          stale_s=config.stale_s, require=config.require)
