@@ -7,7 +7,7 @@ Runs with Debian's ``/usr/bin/python3`` (PyGObject and GstRtspServer are system 
 
 Usage:
     /usr/bin/python3 scripts/rtsp_server.py [--host 127.0.0.1] [--port 0] [--no-loop] [--exit-with-stdin]
-        NAME=FILE.mp4 [NAME=FILE.mp4 ...] [--launch NAME='GST-LAUNCH ... ! rtpXpay name=pay0']
+        [--auth-file FILE] NAME=FILE.mp4 [NAME=FILE.mp4 ...] [--launch NAME='GST-LAUNCH ... ! rtpXpay name=pay0']
 
 Each ``NAME=FILE`` (an MP4 holding H.264) is served as ``rtsp://HOST:PORT/NAME`` by a shared media
 factory, ``filesrc ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96``, over RTP/TCP or RTP/UDP as
@@ -17,6 +17,11 @@ from its first frame when it ends, timestamps running on (``--no-loop``: the str
 client joining waits for the next key frame, so files with a short GOP suit best. ``--launch
 NAME=DESCRIPTION`` serves any gst-launch description instead (its payloader named ``pay0``), e.g. a
 codec a client cannot decode. A path nothing is served on answers 404 Not Found.
+
+``--auth-file FILE`` makes every path require HTTP Basic authentication, as a camera with a password
+does: FILE's first line is ``USERNAME:PASSWORD`` (the password may hold ``:``). Without credentials, or
+with wrong ones, a client gets 401 Unauthorized. The password is read from the file, so it never shows
+in this process's arguments (``ps``).
 
 Port 0 (the default) takes a free port. Once the server listens it prints one JSON line on stdout,
 ``{"ready": true, "port": PORT, "urls": {NAME: URL}}``, and flushes it; errors go to stderr with
@@ -62,6 +67,35 @@ def _named(spec: str, what: str) -> tuple[str, str]:
     return name, value
 
 
+def read_auth(path: str, parser: argparse.ArgumentParser) -> tuple[str, str]:
+    """``(username, password)`` from the first line of ``path`` (``USERNAME:PASSWORD``)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            line = handle.readline().rstrip("\r\n")
+    except OSError as exc:
+        parser.error(f"cannot read --auth-file {path}: {exc.strerror or exc}")
+    username, sep, password = line.partition(":")
+    if not sep or not username or not password:
+        parser.error(f"--auth-file {path}: the first line must be USERNAME:PASSWORD, both non-empty")
+    return username, password
+
+
+def require_basic_auth(server, factories, username: str, password: str) -> None:  # type: ignore[no-untyped-def]
+    """Every media factory of ``server`` answers only a client that sends ``username``/``password`` (Basic)."""
+    _, Gst, GstRtspServer = _gst()
+    role = "camera-user"
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, role)
+    auth.add_basic(GstRtspServer.RTSPAuth.make_basic(username, password), token)
+    server.set_auth(auth)  # no default token: a client without valid credentials has no role, so 401
+    permissions = Gst.Structure.new_empty(role)
+    permissions.set_value(GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
+    permissions.set_value(GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
+    for factory in factories:
+        factory.add_role_from_structure(permissions)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve video files as RTSP cameras (GStreamer RTSP server).")
     parser.add_argument("files", nargs="*", metavar="NAME=FILE",
@@ -73,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-loop", action="store_true", help="end each stream at the end of its file")
     parser.add_argument("--exit-with-stdin", action="store_true",
                         help="stop when stdin closes (a test runner that dies takes its servers with it)")
+    parser.add_argument("--auth-file", default=None, metavar="FILE",
+                        help="require HTTP Basic authentication with the USERNAME:PASSWORD on FILE's first line")
     args = parser.parse_args(argv)
+    auth = read_auth(args.auth_file, parser) if args.auth_file else None
     streams: dict[str, str] = {}
     files: set[str] = set()  # the streams that loop
     for spec in args.files:
@@ -138,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     server.set_address(args.host)
     server.set_service(str(args.port))
     mounts = server.get_mount_points()
+    factories = []
     for name, description in streams.items():
         factory = GstRtspServer.RTSPMediaFactory()
+        factories.append(factory)
         factory.set_launch(description)
         factory.set_shared(True)
         # A camera is live: a client joins the running stream. Publishing the clock with its offset makes the
@@ -148,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         if name in files and not args.no_loop:
             factory.set_media_gtype(LoopingMedia)
         mounts.add_factory(f"/{name}", factory)
+    if auth is not None:
+        require_basic_auth(server, factories, *auth)
     try:
         attached = server.attach(None)
     except GLib.Error as exc:

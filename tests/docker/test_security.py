@@ -6,6 +6,12 @@ username/password come from the credentials file, and one whose credentials ride
 URL it was given) travel through /healthz, the Docker health log, deploy's results and records. The
 secrets must appear in none of: `docker inspect`, the container's logs and health log, /healthz,
 /metrics, `deploy --json`, `deploy status --json`, `registry show` and the registry database file.
+
+`bench --on` against an RTSP camera that requires a password (GStreamer's RTSP server with
+`--auth-file`): the password, given by camera name in `--credentials FILE`, reaches the benchmark's
+container only as serve's 0400 file, and shows in none of the container's command line, environment or
+labels, bench's output, its process arguments, the benchmark record or the registry's files; a missing or
+wrong password is a clear error.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,7 +29,9 @@ import pytest
 
 from tests.onnx_fixtures import register_tiny_onnx
 from tests.serve.fixtures import free_port, write_video
+from tests.serve.rtsp import StartServer, camera_clip, rtsp_server_fixture  # noqa: F401 - the fixture
 from toolchain.deploy.unit import SERVICE_UID
+from toolchain.serve.credentials import CONTAINER_PATH
 from toolchain.workspace import Workspace
 
 pytestmark = pytest.mark.docker
@@ -157,6 +166,90 @@ log_max_file = 2
             leftover.remove(force=True)
         for volume in docker_client.volumes.list(filters={"label": f"org.toolchain.model={MODEL}"}):
             volume.remove(force=True)
+        try:
+            docker_client.images.remove(image["image_id"], force=True)
+        except Exception:  # noqa: BLE001 - cleanup only
+            pass
+
+
+BENCH_MODEL = "secure-bench-onnx"
+
+
+def _bench_on(ws: Path, build: str, docker_url: str, docker_client: Any, *args: str) -> dict[str, Any]:
+    """``toolchain bench BUILD --on URL ARGS`` in a child process, and what its container looked like while it ran:
+    ``{"code", "payload", "out", "err", "argv" (the bench process's), "inspect", "secret_file", "container_argv"}``."""
+    command = [sys.executable, "-m", "toolchain", "--workspace", str(ws), "--json", "bench", build, "--on", docker_url,
+               "--duration", "4", "--warmup", "0.5", "--budget-ms", "500", *args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    seen: dict[str, Any] = {"argv": Path(f"/proc/{process.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(),
+                            "inspect": None, "secret_file": "", "container_argv": ""}
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline and seen["inspect"] is None:
+        for container in docker_client.containers.list(filters={"label": "org.toolchain.role=bench"}):
+            try:
+                seen["inspect"] = docker_client.api.inspect_container(container.id)
+                seen["secret_file"] = container.exec_run(["ls", "-ln", CONTAINER_PATH]).output.decode()
+                seen["container_argv"] = container.exec_run(["cat", "/proc/1/cmdline"]).output.decode(errors="replace")
+            except Exception:  # noqa: BLE001 - it ended between the listing and the look; the run says why
+                seen["inspect"] = seen["inspect"] or {}
+        time.sleep(0.1)
+    out, err = process.communicate(timeout=600)
+    payload = json.loads(out) if out.strip().startswith("{") else None
+    return {"code": process.returncode, "payload": payload, "out": out, "err": err, **seen}
+
+
+@pytest.mark.timeout(900)
+def test_bench_on_a_unit_reads_a_password_camera_from_the_credentials_file(
+        tmp_path: Path, docker_url: str, docker_client: Any, base_image: str, rtsp_server: StartServer) -> None:
+    ws = tmp_path / "ws"
+    with Workspace(ws) as workspace:
+        register_tiny_onnx(workspace, tmp_path / "m", name=BENCH_MODEL)
+    code, built, _, err = _tc(ws, "build", BENCH_MODEL, "--target", "x86-64-cpu")
+    assert code == 0, err
+    code, image, _, err = _tc(ws, "package", BENCH_MODEL, "--target", "x86-64-cpu", "--base-image", base_image,
+                              "--docker-host", docker_url, "--tag", f"toolchain/{BENCH_MODEL}:test")
+    assert code == 0, err
+    server = rtsp_server({"cam": camera_clip(tmp_path / "cam.mp4", seconds=2)}, auth=(USERNAME, PASSWORD))
+    assert server.process is not None
+    _assert_clean("the RTSP server's argv", Path(f"/proc/{server.process.pid}/cmdline").read_bytes().decode())
+    secrets_file = tmp_path / "cameras.secret.toml"
+    secrets_file.write_text(f'[cameras.north]\nusername = "{USERNAME}"\npassword = "{PASSWORD}"\n')
+    wrong_file = tmp_path / "wrong.secret.toml"
+    wrong_file.write_text(f'[cameras.north]\nusername = "{USERNAME}"\npassword = "{QUERY_SECRET}"\n')
+    source = f"north={server.url('cam')}"  # the container shares the unit's network: the camera as the unit sees it
+    try:
+        run = _bench_on(ws, built["build"], docker_url, docker_client, "--source", source, "--credentials",
+                        str(secrets_file))
+        assert run["code"] == 0, run["err"]
+        report = run["payload"]
+        assert report["frames"] > 0 and report["emulated"] is False, report
+        assert [s["name"] for s in report["stream_states"]] == ["north"]
+        # while it ran: the secret was serve's file, 0400 and the service user's; not in argv, env or labels
+        assert run["inspect"], "the benchmark's container was never seen running"
+        assert run["secret_file"].startswith("-r--------") and f" {SERVICE_UID} {SERVICE_UID} " in run["secret_file"]
+        for where, text in (("bench --json", run["out"]), ("bench's console", run["err"]),
+                            ("bench's argv", run["argv"]), ("the container's argv", run["container_argv"]),
+                            ("docker inspect of the bench container (argv, env, labels)", json.dumps(run["inspect"]))):
+            _assert_clean(where, text)
+        code, _, out, err = _tc(ws, "registry", "show", report["benchmark"])
+        assert code == 0, err
+        _assert_clean("registry show", out + err)
+        for path in ws.rglob("*"):
+            if path.is_file():
+                assert PASSWORD.encode() not in path.read_bytes(), f"{path} holds the password"
+
+        # no credentials, then a wrong password: the camera's 401, said plainly, and no secret in the answer
+        for extra in ((), ("--credentials", str(wrong_file))):
+            run = _bench_on(ws, built["build"], docker_url, docker_client, "--source", source, "--no-record", *extra)
+            assert run["code"] == 4, (extra, run["out"], run["err"])
+            message = run["payload"]["error"]["message"]
+            assert "401 Unauthorized" in message and "username and password" in message, message
+            _assert_clean("the refusal", run["out"] + run["err"])
+    finally:
+        for leftover in docker_client.containers.list(all=True, filters={"label": "org.toolchain.role=bench"}):
+            if leftover.image.id == image["image_id"]:
+                leftover.remove(force=True)
         try:
             docker_client.images.remove(image["image_id"], force=True)
         except Exception:  # noqa: BLE001 - cleanup only

@@ -10,6 +10,7 @@ saying what to install, where they are missing. Use the ``rtsp_server`` fixture:
         server = rtsp_server({"cam": camera_clip(tmp_path / "cam.mp4")})
         server.url("cam")  # rtsp://127.0.0.1:PORT/cam
         server.kill(); server.start()  # a camera that drops and comes back on the same port
+        rtsp_server({"cam": clip}, auth=("admin", "secret"))  # a camera that wants a password (HTTP Basic)
 
 Every server a test started is stopped (resumed first if paused) when the test ends.
 """
@@ -22,12 +23,15 @@ import os
 import selectors
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 import pytest
+
+from tests.services import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "rtsp_server.py"
@@ -81,12 +85,15 @@ class RtspServer:
     """One ``scripts/rtsp_server`` process serving ``files`` (``NAME: path``) and ``launch`` (``NAME: description``).
 
     ``port`` 0 takes a free port on the first start; later starts reuse the port, as a camera does.
+    ``auth`` ``(username, password)``: every path requires them (HTTP Basic). The server reads them from a
+    file (``--auth-file``), removed once it is ready: the password is never on its command line.
     """
 
     def __init__(self, files: dict[str, Path], *, launch: dict[str, str] | None = None, port: int = 0,
-                 loop: bool = True, log: Path | None = None) -> None:
+                 loop: bool = True, log: Path | None = None, auth: tuple[str, str] | None = None) -> None:
         self.files, self.launch, self.port, self.loop = dict(files), dict(launch or {}), port, loop
         self.log = log
+        self.auth = auth
         self.process: subprocess.Popen[str] | None = None
         self._stderr: IO[str] | None = None  # the log file, open while the process runs
         self.paused = False
@@ -99,7 +106,9 @@ class RtspServer:
     def start(self, timeout: float = 30.0) -> RtspServer:
         """Start the process and wait for its ready line (the port it listens on)."""
         assert self.process is None or self.process.poll() is not None, "already running"
+        auth_file = self._auth_file()
         command = [system_python(), str(SCRIPT), "--host", "127.0.0.1", "--port", str(self.port), "--exit-with-stdin",
+                   *(("--auth-file", str(auth_file)) if auth_file else ()),
                    *(f"{name}={path}" for name, path in self.files.items()),
                    *(arg for name, description in self.launch.items() for arg in ("--launch", f"{name}={description}")),
                    *(() if self.loop else ("--no-loop",))]
@@ -109,7 +118,11 @@ class RtspServer:
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=log or subprocess.DEVNULL, text=True, start_new_session=True)
         self.paused = False
-        line = _read_line(self.process.stdout, timeout)  # type: ignore[arg-type]
+        try:
+            line = _read_line(self.process.stdout, timeout)  # type: ignore[arg-type]
+        finally:
+            if auth_file:
+                auth_file.unlink()  # read before the ready line
         if not line:
             self.stop()
             tail = self.log.read_text()[-2000:] if self.log and self.log.exists() else ""
@@ -118,6 +131,14 @@ class RtspServer:
         assert ready["ready"] and (not self.port or ready["port"] == self.port), ready
         self.port = int(ready["port"])
         return self
+
+    def _auth_file(self) -> Path | None:
+        if self.auth is None:
+            return None
+        fd, name = tempfile.mkstemp(prefix="rtsp-auth-", dir=self.log.parent if self.log else None)  # mode 0600
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{self.auth[0]}:{self.auth[1]}\n")
+        return Path(name)
 
     def kill(self) -> None:
         """SIGKILL: the camera vanishes without a goodbye (power cut, crash)."""
@@ -173,7 +194,7 @@ def _read_line(stream: IO[str], timeout: float) -> str:
 
 
 StartServer = Callable[..., RtspServer]
-"""``(files, *, launch=None, port=0, loop=True) -> RtspServer``: starts a server (see :class:`RtspServer`)."""
+"""``(files, *, launch=None, port=0, loop=True, auth=None) -> RtspServer``: starts a server (see :class:`RtspServer`)."""
 
 
 @pytest.fixture(name="rtsp_server")
@@ -181,7 +202,7 @@ def rtsp_server_fixture(tmp_path: Path) -> Iterator[StartServer]:
     """A :data:`StartServer`; every server it started is stopped when the test ends (import this to use it)."""
     reason = unavailable()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail("rtsp", reason)  # a failure where $TOOLCHAIN_TEST_REQUIRE_RTSP is set (CI installed it)
     servers: list[RtspServer] = []
 
     def start(files: dict[str, Path], **kwargs: object) -> RtspServer:

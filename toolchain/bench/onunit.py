@@ -7,6 +7,10 @@ runner (:func:`toolchain.serve.service.make_runner`), preprocessing and pipeline
 times for the plots, and the device facts read here (:func:`toolchain.runtime.machine.device_facts`).
 On failure it writes ``OUTDIR/error.json`` and exits with the toolchain's exit code.
 
+Camera secrets come as ``serve`` takes them in the unit's container: the request names the credentials
+file (:data:`toolchain.serve.credentials.CONTAINER_PATH`), never what it holds, and sources are
+``NAME=URL`` with credential-free URLs.
+
 Runtime file: standard library + numpy, Python 3.8+.
 """
 
@@ -24,7 +28,6 @@ from toolchain.redaction import scrub
 from toolchain.runtime.machine import device_facts
 from toolchain.runtime.pipeline import NullSink, Pipeline, PipelineConfig
 from toolchain.runtime.preprocess import PreprocessConfig, Preprocessor
-from toolchain.runtime.sources import open_source
 
 BUNDLE = "/opt/toolchain/model"
 
@@ -32,14 +35,15 @@ BUNDLE = "/opt/toolchain/model"
 def run(request: Dict[str, Any]) -> Dict[str, Any]:
     """Run the benchmark ``request`` describes; the report for the workstation."""
     from toolchain.serve.bundle import load_bundle
-    from toolchain.serve.service import make_runner
+    from toolchain.serve.service import make_runner, open_cameras
 
     model = load_bundle(Path(request.get("bundle") or BUNDLE))
     specs: List[str] = list(request["sources"])
     if not specs:
         raise UsageError("the benchmark request names no source")
-    fps = request.get("fps")
-    sources = [open_source(spec, index=i, fps=fps, loop=bool(request.get("loop"))) for i, spec in enumerate(specs)]
+    credentials = request.get("credentials")
+    sources = open_cameras(specs, Path(credentials) if credentials else None, fps=request.get("fps"),
+                           loop=bool(request.get("loop")))
     preprocess = Preprocessor(PreprocessConfig(size=model.size, layout=model.layout, mean=model.mean, std=model.std))
     config = PipelineConfig(**request.get("pipeline", {}))  # the workstation's BenchConfig.pipeline_config()
     with make_runner(model, threads=int(request.get("threads", 0))) as runner:

@@ -9,6 +9,12 @@ recorded with the unit's facts as read inside the container.
 
 Under emulation (an x86-64 engine running the arm64 image through qemu-user) latency says nothing about
 the hardware: such a run is recorded with ``emulated: true`` and gets no real-time verdict.
+
+Camera secrets (``--credentials FILE``, by camera name as ``serve`` takes them) are checked here, then reach
+the container the way they reach a deployed ``serve``: as the file ``serve`` reads
+(:data:`toolchain.serve.credentials.CONTAINER_PATH`, mode 0400, owned by the image's user), copied in
+before the start and gone with the container; never on its command line, in its environment, its labels or
+the request. Only the cameras the sources name are sent.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from toolchain.errors import (
     UsageError,
 )
 from toolchain.redaction import redact_url
-from toolchain.runtime.sources import NETWORK_SCHEMES
+from toolchain.runtime.sources import NETWORK_SCHEMES, camera_name
 from toolchain.workspace import Workspace
 
 IN_DIR = f"{WORKDIR}/in"
@@ -82,15 +88,21 @@ def _ensure_image(client: Any, reference: str, image_record: str | None, workspa
 
 
 def _sources(specs: tuple[str, ...]) -> tuple[list[str], dict[str, Path], bool]:
-    """The sources as the container sees them, the local files to send along, and whether it needs a network."""
+    """The sources as the container sees them, the local files to send along, and whether it needs a network.
+
+    A camera's name (``NAME=URL``) stays with it, so the credentials file applies there as it does here.
+    """
     seen, files, network = [], {}, False
-    for spec in specs:
-        if spec.startswith(NETWORK_SCHEMES):
+    for i, spec in enumerate(specs):
+        _, url = camera_name(spec, i)
+        named = spec[: len(spec) - len(url)]  # "NAME=" or ""
+        if url.startswith(NETWORK_SCHEMES):
             seen.append(spec)
             network = True
-        elif spec.startswith("synthetic"):
+        elif url.startswith("synthetic"):
             seen.append(spec)
         else:
+            spec = url
             path = Path(spec)
             if path.is_dir():
                 raise UsageError(f"--source {spec} is a directory; with --on send a video file, a camera URL or synthetic")
@@ -98,8 +110,33 @@ def _sources(specs: tuple[str, ...]) -> tuple[list[str], dict[str, Path], bool]:
                 raise InputNotFoundError(f"--source {spec} does not exist here; with --on, a file is sent to the unit")
             name = f"{len(files)}-{path.name}"
             files[f"in/{name}"] = path
-            seen.append(f"{IN_DIR}/{name}")
+            seen.append(f"{named}{IN_DIR}/{name}")
     return seen, files, network
+
+
+def _credentials(config: BenchConfig) -> str | None:
+    """The credentials file the container gets (JSON, the named cameras only), or None without --credentials.
+
+    Checked here as ``serve`` checks it, before anything reaches the unit.
+    """
+    if config.credentials is None:
+        return None
+    from toolchain.serve.credentials import load_credentials, to_json
+    from toolchain.serve.service import with_credentials
+
+    credentials = load_credentials(config.credentials)
+    with_credentials([camera_name(spec, i) for i, spec in enumerate(config.stream_specs)], credentials)
+    return to_json(credentials)
+
+
+def _user_ids(image: Any) -> tuple[int, int]:
+    """``(uid, gid)`` the image's containers run as (its ``USER``; root when it sets none)."""
+    user = str((image.attrs.get("Config") or {}).get("User") or "0")
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit() or not (gid or uid).isdigit():
+        raise UsageError(f"the image runs as user {user!r}, not a numeric uid[:gid], so the camera credentials file "
+                         "cannot be made readable to it alone; package the image with `toolchain package` (USER 10001)")
+    return int(uid), int(gid or uid)
 
 
 def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image: str | None = None,
@@ -122,8 +159,13 @@ def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image
     build = subject.record
     reference, image_record = _image_for(workspace, build, image)
     sources, files, network = _sources(config.stream_specs)
+    secrets = _credentials(config)
     request = {"sources": sources, "fps": config.fps, "loop": config.loop, "threads": config.threads,
                "pipeline": asdict(config.pipeline_config(budget_for(config, subject)))}
+    if secrets is not None:
+        from toolchain.serve.credentials import CONTAINER_PATH
+
+        request["credentials"] = CONTAINER_PATH  # where the file is, not what it holds
     client = connect(where, insecure=insecure)
     try:
         image_obj = _ensure_image(client, reference, image_record, workspace)
@@ -144,6 +186,12 @@ def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image
                 "(`scripts/binfmt_up arm64`) for an emulated run"
             )
         emulated = ran != engine_arch
+        archives = []
+        if secrets is not None:
+            from toolchain.serve.credentials import container_archive
+
+            uid, gid = _user_ids(image_obj)
+            archives.append(container_archive(secrets, uid=uid, gid=gid))
         limit = timeout_s or (config.warmup_s + config.duration_s) * (20 if emulated else 3) + 120
         with tempfile.TemporaryDirectory(prefix="toolchain-bench-on-") as tmp:
             out = Path(tmp)
@@ -153,7 +201,7 @@ def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image
                 command=[f"{WORKDIR}/request.json", OUT_DIR],
                 files={"request.json": json.dumps(request).encode(), **files}, fetch=OUT_DIR, out_dir=out,
                 timeout_s=limit, runtime=runtime, network_mode="host" if network else None, role="bench",
-                max_output_bytes=256 << 20, what="the benchmark")
+                max_output_bytes=256 << 20, what="the benchmark", archives=archives)
             if code != 0:
                 error_file = out / "error.json"
                 detail = (json.loads(error_file.read_text())["error"]["message"] if error_file.is_file()
@@ -174,7 +222,7 @@ def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image
             "runner": result.get("runner", ""), "size_mb": round(subject.size_bytes / 1e6, 3),
             "accuracy": subject.accuracy, "device": device, "where": redact_url(where), "emulated": emulated,
             "image": image_obj.id, "image_record": image_record,
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "config": asdict(config), **report}
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "config": config.to_json(), **report}
     plots: dict[str, Path] = {}
     try:
         plots = plots_from_arrays(result["frames"], full, config.plots_dir)

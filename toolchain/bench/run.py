@@ -27,7 +27,7 @@ from toolchain.errors import MissingEnvironmentError, UsageError
 from toolchain.registry import NewRecord
 from toolchain.runtime.pipeline import NullSink, Pipeline, PipelineConfig, PipelineResult, pure_inference
 from toolchain.runtime.preprocess import Preprocessor, Roi
-from toolchain.runtime.sources import open_source
+from toolchain.serve.service import open_cameras
 from toolchain.workspace import Workspace
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +55,7 @@ class BenchConfig:
     record: bool = True
     scaled_decode: bool = True
     aligned: bool = False
+    credentials: Path | None = None
 
     def __post_init__(self) -> None:
         if self.runner not in RUNNERS:
@@ -70,7 +71,13 @@ class BenchConfig:
             raise UsageError(f"--fps must be a positive frame rate, got {self.fps}")
         if self.roi:
             Roi.parse(self.roi)
+        if self.pure and self.credentials is not None:
+            raise UsageError("--credentials belongs to camera sources; --pure reads none")
         self.pipeline_config(self.budget_ms)  # the pipeline's own checks, on the options as given
+
+    def to_json(self) -> dict[str, Any]:
+        """The options as a benchmark records them (the credentials file by its path, never what it holds)."""
+        return {**asdict(self), "credentials": None if self.credentials is None else str(self.credentials)}
 
     def pipeline_config(self, budget_ms: float | None) -> PipelineConfig:
         """The pipeline these options run (here, or in a unit's container through ``bench --on``)."""
@@ -113,6 +120,9 @@ def run_bench(workspace: Workspace, config: BenchConfig) -> dict[str, Any]:
     subject = resolve_subject(workspace, config.artifact)
     runner_name = subject.default_runner() if config.runner == "auto" else config.runner
     require_runner_available(runner_name)
+    # The camera URLs as opened: credentials from the file applied by camera name (as serve does), never printed.
+    sources = [] if config.pure else open_cameras(config.stream_specs, config.credentials, fps=config.fps,
+                                                  loop=config.loop)
     runner = subject.make_runner(workspace, runner_name, threads=config.threads)
     budget = budget_for(config, subject)
     roi = Roi.parse(config.roi) if config.roi else None
@@ -121,7 +131,6 @@ def run_bench(workspace: Workspace, config: BenchConfig) -> dict[str, Any]:
         if config.pure:
             report = _pure_report(config, subject, runner, budget)
         else:
-            sources = [open_source(spec, index=i, fps=config.fps, loop=config.loop) for i, spec in enumerate(config.stream_specs)]
             pipeline = Pipeline(sources, runner, preprocess, subject.classes, NullSink(), config.pipeline_config(budget))
             result = pipeline.run()
             report = stream_report(result)
@@ -129,7 +138,7 @@ def run_bench(workspace: Workspace, config: BenchConfig) -> dict[str, Any]:
               "artifact_kind": subject.kind, "target": subject.target, "runner": runner_name,
               "size_mb": round(subject.size_bytes / 1e6, 3), "accuracy": subject.accuracy,
               "device": device_info(runner.device), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "config": asdict(config), **report}
+              "config": config.to_json(), **report}
     plots: dict[str, Path] = {}
     if not config.pure:
         try:
@@ -216,7 +225,8 @@ def compare(workspace: Workspace, configs: list[BenchConfig]) -> dict[str, Any]:
     rows, runs = [], []
     for config in configs:
         pure = run_bench(workspace, BenchConfig(**{**asdict(config), "pure": True, "batch": 1, "record": False,
-                                                   "duration_s": min(config.duration_s, 3.0), "warmup_s": min(config.warmup_s, 1.0)}))
+                                                   "credentials": None, "duration_s": min(config.duration_s, 3.0),
+                                                   "warmup_s": min(config.warmup_s, 1.0)}))
         stream = run_bench(workspace, config) if config.sources else None
         runs.append({"pure": pure, "stream": stream})
         rows.append({

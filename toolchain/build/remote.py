@@ -16,7 +16,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,12 +171,13 @@ def check_architecture(client: Any, architecture: str, image_id: str | None = No
 def run_container(client: Any, image_id: str, *, command: list[str], files: Mapping[str, bytes | Path], fetch: str,
                   out_dir: Path, timeout_s: float, runtime: str | None = None, network_mode: str | None = None,
                   role: str = "build", max_output_bytes: int = MAX_OUTPUT_BYTES, what: str = "the job",
-                  entrypoint: list[str] | None = None) -> tuple[int, str]:
+                  entrypoint: list[str] | None = None, archives: Sequence[bytes] = ()) -> tuple[int, str]:
     """Run ``command`` in a fresh container of ``image_id`` with ``files`` under :data:`WORKDIR`; bring the
     container's ``fetch`` folder back into ``out_dir``; remove the container whatever happened.
 
     No network unless ``network_mode`` names one (``host``: a bench reading the unit's cameras).
-    Returns ``(exit code, logs)``.
+    ``archives`` are tar archives extracted at ``/`` before the start, as they are (their modes and owners
+    kept: a secret file only the container's user may read). Returns ``(exit code, logs)``.
 
     Raises:
         MissingEnvironmentError: it did not finish in ``timeout_s`` (it is stopped).
@@ -191,6 +192,8 @@ def run_container(client: Any, image_id: str, *, command: list[str], files: Mapp
     )
     try:
         container.put_archive("/", _tar(files))
+        for archive in archives:
+            container.put_archive("/", archive)
         container.start()
         try:
             status = container.wait(timeout=timeout_s)

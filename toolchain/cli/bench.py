@@ -11,13 +11,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from toolchain.cli.output import app, emit, json_option
+from toolchain.cli.serve import credentials_option
 from toolchain.errors import UsageError
 
 
 @click.command()
 @click.argument("artifacts", nargs=-1, required=True)
-@click.option("--source", "sources", multiple=True,
-              help="Video file, rtsp/http URL, image directory, camera (/dev/video0) or synthetic[:WxH][@FPS]; repeat for several streams.")
+@click.option("--source", "sources", multiple=True, metavar="[NAME=]URL",
+              help="Video file, rtsp/http URL, image directory, camera (/dev/video0) or synthetic[:WxH][@FPS]; repeat for "
+                   "several streams. NAME= names a camera, as serve does: its password goes in --credentials FILE.")
+@credentials_option
 @click.option("--streams", type=click.IntRange(min=1), default=1, show_default=True, help="Run one --source as N streams.")
 @click.option("--pace", type=click.Choice(["realtime", "max"]), default="realtime", show_default=True,
               help="realtime: frames at the source fps, oldest dropped when behind; max: throughput.")
@@ -56,7 +59,7 @@ def bench(ctx: click.Context, artifacts: tuple[str, ...], sources: tuple[str, ..
           duration: float, warmup: float, budget_ms: float | None, max_batch: int, max_wait_ms: float, queue: int,
           roi: str | None, fps: float | None, loop: bool, pure: bool, batch: int, threads: int, plots_dir: str | None,
           compare: bool, no_record: bool, aligned: bool, full_decode: bool, on: str | None, unit: str | None, fleet: Path | None, image: str | None,
-          insecure: bool) -> None:
+          insecure: bool, credentials: Path | None) -> None:
     """Will ARTIFACT keep up with these cameras on this device? Measures the whole path of every frame:
     decode -> preprocess -> batch -> infer -> postprocess -> sink, with p50/p90/p95/p99/max per stage
     and end to end, throughput, dropped frames, deadline misses, CPU use and a real-time verdict.
@@ -71,6 +74,11 @@ def bench(ctx: click.Context, artifacts: tuple[str, ...], sources: tuple[str, ..
     sees them (a camera URL, a local file sent along, or synthetic). The unit's facts are read inside
     the container (architecture, CPU, memory, L4T, TensorRT, power mode); a run under emulation
     (qemu-user) is marked emulated and gets no real-time verdict.
+
+    \b
+    Camera passwords belong in --credentials FILE, keyed by the camera's NAME (--source NAME=rtsp://host/path),
+    as for `serve`, never in the URL on the command line; with --on the file reaches the benchmark's container
+    as it reaches a unit's service (a file only the service user can read).
     """
     from toolchain.bench.run import BenchConfig, compare as compare_runs, run_bench
 
@@ -82,7 +90,7 @@ def bench(ctx: click.Context, artifacts: tuple[str, ...], sources: tuple[str, ..
                            duration_s=duration, warmup_s=warmup, budget_ms=budget_ms, max_batch=max_batch,
                            max_wait_ms=max_wait_ms, queue=queue, roi=roi, fps=fps, loop=loop, pure=pure, batch=batch,
                            threads=threads, plots_dir=plots_dir, record=not no_record, scaled_decode=not full_decode,
-                           aligned=aligned)
+                           aligned=aligned, credentials=credentials)
 
     where = _where(on, unit, fleet)
     if where is not None and compare:

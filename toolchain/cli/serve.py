@@ -11,6 +11,12 @@ from rich.markup import escape
 from toolchain.cli.output import app, console, emit, json_option
 from toolchain.errors import UsageError
 
+credentials_option = click.option(
+    "--credentials", type=click.Path(dir_okay=False, path_type=Path), default=None, envvar="TOOLCHAIN_CAMERA_CREDENTIALS",
+    help="JSON (or TOML) file of camera credentials by camera name (--source NAME=URL); keeps passwords off the "
+         "command line (env TOOLCHAIN_CAMERA_CREDENTIALS).")
+"""``--credentials FILE`` of ``serve`` and ``bench``: one option, one meaning."""
+
 
 @click.command()
 @click.argument("artifact")
@@ -24,10 +30,7 @@ from toolchain.errors import UsageError
               help="Rotate the events file at this size.")
 @click.option("--events-keep", type=click.IntRange(min=0), default=3, show_default=True,
               help="Rotated event files kept (FILE.1 ... FILE.N).")
-@click.option("--credentials", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              envvar="TOOLCHAIN_CAMERA_CREDENTIALS",
-              help="JSON (or TOML) file of camera credentials by camera name; keeps passwords off the command line "
-                   "(env TOOLCHAIN_CAMERA_CREDENTIALS).")
+@credentials_option
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="TOOLCHAIN_SERVE_HOST",
               help="Address of /healthz and /metrics: the unit's LAN address (or 0.0.0.0) to let a scraper in "
                    "(env TOOLCHAIN_SERVE_HOST).")

@@ -264,24 +264,16 @@ def ensure_credentials_volume(client: Any, release: Release, name: str, payload:
     read-write only while the file is copied in; the service container mounts it read-only. Nothing of
     the secret reaches a command line, an environment variable or a label.
     """
-    import io
-    import tarfile
-
-    from toolchain.serve.credentials import CONTAINER_PATH
+    from toolchain.serve.credentials import CONTAINER_PATH, container_archive
 
     client.volumes.create(name=name, labels={"org.toolchain.role": "credentials",
                                              "org.toolchain.model": slug(release.model)})
-    data = payload.encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        info = tarfile.TarInfo(CONTAINER_PATH.rsplit("/", 1)[1])
-        info.size, info.mode, info.uid, info.gid, info.mtime = len(data), 0o400, SERVICE_UID, SERVICE_UID, int(time.time())
-        archive.addfile(info, io.BytesIO(data))
+    archive = container_archive(payload, uid=SERVICE_UID, gid=SERVICE_UID, path=CONTAINER_PATH.rsplit("/", 1)[1])
     writer = client.containers.create(release.image_id, entrypoint=["true"], command=[], network_disabled=True,
                                       user="0", labels={"org.toolchain.role": "credentials-writer"},
                                       volumes={name: {"bind": "/secrets", "mode": "rw"}})
     try:
-        if not writer.put_archive("/secrets", buffer.getvalue()):
+        if not writer.put_archive("/secrets", archive):
             raise MissingEnvironmentError(f"the unit's engine did not accept the credentials file into volume {name}")
     finally:
         writer.remove(force=True)

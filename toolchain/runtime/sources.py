@@ -85,6 +85,12 @@ def _av() -> Any:
     return av
 
 
+def _refused(av: Any) -> tuple[type[BaseException], ...]:
+    """FFmpeg's errors for a server that refused the client's credentials (RTSP/HTTP 401 and 403)."""
+    return tuple(getattr(av.error, name) for name in ("HTTPUnauthorizedError", "HTTPForbiddenError")
+                 if hasattr(av.error, name))
+
+
 class PyAVSource(FrameSource):
     """A video file, network stream or camera device decoded with PyAV.
 
@@ -121,6 +127,12 @@ class PyAVSource(FrameSource):
         except (av.error.FileNotFoundError, av.error.OSError) as exc:
             # FFmpeg's message quotes the URL it was given, credentials included: scrub it.
             raise InputNotFoundError(f"cannot open {self.name}: {scrub(exc)}") from None
+        except _refused(av) as exc:
+            raise BadInputError(
+                f"{self.name} refused the connection ({scrub(exc)}): the camera wants a username and password, and "
+                "they are missing or wrong. Name the camera (--source NAME=URL, no credentials in the URL) and put them "
+                "under that NAME in the --credentials FILE"
+            ) from None
         except av.error.FFmpegError as exc:
             raise BadInputError(f"FFmpeg cannot read {self.name}: {scrub(exc)}; is it a video file or stream?") from None
         if not self._container.streams.video:

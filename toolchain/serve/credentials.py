@@ -17,7 +17,10 @@ Standard library only, Python 3.8 compatible (the roadside runtime).
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -134,3 +137,19 @@ def to_json(credentials: Dict[str, CameraCredential]) -> str:
         cameras[name] = {"url": c.url} if c.url else {k: v for k, v in (("username", c.username),
                                                                          ("password", c.password)) if v}
     return json.dumps({"cameras": cameras}, sort_keys=True)
+
+
+def container_archive(payload: str, *, uid: int, gid: int, path: str = CONTAINER_PATH) -> bytes:
+    """A tar archive that ``put_archive`` at ``/`` turns into ``path`` (default :data:`CONTAINER_PATH`) holding
+    ``payload``: mode 0400, owned by ``uid:gid`` (the user the container runs as), so only that user can read it.
+
+    ``bench --on`` gives its short-lived container the camera secrets this way (the container and the
+    file go when the run ends), and ``deploy`` fills a unit's credentials volume with it; nothing of them reaches a command line, an environment variable or a label.
+    """
+    data = payload.encode("utf-8")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(path.lstrip("/"))
+        info.size, info.mode, info.uid, info.gid, info.mtime = len(data), 0o400, uid, gid, int(time.time())
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
