@@ -311,29 +311,75 @@ def test_a_camera_that_hangs_at_start_up_holds_up_no_other_camera(
     assert first < 6, f"the good camera waited {first:.1f} s for the hung one"
 
 
-def test_eight_rtsp_cameras_hold_real_time(rtsp_server: StartServer, model: ServingModel, tmp_path: Path) -> None:
-    """Eight RTSP cameras (one server, eight streams of a 320x176 15 fps clip): every camera delivers at the
-    camera's rate, and arrival-to-event latency stays far below a frame interval."""
+def test_eight_rtsp_cameras_all_deliver_in_order_and_lose_no_frame_unaccounted(
+        rtsp_server: StartServer, model: ServingModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight RTSP cameras (one server, eight streams of a 320x176 15 fps clip) on one service: all come up, each
+    keeps delivering, every camera's events are in frame order, and a frame missing from the events is one the
+    service counted as dropped (never silently lost).
+
+    Only what holds on a loaded, shared CI machine is asserted: rates get generous bounds and latency none. To
+    make sure of it, inference stalls once for a second mid-run, as a loaded machine stalls a process (frames
+    pile up and the oldest are dropped; the old +-15% rate and p99-under-a-frame-interval assertions fail on
+    such a run). How fast and how late (each camera at its 15 fps, p99 under a frame interval) is measured by
+    ``scripts/bench_stream.py --rtsp`` (BENCHMARKS.md), not asserted here.
+    """
+    from toolchain.serve import service
+
+    stall = threading.Event()
+    make_runner = service.make_runner
+
+    def stalling_runner(*args: Any, **kwargs: Any) -> Any:
+        runner = make_runner(*args, **kwargs)
+        infer = runner.infer
+
+        def infer_or_stall(feed: Any) -> Any:
+            if stall.is_set():
+                stall.clear()
+                time.sleep(1.0)
+            return infer(feed)
+
+        runner.infer = infer_or_stall
+        return runner
+
+    monkeypatch.setattr(service, "make_runner", stalling_runner)
     clip = camera_clip(tmp_path / "cam8.mp4", seconds=2, fps=FPS, size=(320, 176))
     names = [f"cam{i}" for i in range(8)]
     server = rtsp_server({name: clip for name in names})
-    with serving(model, tmp_path, [f"{name}={server.url(name)}" for name in names], require="all") as served:
-        wait_for(lambda: served.health()[0] == 200, 30, "all 8 cameras up")
-        time.sleep(0.5)  # past the burst of frames buffered while each stream was probed
+    with serving(model, tmp_path, [f"{name}={server.url(name)}" for name in names], require="all",
+                 stale_s=5.0) as served:
+        wait_for(lambda: served.health()[0] == 200, 60, "all 8 cameras up")
         first = {name: c["frames"] for name, c in served.health()[1]["cameras"].items()}
         t0 = time.monotonic()
-        window = len(served.event_lines())
-        time.sleep(4.0)
-        code, report = served.health()
+        stall.set()
+
+        def two_seconds_each() -> bool:
+            time.sleep(0.1)  # a poll every 0.1 s: no busy loop to add to the load
+            return all(c["frames"] - first[n] >= 2 * FPS for n, c in served.health()[1]["cameras"].items())
+
+        wait_for(two_seconds_each, 60, "two seconds of frames from every camera")
         seconds = time.monotonic() - t0
-        latencies = [e["latency_ms"] for e in served.event_lines()[window:]]
-    assert code == 200
+        code, report = served.health()
+    assert code == 200, report
+    assert served.result is not None
     rates = {name: (c["frames"] - first[name]) / seconds for name, c in report["cameras"].items()}
-    assert all(0.85 * FPS <= r <= 1.15 * FPS for r in rates.values()), rates
+    events: dict[str, list[int]] = {name: [] for name in names}
+    latencies = []
+    for event in served.event_lines():
+        events[event["camera"]].append(event["frame"])
+        latencies.append(event["latency_ms"])
+    streams = {s["name"]: s for s in served.result.streams}
+    for name in names:
+        frames = events[name]
+        assert frames and all(a < b for a, b in zip(frames, frames[1:])), f"{name}: events out of frame order"
+        missing = frames[-1] + 1 - len(frames)  # frame numbers skipped up to the last one written
+        assert missing <= streams[name]["dropped"], (name, missing, streams[name])
+        assert sum(served.result.events_by_camera[name].values()) == len(frames)  # the metrics saw them all
+    # Generous: a camera far below its rate is stuck, far above it is replaying; neither is load.
+    assert all(0.25 * FPS <= r <= 4 * FPS for r in rates.values()), rates
+    assert not stall.is_set(), "the stall never happened"
     p50, p99 = statistics.median(latencies), statistics.quantiles(latencies, n=100)[98]
-    print(f"8 RTSP cameras: {min(rates.values()):.1f}-{max(rates.values()):.1f} frames/s each, "
-          f"latency p50 {p50:.1f} ms p99 {p99:.1f} ms over {len(latencies)} events")
-    assert p99 < 1000 / FPS, f"latency p50 {p50:.1f} ms, p99 {p99:.1f} ms (a frame interval is {1000 / FPS:.0f} ms)"
+    print(f"8 RTSP cameras: {min(rates.values()):.1f}-{max(rates.values()):.1f} frames/s each, latency p50 {p50:.1f} "
+          f"ms p99 {p99:.1f} ms over {len(latencies)} events, dropped {sum(s['dropped'] for s in streams.values())}")
 
 
 class _Quiet(SimpleHTTPRequestHandler):
