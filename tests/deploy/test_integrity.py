@@ -137,9 +137,17 @@ def test_a_good_oci_tarball_passes(tmp_path: Path) -> None:
     # saved by id: no descriptor in index.json, the image's manifest blob is still there (newer Docker)
     untagged = _write(tmp_path / "untagged.tar", _oci(CONFIG, LAYERS, []))
     assert check_image_tarball(untagged, image_id=IMAGE_ID, tags=[TAG]).tags == ()
+    # the layer list comes from the same read: what a partial archive for a unit is made of
+    assert checked.layers is not None and checked.layers.diff_ids == tuple(f"sha256:{_sha(x)}" for x in LAYERS)
+
+
+def test_an_oci_only_tarball_is_refused_at_the_check_not_on_every_unit(tmp_path: Path) -> None:
+    """Docker 20.10's `docker load` reads manifest.json; without it no unit could load the tarball or its layers."""
     only_oci = _oci(CONFIG, LAYERS, [TAG])
     del only_oci["manifest.json"]
-    assert check_image_tarball(_write(tmp_path / "oci.tar", only_oci), image_id=IMAGE_ID, tags=[TAG]).layout == "oci"
+    with pytest.raises(ImageTarballError, match="only the OCI layout.*toolchain package") as caught:
+        check_image_tarball(_write(tmp_path / "oci.tar", only_oci), image_id=IMAGE_ID, tags=[TAG])
+    assert isinstance(caught.value, CorruptStoreError)
 
 
 def test_a_tampered_config_is_refused_by_its_bytes_not_its_name(tmp_path: Path) -> None:
@@ -261,8 +269,7 @@ def test_every_tarball_path_of_a_deploy_is_checked_once(tmp_path: Path) -> None:
 
 def test_a_containerd_store_tarball_with_an_index_and_attestation_passes(tmp_path: Path) -> None:
     """Docker's containerd image store names an image by its index digest and attaches build provenance."""
-    files = _oci(CONFIG, LAYERS, [])
-    del files["manifest.json"]
+    files = _oci(CONFIG, LAYERS, [])  # manifest.json too: containerd's export writes one, and Docker 20.10 needs it
     manifest = next(v for k, v in files.items() if k.startswith("blobs/") and b'"schemaVersion"' in v)
     statement = b'{"_type": "https://in-toto.io/Statement/v0.1"}'
     attestation = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -281,5 +288,5 @@ def test_a_containerd_store_tarball_with_an_index_and_attestation_passes(tmp_pat
          "annotations": {"io.containerd.image.name": f"docker.io/{TAG}"}}]}).encode()
     tar = _write(tmp_path / "image.tar", files)
     checked = check_image_tarball(tar, image_id=f"sha256:{_sha(index)}", tags=[TAG])
-    assert (checked.layout, checked.config_digest, checked.tags) == ("oci", IMAGE_ID, (TAG,))
+    assert (checked.layout, checked.config_digest, checked.tags) == ("docker+oci", IMAGE_ID, (TAG,))
     assert check_image_tarball(tar, image_id=IMAGE_ID, tags=[TAG]).config_digest == IMAGE_ID

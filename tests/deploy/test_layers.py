@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +44,76 @@ def test_a_partial_archive_lists_every_layer_but_carries_only_the_missing_ones(t
     # The same image: its config bytes (whose hash is the image id) and tags come from the checked full tarball.
     assert config == CONFIG and manifest[0]["RepoTags"] == [TAG]
     assert check_image_tarball(full, image_id=f"sha256:{_sha(CONFIG)}", tags=[TAG]).tags == (TAG,)
+
+
+@pytest.mark.parametrize("compression", ["gz", "bz2", "xz"])
+@pytest.mark.parametrize("layout", ["classic", "oci"])
+def test_a_compressed_tarball_passes_the_check_and_gives_the_layers_and_a_partial_archive(
+        tmp_path: Path, layout: str, compression: str) -> None:
+    """`--image-tar img.tar.gz`: the check and the layer list are one read, so what passes the check can be sent."""
+    import bz2
+    import gzip
+    import lzma
+
+    from tests.deploy.test_integrity import _image_record
+    from toolchain.deploy.rollout import DeployConfig, _Archive
+
+    files = _classic([(CONFIG, LAYERS, [TAG])]) if layout == "classic" else _oci(CONFIG, LAYERS, [TAG])
+    plain = _write(tmp_path / "image.tar", files)
+    packed = tmp_path / f"image.tar.{compression}"
+    packed.write_bytes({"gz": gzip, "bz2": bz2, "xz": lzma}[compression].compress(plain.read_bytes()))
+    image_id = f"sha256:{_sha(CONFIG)}"
+
+    checked = check_image_tarball(packed, image_id=image_id, tags=[TAG])
+    image = read_layers(packed)
+    assert checked.tags == (TAG,) and checked.layers == image and image.compressed
+    assert image.diff_ids == read_layers(plain).diff_ids and image.layer_sizes == tuple(len(x) for x in LAYERS)
+    write_partial(image, 3, tmp_path / "from-packed.tar")
+    write_partial(read_layers(plain), 3, tmp_path / "from-plain.tar")
+    with tarfile.open(tmp_path / "from-packed.tar", mode="r:") as a, tarfile.open(tmp_path / "from-plain.tar") as b:
+        assert sorted(a.getnames()) == sorted(b.getnames())
+        assert a.extractfile(image.layers[3]).read() == LAYERS[3]  # type: ignore[union-attr]
+        assert a.extractfile(image.manifest["Config"]).read() == CONFIG  # type: ignore[union-attr]
+
+    # and the way a rollout reaches it: checked once for every unit, then the layers and the partial archive
+    record = _image_record(image_id=image_id, tag=TAG, tags=[TAG])
+    (tmp_path / "work").mkdir()
+    archive = _Archive(record, DeployConfig(ref="x", fleet=tmp_path / "fleet.toml", image_tar=packed), tmp_path / "work")
+    assert archive.full() == packed and archive.layers().diff_ids == image.diff_ids
+    with tarfile.open(archive.partial(2), mode="r:") as partial:
+        carried = {m.name for m in partial.getmembers() if m.isfile()}
+    assert carried == {"manifest.json", image.manifest["Config"], *image.layers[2:]}
+
+
+def test_a_tarball_whose_layers_cannot_be_listed_is_refused_at_the_check_not_on_the_units(tmp_path: Path) -> None:
+    """What the layer list refuses, the check refuses, before any unit is touched (same for a rollout's --image-tar)."""
+    import gzip
+
+    from tests.deploy.test_integrity import _image_record
+    from toolchain.deploy.rollout import DeployConfig, _Archive
+    from toolchain.errors import CorruptStoreError
+
+    image_id = f"sha256:{_sha(_config(LAYERS[:3]))}"
+    record = _image_record(image_id=image_id, tag=TAG, tags=[TAG])
+    mismatched = _write(tmp_path / "bad.tar", _classic([(_config(LAYERS[:3]), LAYERS, [TAG])]))
+    only_oci = _oci(_config(LAYERS[:3]), LAYERS[:3], [TAG])
+    del only_oci["manifest.json"]
+    good = _write(tmp_path / "good.tar", _classic([(_config(LAYERS[:3]), LAYERS[:3], [TAG])])).read_bytes()
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(gzip.compress(good)[: len(gzip.compress(good)) * 2 // 3])  # a download cut short
+    inner_cut = tmp_path / "inner-cut.tar.gz"
+    inner_cut.write_bytes(gzip.compress(good[: len(good) * 2 // 3]))  # a whole gzip of a tar cut short
+    for tarball, why in ((mismatched, "lists 4 layers but the config 3"),
+                         (_write(tmp_path / "oci.tar", only_oci), "only the OCI layout"),
+                         (cut, "not a readable image tarball"),
+                         (inner_cut, "not a readable image tarball|lacks")):
+        with pytest.raises(ImageTarballError, match=why):
+            check_image_tarball(tarball, image_id=image_id, tags=[TAG])
+        (tmp_path / "work").mkdir(exist_ok=True)
+        config = DeployConfig(ref="x", fleet=tmp_path / "f.toml", image_tar=tarball)
+        archive = _Archive(record, config, tmp_path / "work")
+        with pytest.raises(CorruptStoreError, match=why):
+            archive.full()
 
 
 def test_layers_are_reusable_only_on_the_same_layers_beneath() -> None:
@@ -164,3 +235,86 @@ def test_the_deployment_archive_makes_each_payload_once_and_gzips_it_losslessly(
     assert archive.partial(3) == partial  # once per number of layers skipped, shared by every unit
     packed = archive.gzipped(partial)
     assert archive.gzipped(partial) == packed and gzip.decompress(packed.read_bytes()) == partial.read_bytes()
+
+
+def _engine_fixtures() -> tuple[Any, Any]:
+    from tests.docker import conftest as engine
+
+    return engine.docker_url, engine.docker_client
+
+
+docker_url, docker_client = _engine_fixtures()
+
+
+@pytest.mark.docker
+def test_a_real_engine_loads_a_gzipped_docker_save_in_full_and_as_a_partial_archive(
+        tmp_path: Path, docker_client: Any) -> None:
+    """Docker 20.10 (CI's engine) on a gzipped `docker save`: the layers the engine lacks, then the whole tarball as
+    it is."""
+    import gzip
+    import io
+    import shutil
+
+    from toolchain.deploy.transfer import transfer_image
+
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as archive:
+        for name, text in (("Dockerfile", "FROM scratch\nCOPY a /a\nCOPY b /b\nCOPY c /c\n"),
+                           ("Dockerfile.base", "FROM scratch\nCOPY a /a\nCOPY b /b\n"),
+                           ("a", "one"), ("b", "two " + tmp_path.name), ("c", "three")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(text), 1_700_000_000
+            archive.addfile(info, io.BytesIO(text.encode()))
+    suffix = tmp_path.name[-12:].lower()
+    base, _ = docker_client.images.build(fileobj=io.BytesIO(context.getvalue()), custom_context=True, rm=True,
+                                         dockerfile="Dockerfile.base", tag=f"toolchain-test/gz-base:{suffix}")
+    image, _ = docker_client.images.build(fileobj=io.BytesIO(context.getvalue()), custom_context=True, rm=True,
+                                          tag=f"toolchain-test/gz:{suffix}")
+    tag = image.tags[0]
+    try:
+        assert image.attrs["RootFS"]["Layers"][:2] == base.attrs["RootFS"]["Layers"]
+        saved = tmp_path / "image.tar"
+        with open(saved, "wb") as out:
+            for chunk in image.save(named=tag):
+                out.write(chunk)
+        packed = tmp_path / "image.tar.gz"
+        with open(saved, "rb") as source, gzip.open(packed, "wb") as out:
+            shutil.copyfileobj(source, out)
+        assert check_image_tarball(packed, image_id=image.id, tags=[tag]).layers == read_layers(packed)
+        layers = read_layers(packed)
+
+        class Archive:
+            def full(self) -> Path:
+                return packed
+
+            def layers(self) -> Any:
+                return layers
+
+            def partial(self, skip: int) -> Path:
+                write_partial(layers, skip, tmp_path / f"partial-{skip}.tar")
+                return tmp_path / f"partial-{skip}.tar"
+
+            def gzipped(self, path: Path) -> Path:
+                assert path != packed, "the gzipped tarball is sent as it is"
+                with open(path, "rb") as source, gzip.open(tmp_path / f"{path.name}.gz", "wb") as out:
+                    shutil.copyfileobj(source, out)
+                return tmp_path / f"{path.name}.gz"
+
+        docker_client.images.remove(image.id, force=True)  # the base image keeps the first two layers
+        delta = transfer_image(docker_client, transport="load", image_id=image.id, tag=tag, archive=Archive(),
+                               pushed=None, compress=True)
+        assert (delta.transport, delta.layers_reused, delta.layers_sent, delta.attempts) == ("load-delta", 2, 1, 1)
+        assert delta.bytes_sent == (tmp_path / "partial-2.tar.gz").stat().st_size
+        docker_client.images.remove(image.id, force=True)
+        docker_client.images.remove(base.id, force=True)
+        full = transfer_image(docker_client, transport="load", image_id=image.id, tag=tag, archive=Archive(),
+                              pushed=None, compress=True)
+        assert (full.transport, full.layers_sent, full.attempts, full.bytes_sent) == \
+            ("load-full", 3, 1, packed.stat().st_size)
+        assert docker_client.images.get(image.id).tags == [tag]
+    finally:
+        for ref in (image.id, base.id):
+            try:
+                docker_client.images.remove(ref, force=True)
+            except Exception:  # noqa: BLE001 - cleanup
+                pass

@@ -11,71 +11,38 @@ model-only release of the demo image is a ~1 MB archive instead of ~450 MB. Wher
 (it opens every listed layer), the load fails with "no such file" and nothing is loaded;
 :mod:`toolchain.deploy.transfer` then sends the full archive.
 
-Standard library only (``tarfile``); the layers are copied, never read into memory.
+The tarball is read by :mod:`toolchain.deploy.imagetar`, the same reader (and checks) that vets it before
+a rollout, so a tarball that passed the check gives a layer list here: plain or compressed, the classic
+``docker save`` layout or newer Docker's OCI layout beside its ``manifest.json``.
+
+Standard library only (``tarfile``); the layers are copied, never read into memory, in one forward pass
+over the tarball (cheap on a compressed one too).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import posixpath
 import tarfile
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolchain.deploy.imagetar import MAX_JSON_BYTES, ImageTarballError
+from toolchain.deploy.imagetar import MAX_JSON_BYTES, ImageLayers, ImageTarballError, image_layers, normal_name
 from toolchain.fileio import atomic_output
 
-
-@dataclass(frozen=True, kw_only=True)
-class ImageLayers:
-    """The layers of the one image in a ``docker save`` tarball (classic or OCI layout with manifest.json).
-
-    Attributes:
-        path: The tarball.
-        manifest: Its ``manifest.json`` entry (``Config``, ``RepoTags``, ``Layers``).
-        diff_ids: The config's ``rootfs.diff_ids``, bottom layer first (the same order as ``Layers``).
-        layer_sizes: Bytes of each layer file in the tarball.
-    """
-
-    path: Path
-    manifest: dict[str, Any]
-    diff_ids: tuple[str, ...]
-    layer_sizes: tuple[int, ...]
-
-    @property
-    def layers(self) -> tuple[str, ...]:
-        return tuple(self.manifest["Layers"])
+__all__ = ["MAX_JSON_BYTES", "ImageLayers", "held_chains", "read_layers", "reusable", "write_partial"]
 
 
 def read_layers(path: Path) -> ImageLayers:
-    """The layers of the (already checked, see :func:`toolchain.deploy.imagetar.check_image_tarball`) tarball.
+    """The layers of the tarball at ``path``, from the reader that checks it
+    (:func:`toolchain.deploy.imagetar.check_image_tarball`); a tarball read once is not read again.
 
     Raises:
-        ImageTarballError: not a tarball, no single manifest.json entry, or layers that do not match the config.
+        ImageTarballError: not a readable tarball, no single manifest.json entry, layers that do not match the
+            config, or anything else the check refuses (the message says what to do).
     """
-    try:
-        return _read_layers(path)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise ImageTarballError(f"{path} is not a readable image tarball ({exc}); save the image again with "
-                                "`toolchain package REF --target T --save FILE`") from exc
-
-
-def _read_layers(path: Path) -> ImageLayers:
-    with tarfile.open(path, mode="r:") as archive:
-        manifest = _json(archive, "manifest.json", path)
-        if not isinstance(manifest, list) or len(manifest) != 1 or not isinstance(manifest[0], dict):
-            raise ImageTarballError(f"{path}: manifest.json must list exactly one image")
-        entry = manifest[0]
-        config = _json(archive, _normal(entry.get("Config", "")), path)
-        diff_ids = tuple((config.get("rootfs") or {}).get("diff_ids") or ())
-        layers = entry.get("Layers") or []
-        if len(layers) != len(diff_ids):
-            raise ImageTarballError(f"{path}: manifest.json lists {len(layers)} layers but the config {len(diff_ids)}")
-        sizes = tuple(_resolve(archive, _normal(layer), path).size for layer in layers)
-    return ImageLayers(path=path, manifest=entry, diff_ids=diff_ids, layer_sizes=sizes)
+    return image_layers(Path(path))
 
 
 def held_chains(client: Any) -> frozenset[tuple[str, ...]]:
@@ -104,86 +71,45 @@ def write_partial(image: ImageLayers, skip: int, destination: Path) -> int:
 
     ``manifest.json`` still lists every layer and the config every diff id: the engine needs the whole
     stack to compute chain ids, and skips the ones it holds. ``repositories`` (a legacy index) is left out;
-    the tags come from ``RepoTags``.
+    the tags come from ``RepoTags``. The archive is a plain tar, whatever the tarball was.
     """
-    wanted = {_normal(layer) for layer in image.layers[skip:]}
-    with tarfile.open(image.path, mode="r:") as source, atomic_output(destination) as out:
+    links = dict(image.links)
+    needed: set[str] = set()
+    for name in (image.config, *(normal_name(layer) for layer in image.layers[skip:])):
+        while name not in needed:  # a link, and what it points to, so the link resolves in the new archive
+            needed.add(name)
+            if name not in links:
+                break
+            name = links[name]
+    added: set[str] = set()
+    with tarfile.open(image.path, mode="r:*") as source, atomic_output(destination) as out:
         with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
             manifest = json.dumps([image.manifest]).encode()
             info = tarfile.TarInfo("manifest.json")
             info.size, info.mode = len(manifest), 0o644
             archive.addfile(info, io.BytesIO(manifest))
-            config = _normal(image.manifest["Config"])
-            names = [config, *sorted(wanted)]
-            added: set[str] = set()
-            for name in names:
-                _copy(source, archive, name, added, image.path)
+            for member in source:  # in the tarball's order: a hard link comes after its target there too
+                name = normal_name(member.name)
+                if name not in needed or name in added or member.isdir():
+                    continue
+                if not (member.isfile() or member.issym() or member.islnk()):
+                    raise ImageTarballError(f"{image.path}: {name} is not a file")
+                for parent in _parents(name):
+                    if parent not in added:
+                        added.add(parent)
+                        directory = tarfile.TarInfo(parent)
+                        directory.type, directory.mode = tarfile.DIRTYPE, 0o755
+                        archive.addfile(directory)
+                added.add(name)
+                archive.addfile(member, source.extractfile(member) if member.isfile() else None)
+    missing = sorted(needed - added)
+    if missing:
+        destination.unlink(missing_ok=True)
+        raise ImageTarballError(f"{image.path} no longer holds {', '.join(missing[:3])}, which it held when it was "
+                                "checked: it changed since; deploy again")
     return destination.stat().st_size
-
-
-def _copy(source: tarfile.TarFile, archive: tarfile.TarFile, name: str, added: set[str], path: Path) -> None:
-    """Copy member ``name`` (and what a link points to, so the link resolves inside the new archive)."""
-    if name in added:
-        return
-    member = source.getmember(name)
-    added.add(name)
-    if member.issym() or member.islnk():
-        target = _link_target(member)
-        _copy(source, archive, target, added, path)
-        archive.addfile(member)
-        return
-    if not member.isfile():
-        raise ImageTarballError(f"{path}: {name} is not a file")
-    for parent in _parents(name):
-        if parent not in added:
-            added.add(parent)
-            info = tarfile.TarInfo(parent)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            archive.addfile(info)
-    fileobj = source.extractfile(member)
-    assert fileobj is not None  # a regular file always has data
-    archive.addfile(member, fileobj)
 
 
 def _parents(name: str) -> list[str]:
     parts = name.split("/")[:-1]
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def _link_target(member: tarfile.TarInfo) -> str:
-    if member.islnk():
-        return _normal(member.linkname)
-    return _normal(posixpath.join(posixpath.dirname(member.name), member.linkname))
-
-
-def _resolve(archive: tarfile.TarFile, name: str, path: Path) -> tarfile.TarInfo:
-    """The regular file behind ``name``, following links inside the archive (older ``docker save`` links a
-    layer saved twice)."""
-    seen: set[str] = set()
-    while True:
-        try:
-            member = archive.getmember(name)
-        except KeyError as exc:
-            raise ImageTarballError(f"{path}: has no {name}, which manifest.json lists") from exc
-        if member.isfile():
-            return member
-        if not (member.issym() or member.islnk()) or name in seen:
-            raise ImageTarballError(f"{path}: {name} is not a layer file")
-        seen.add(name)
-        name = _link_target(member)
-
-
-def _json(archive: tarfile.TarFile, name: str, path: Path) -> Any:
-    member = _resolve(archive, name, path)
-    if member.size > MAX_JSON_BYTES:
-        raise ImageTarballError(f"{path}: {name} is too large for an index file")
-    handle = archive.extractfile(member)
-    assert handle is not None
-    try:
-        return json.loads(handle.read())
-    except ValueError as exc:
-        raise ImageTarballError(f"{path}: {name} is not JSON") from exc
-
-
-def _normal(name: str) -> str:
-    return posixpath.normpath(str(name).lstrip("/"))
