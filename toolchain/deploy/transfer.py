@@ -10,7 +10,15 @@ Two transports (the fleet file's ``transfer``):
   registry's compressed blob sizes of the layers the engine did download (from the pull's own progress
   events), plus the manifest and the config.
 
-A link that drops mid-transfer is retried (``transfer_attempts``, waiting 2 s, 4 s...). Nothing half-sent
+A link that drops mid-transfer is retried (``transfer_attempts``, waiting 2 s, 4 s...). Which pull errors
+are not retried is decided on the structured error, never on words in its message: an HTTP status of
+4xx (other than 408, 425 and 429) from the engine (what it answers when the registry said "manifest
+unknown", "name unknown" or "denied", or for a bad reference), or an ``errorDetail`` in the pull's
+stream whose ``code`` is such a status. Anything else (a 5xx, which is what the engine answers when its
+own link to the registry dropped while fetching a manifest; a stream error without a code, which is how
+the same drop reads once the pull has begun; a connection reset) is retried. (``docker load`` reports
+errors in its stream without a code; there the engine's own refusal messages are recognised, so that a
+partial archive an engine will not take falls back to the full one.) Nothing half-sent
 ever runs: ``docker load`` of a cut archive loads nothing and a pull registers only complete, checked
 layers (a rerun reuses them); the image is judged present only by its id on the unit, after the
 transfer, whatever the transfer call said.
@@ -29,8 +37,17 @@ from toolchain.errors import MissingEnvironmentError, ToolchainError
 
 NONE, LOAD_DELTA, LOAD_FULL, PULL = "none", "load-delta", "load-full", "pull"
 BACKOFF_S = 2.0
-# What an engine says when it refuses an archive (as opposed to a body cut short by the link).
+# What an engine says when it refuses an archive (as opposed to a body cut short by the link). `docker load`
+# reports its errors in the response stream with no code, so for `load` these words are all there is.
 _REFUSALS = ("no such file", "layers length", "mismatch", "invalid", "not found", "no space")
+# 4xx answers that are worth another try: a timeout, too early, too many requests.
+_RETRIED_4XX = frozenset({408, 425, 429})
+
+
+def refused_status(status: Any) -> bool:
+    """Whether an HTTP status (the engine's, or an ``errorDetail.code``) is a refusal that a retry cannot change."""
+    return isinstance(status, int) and not isinstance(status, bool) and 400 <= status < 500 \
+        and status not in _RETRIED_4XX
 
 
 class ImageArchive(Protocol):
@@ -246,12 +263,13 @@ def _load(client: Any, archive: ImageArchive, stats: TransferStats, *, delta: bo
     """``docker load`` of the archive with only the layers the unit lacks (or all of them)."""
     import docker.errors
 
+    from toolchain.deploy.imagetar import is_compressed
     from toolchain.deploy.layers import held_chains, reusable
 
     image = archive.layers()
     skip = reusable(image.diff_ids, held_chains(client)) if delta else 0
     path = archive.partial(skip) if skip else archive.full()
-    if compress:
+    if compress and not is_compressed(path):  # a compressed --image-tar goes as it is: docker load decompresses once
         path = archive.gzipped(path)
     stats.transport = LOAD_DELTA if skip else LOAD_FULL
     stats.layers_reused, stats.layers_sent = skip, len(image.diff_ids) - skip
@@ -267,13 +285,17 @@ def _load(client: Any, archive: ImageArchive, stats: TransferStats, *, delta: bo
                     raise _EngineRefused(message)
                 raise ConnectionError(message)
     except docker.errors.APIError as exc:
-        status = exc.response.status_code if exc.response is not None else 0
-        if (status and status < 500) or any(word in str(exc) for word in _REFUSALS):
+        if refused_status(exc.status_code) or any(word in str(exc) for word in _REFUSALS):
             raise _EngineRefused(str(exc.explanation or exc)) from exc
         raise
     finally:
         stats.bytes_sent += body.count
         body.close()
+
+
+_PULL_NEXT = ("check that the unit's `registry` in the fleet file reaches the registry `package --push` filled, "
+              "that the unit's engine may pull from it (`docker login` on the unit), and push the image again if the "
+              "registry lost it")
 
 
 def _pull(client: Any, pushed: PushedImage, registry: str, stats: TransferStats) -> None:
@@ -287,13 +309,16 @@ def _pull(client: Any, pushed: PushedImage, registry: str, stats: TransferStats)
     reused: set[str] = set()
     progress: dict[str, int] = {}  # bytes of each layer downloaded so far (a cut download counts what crossed)
     started = False
+    where = f"{repository}@{pushed.digest[:19]}"
     try:
         for event in client.api.pull(repository, tag=pushed.digest, stream=True, decode=True):
-            if event.get("error"):
-                message = str(event["error"])
-                if any(word in message for word in ("not found", "unknown", "denied", "unauthorized", "manifest")):
-                    raise _EngineRefused(message)
-                raise ConnectionError(message)
+            if event.get("error") or event.get("errorDetail"):
+                # Once the pull has begun the engine reports in the stream, as {"errorDetail": {"code", "message"}}.
+                detail = event.get("errorDetail") if isinstance(event.get("errorDetail"), dict) else {}
+                message, code = str(detail.get("message") or event.get("error")), detail.get("code")
+                if refused_status(code):
+                    raise _EngineRefused(f"pulling {where} was refused (code {code}: {message}); {_PULL_NEXT}")
+                raise ConnectionError(message)  # no code it is known to mean a refusal by: a link, retried
             layer, status = str(event.get("id", "")), str(event.get("status", ""))
             started = started or status.startswith("Pulling from")
             if status == "Already exists":
@@ -303,8 +328,14 @@ def _pull(client: Any, pushed: PushedImage, registry: str, stats: TransferStats)
             current = (event.get("progressDetail") or {}).get("current")
             if status == "Downloading" and isinstance(current, int):
                 progress[layer] = max(current, progress.get(layer, 0))
-    except docker.errors.NotFound as exc:
-        raise _EngineRefused(str(exc.explanation or exc)) from exc
+    except docker.errors.APIError as exc:
+        # Before the stream starts (the manifest fetch) the engine answers with an HTTP status: 404 for "manifest
+        # unknown", "name unknown" or "denied" from the registry, 400 for a bad reference, 500 for everything else,
+        # a dropped link to the registry included (retried by the caller).
+        if refused_status(exc.status_code):
+            raise _EngineRefused(f"pulling {where} was refused (HTTP {exc.status_code}: {exc.explanation or exc}); "
+                                 f"{_PULL_NEXT}") from exc
+        raise
     finally:
         fresh = downloaded - reused
         stats.layers_sent = len(fresh)
