@@ -2,25 +2,47 @@
 
 The engine that built the image pushes it (``REGISTRY/<repository>:<tag>``); the registry then holds it
 under the manifest digest the push reports. A ``push`` record linked to the image keeps the registry,
-the repository, that digest and the manifest's blob sizes (read back from the registry's HTTP API:
-plain HTTP for a loopback registry, as Docker itself allows, HTTPS otherwise), so ``deploy`` can have
-units pull by digest (never by a mutable tag) and count the bytes each one downloads.
+the repository, that digest and the manifest's blob sizes, so ``deploy`` can have units pull by digest
+(never by a mutable tag) and count the bytes each one downloads.
+
+The sizes are read back from the registry's HTTP API (distribution spec v2):
+
+- plain HTTP only for a loopback registry (``localhost``, ``127.0.0.0/8``, ``::1``, judged by
+  :mod:`ipaddress`, as Docker itself allows), HTTPS otherwise;
+- by digest, and the bytes that come back must hash to that digest (and to the ``Docker-Content-Digest``
+  the registry states), so a proxy or an altered registry cannot slip other sizes, or another image, in;
+- an image index or manifest list (what an engine with the containerd image store pushes) is followed to
+  the image's platform (``linux/amd64``, ``linux/arm64``), attestations left aside;
+- a registry that asks for authentication is answered with the credentials the Docker client has for
+  it (``docker login``: ``~/.docker/config.json`` or its credential helper, what the engine's push used),
+  through the registry's token service or basic auth; without them, or when they are refused, it is an
+  error that says so, never a record with empty sizes. Only a registry this machine cannot reach, or
+  that does not hold the digest as this machine sees it (a remote engine's loopback registry, say), leaves
+  the sizes empty, with a ``manifest_note`` saying why; ``deploy`` then counts the pull's progress.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import ipaddress
 import json
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
-from toolchain.errors import BadInputError, MissingEnvironmentError
-from toolchain.redaction import scrub
+from toolchain.errors import BadInputError, CorruptStoreError, MissingEnvironmentError
+from toolchain.redaction import register_secret, scrub
 from toolchain.registry import NewRecord, Record
 from toolchain.workspace import Workspace
 
 _REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9a-fA-F:]+\](:[0-9]{1,5})?$")
 _MANIFEST_TYPES = ("application/vnd.docker.distribution.manifest.v2+json", "application/vnd.oci.image.manifest.v1+json")
+_INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+_ACCEPT = ", ".join((*_MANIFEST_TYPES, *_INDEX_TYPES))
+_MAX_MANIFEST_BYTES = 4 << 20  # the distribution spec's limit on a manifest
+_CHALLENGE_PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
 def check_registry(registry: str) -> str:
@@ -36,16 +58,41 @@ def check_registry(registry: str) -> str:
     return registry
 
 
+def _host(registry: str) -> str:
+    """The host part of ``HOST[:PORT]`` (``[v6]:PORT`` included)."""
+    if registry.startswith("["):
+        return registry[1:registry.index("]")]
+    return registry.rsplit(":", 1)[0]
+
+
 def _is_loopback(registry: str) -> bool:
-    host = registry.rsplit(":", 1)[0] if not registry.startswith("[") else registry[1:registry.index("]")]
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """Whether ``registry`` is this machine's loopback: ``localhost`` or a loopback address, never a name that starts
+    like one (``127.attacker.example``)."""
+    host = _host(registry)
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a DNS name: it could point anywhere
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def registry_url(registry: str) -> str:
+    """``http://`` for a loopback registry, ``https://`` for every other one."""
+    return f"{'http' if _is_loopback(registry) else 'https'}://{registry}"
 
 
 def push_image(workspace: Workspace, client: Any, image: Record, registry: str) -> Record:
     """Push the image of record ``image`` from engine ``client`` to ``registry``; the ``push`` record.
 
     Raises:
-        MissingEnvironmentError: the registry cannot be reached or refused the push (the message says why).
+        MissingEnvironmentError: the registry cannot be reached, refused the push, or will not let this machine read
+            the manifest back (the message says why).
+        CorruptStoreError: what the registry serves under the pushed digest is not that manifest.
+        BadInputError: the pushed digest is an image index without exactly one manifest for the image's platform.
     """
     from toolchain.package.image import split_tag
 
@@ -71,7 +118,7 @@ def push_image(workspace: Workspace, client: Any, image: Record, registry: str) 
                                       "registry and the engine, then rerun") from exc
     if not digest.startswith("sha256:"):
         raise MissingEnvironmentError(f"the push to {registry} reported no manifest digest; check the registry's log")
-    manifest = _manifest(registry, repository, digest)
+    manifest = _manifest(registry, repository, digest, platform=str(image.body.get("platform") or ""))
     body = {
         "image": image.id, "image_id": image.body["image_id"], "registry": registry, "repository": repository,
         "tag": tag, "digest": digest, "reference": f"{remote}@{digest}",
@@ -81,20 +128,252 @@ def push_image(workspace: Workspace, client: Any, image: Record, registry: str) 
     return record
 
 
-def _manifest(registry: str, repository: str, digest: str) -> dict[str, Any]:
-    """The manifest's size and its blobs' sizes, from the registry; empty sizes (with why) if it cannot be read."""
+def _manifest(registry: str, repository: str, digest: str, *, platform: str = "") -> dict[str, Any]:
+    """The manifest's size and its blobs' sizes, read back from the registry by digest.
+
+    Args:
+        platform: The image's ``os/architecture[/variant]``; picks the manifest when the digest is an index.
+
+    Returns:
+        ``manifest_size`` (the index's bytes plus the platform manifest's, what a unit fetches), ``config_size``,
+        ``layers`` (``[digest, size]`` each, bottom first), and ``platform_manifest`` when the digest is an index.
+        Empty sizes with a ``manifest_note`` only when this machine cannot reach the registry, or the registry it
+        reaches does not hold the digest (an error status other than 401/403).
+
+    Raises:
+        MissingEnvironmentError: the registry wants credentials this machine does not have, or refuses them.
+        CorruptStoreError: the bytes served are not the manifest the digest names.
+        BadInputError: the digest is an image index without exactly one manifest for ``platform``.
+    """
     import requests
 
-    scheme = "http" if _is_loopback(registry) else "https"
-    url = f"{scheme}://{registry}/v2/{repository}/manifests/{digest}"
+    reader = _Reader(registry, repository)
     try:
-        response = requests.get(url, headers={"Accept": ", ".join(_MANIFEST_TYPES)}, timeout=30)
-        response.raise_for_status()
-        data = response.content
-        manifest = json.loads(data)
-        return {"manifest_size": len(data), "config_size": int(manifest["config"]["size"]),
-                "layers": [[layer["digest"], int(layer["size"])] for layer in manifest["layers"]]}
-    except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+        data = reader.manifest(digest)
+        manifest = _json_object(data, registry, digest)
+        sizes: dict[str, Any] = {}
+        total = len(data)
+        if _is_index(manifest):
+            child = _pick_platform(manifest, platform, registry, repository, digest)
+            data = reader.manifest(child)
+            manifest = _json_object(data, registry, child)
+            total += len(data)
+            sizes["platform_manifest"] = child
+        try:
+            sizes.update(config_size=int(manifest["config"]["size"]),
+                         layers=[[str(layer["digest"]), int(layer["size"])] for layer in manifest["layers"]])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptStoreError(
+                f"the registry {registry} holds {repository}@{digest[:19]} as a manifest without config and layer "
+                f"sizes ({type(exc).__name__}: {exc}); push the image again with an engine that writes image manifests "
+                "(Docker 20.10 or later)") from exc
+        return {"manifest_size": total, **sizes}
+    except (requests.RequestException, _Unread) as exc:
+        why = str(exc) if isinstance(exc, _Unread) else \
+            f"could not reach {registry_url(registry)} from this machine ({type(exc).__name__})"
         return {"manifest_size": 0, "config_size": 0, "layers": [],
-                "manifest_note": f"could not read the manifest back ({type(exc).__name__}); deploy counts the bytes "
-                                 "from the pull's progress instead"}
+                "manifest_note": f"the manifest was not read back: {why}; deploy counts the bytes from the pull's "
+                                 "progress instead"}
+    finally:
+        reader.close()
+
+
+def _json_object(data: bytes, registry: str, digest: str) -> dict[str, Any]:
+    try:
+        body = json.loads(data)
+    except ValueError as exc:
+        raise CorruptStoreError(f"the registry {registry} served {digest[:19]} as something that is not JSON; check the "
+                                "registry (and any proxy in front of it), then push again") from exc
+    if not isinstance(body, dict):
+        raise CorruptStoreError(f"the registry {registry} served {digest[:19]} as JSON that is not a manifest; check "
+                                "the registry, then push again")
+    return body
+
+
+def _is_index(manifest: dict[str, Any]) -> bool:
+    return manifest.get("mediaType") in _INDEX_TYPES or ("manifests" in manifest and "layers" not in manifest)
+
+
+def _pick_platform(index: dict[str, Any], platform: str, registry: str, repository: str, digest: str) -> str:
+    """The digest of ``platform``'s manifest in an image index (attestations are not images)."""
+    children = index.get("manifests")
+    if not isinstance(children, list) or not all(isinstance(c, dict) for c in children):
+        raise CorruptStoreError(f"the registry {registry} holds {repository}@{digest[:19]} as an index without a list "
+                                "of manifests; push the image again")
+    images = [c for c in children if (c.get("annotations") or {}).get("vnd.docker.reference.type")
+              != "attestation-manifest" and (c.get("platform") or {}).get("os") != "unknown"]
+    wanted = platform.split("/") if platform else []
+
+    def matches(child: dict[str, Any]) -> bool:
+        found = child.get("platform") or {}
+        have = [found.get("os"), found.get("architecture"), found.get("variant")]
+        return all(w == h for w, h in zip(wanted, have)) if wanted else True
+
+    chosen = [c for c in images if matches(c)] if wanted else images
+    listed = ", ".join("/".join(str(v) for v in (c.get("platform") or {}).values() if isinstance(v, str)) or "?"
+                       for c in images) or "none"
+    if len(chosen) != 1:
+        raise BadInputError(
+            f"{registry}/{repository}@{digest[:19]} is an image index with {len(chosen)} manifests for "
+            f"{platform or 'any platform'} (it lists: {listed}); units pull one image: push the image built for one "
+            "platform (`toolchain package --target T --push ...`), not a multi-platform index")
+    child = chosen[0].get("digest")
+    if not isinstance(child, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", child):
+        raise CorruptStoreError(f"the image index {digest[:19]} in {registry} names its {platform} manifest by "
+                                f"{str(child)[:80]!r}, not a sha256 digest; push the image again")
+    return child
+
+
+class _Unread(Exception):
+    """The registry, as this machine reaches it, does not serve the pushed manifest (not an authentication matter)."""
+
+
+class _Reader:
+    """GETs from one repository of a registry, answering its authentication challenge once with Docker's credentials."""
+
+    def __init__(self, registry: str, repository: str) -> None:
+        import requests
+
+        self.registry, self.repository = registry, repository
+        self.base = registry_url(registry)
+        self.session = requests.Session()
+        self.authorization: str | None = None
+        self.challenged = False
+        self.used = False  # whether stored credentials were offered (the error then says they were refused)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def manifest(self, digest: str) -> bytes:
+        """The manifest ``digest`` names, after checking its bytes hash to it."""
+        url = f"{self.base}/v2/{self.repository}/manifests/{digest}"
+        response = self.get(url, {"Accept": _ACCEPT})
+        if response.status_code in (401, 403):
+            offered = ", with the credentials `docker login` stored for it" if self.used else ""
+            raise MissingEnvironmentError(
+                f"the registry {self.registry} refused to let this machine read {self.repository}@{digest[:19]} back "
+                f"(HTTP {response.status_code}{offered}); "
+                f"run `docker login {self.registry}` here with an account that may pull {self.repository}, then rerun "
+                "the push (the image is already in the registry; nothing is pushed twice)")
+        if response.status_code >= 400:
+            raise _Unread(f"{self.base} answered HTTP {response.status_code} for {self.repository}@{digest[:19]} right "
+                          "after the engine pushed it: this machine may not reach the registry the engine pushed to (a "
+                          "remote engine's loopback registry, say)")
+        data = b""
+        for chunk in response.iter_content(1 << 16):
+            data += chunk
+            if len(data) > _MAX_MANIFEST_BYTES:
+                response.close()
+                raise CorruptStoreError(f"the registry {self.registry} served more than {_MAX_MANIFEST_BYTES} bytes for "
+                                        f"the manifest {digest[:19]}, more than a manifest may have; check the registry")
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        stated = response.headers.get("Docker-Content-Digest")
+        if actual != digest or (stated and stated != digest):
+            claimed = f" (and stated {stated[:19]})" if stated and stated != digest else ""
+            raise CorruptStoreError(
+                f"the registry {self.registry} answered {self.repository}@{digest[:19]} with a manifest whose sha256 is "
+                f"{actual[:19]}{claimed}: not the manifest "
+                "the digest names (an altered registry, or a proxy or cache in between); check the registry, then push "
+                "again")
+        return data
+
+    def get(self, url: str, headers: dict[str, str]) -> Any:
+        response = self._get(url, headers)
+        if response.status_code == 401 and not self.challenged:
+            self.challenged = True
+            self.authorization = self._answer(response.headers.get("WWW-Authenticate", ""))
+            if self.authorization is not None:
+                response = self._get(url, headers)
+        return response
+
+    def _get(self, url: str, headers: dict[str, str]) -> Any:
+        extra = {"Authorization": self.authorization} if self.authorization else {}
+        return self.session.get(url, headers={**headers, **extra}, timeout=30, stream=True)
+
+    def _answer(self, challenge: str) -> str | None:
+        """The Authorization header for the registry's challenge, from Docker's stored credentials; None without them."""
+        scheme, _, rest = challenge.strip().partition(" ")
+        params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+                  for m in _CHALLENGE_PARAM.finditer(rest)}
+        credentials = _docker_credentials(self.registry)
+        self.used = credentials is not None
+        if scheme.lower() == "basic":
+            if credentials is None or "password" not in credentials:
+                return None
+            pair = f"{credentials['username']}:{credentials['password']}".encode()
+            return "Basic " + base64.b64encode(pair).decode()
+        if scheme.lower() != "bearer" or not params.get("realm"):
+            return None
+        import requests
+
+        try:
+            return self._token(params, credentials)
+        except (requests.RequestException, ValueError) as exc:
+            raise MissingEnvironmentError(
+                f"the token service of the registry {self.registry} ({scrub(params['realm'])}) failed "
+                f"({type(exc).__name__}: {scrub(exc)}); check the registry's authentication set-up, then rerun the "
+                "push") from exc
+
+    def _token(self, params: dict[str, str], credentials: dict[str, str] | None) -> str | None:
+        """A bearer token from the registry's token service (Docker's token authentication), with pull scope."""
+        realm = params["realm"]
+        parts = urlsplit(realm)
+        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.netloc)):
+            raise MissingEnvironmentError(
+                f"the registry {self.registry} sends this machine to {scrub(realm)} for a token over plain HTTP; "
+                "credentials are only sent over HTTPS (or to loopback): configure the registry's token service with TLS")
+        query = {"scope": params.get("scope") or f"repository:{self.repository}:pull"}
+        if params.get("service"):
+            query["service"] = params["service"]
+        auth = None
+        if credentials is not None and "password" in credentials:
+            auth = (credentials["username"], credentials["password"])
+        elif credentials is not None and "identitytoken" in credentials:
+            return self._refresh(realm, query, credentials["identitytoken"])
+        response = self.session.get(realm, params=query, auth=auth, timeout=30)
+        if response.status_code in (401, 403):
+            return None  # anonymous (or refused) access: the manifest GET then says what to do
+        response.raise_for_status()
+        try:
+            body = response.json()
+            token = body.get("token") or body.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise MissingEnvironmentError(f"the token service of {self.registry} ({scrub(realm)}) gave no token; "
+                                          "check the registry's authentication set-up")
+        register_secret(token)
+        return f"Bearer {token}"
+
+    def _refresh(self, realm: str, query: dict[str, str], refresh_token: str) -> str | None:
+        """OAuth2 refresh-token grant, for a `docker login` that stored an identity token."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": "toolchain", **query}
+        response = self.session.post(realm, data=form, timeout=30)
+        if response.status_code in (400, 401, 403):
+            return None
+        response.raise_for_status()
+        token = response.json().get("access_token")
+        if not isinstance(token, str) or not token:
+            return None
+        register_secret(token)
+        return f"Bearer {token}"
+
+
+def _docker_credentials(registry: str) -> dict[str, str] | None:
+    """The credentials `docker login REGISTRY` stored (config file or credential helper), keys lower-cased; or None."""
+    try:
+        import docker.auth
+    except ImportError:
+        return None
+    try:
+        found = docker.auth.load_config().resolve_authconfig(registry)
+    except Exception:  # noqa: BLE001 - an unreadable config or a missing or failing helper: as if there were none
+        return None  # (the 401 then says to `docker login`)
+    if not found:
+        return None
+    lowered = {str(k).lower(): str(v) for k, v in found.items() if v}
+    for secret in ("password", "identitytoken"):
+        register_secret(lowered.get(secret))
+    if "password" in lowered and "username" not in lowered:
+        return None
+    return lowered
