@@ -11,10 +11,14 @@ each direction, shared by all its connections (a token bucket).
         --link registry:tcp:127.0.0.1:5001=tcp:127.0.0.1:5000
 
 ``--cut-after BYTES`` drops every connection of a link once that many bytes went towards its target
-(``--cut-link NAME`` picks the link, default all); with ``--down-after-cut`` the link then refuses new
-connections, as a router that lost its signal, until the process is restarted. It prints ``ready`` once
+(``--cut-direction down``: came back from it, as a pull from a registry does; ``--cut-link NAME`` picks
+the link, default all); with ``--down-after-cut`` the link then refuses new connections, as a router that
+lost its signal, until the process is restarted. It prints ``ready`` once
 it listens; ``--stats FILE`` gets each link's bytes up (towards the target) and down, as JSON, rewritten
-while traffic flows and at exit (SIGTERM or SIGINT). Standard library only.
+while traffic flows and at exit (SIGTERM or SIGINT). The counts are the bytes written to the far side's
+socket, including the part of a chunk that was in flight when a cut dropped its connection. A unix socket
+it listens on is its owner's only (0600), as a Docker engine's socket is root's: whoever connects (the
+tests, run as root) is the user who started it. Standard library only.
 """
 
 from __future__ import annotations
@@ -73,12 +77,14 @@ class Link:
     up: Bucket
     down: Bucket
     cut_after: int = 0
+    cut_upward: bool = True  # --cut-after counts the bytes towards the target (False: from it)
     down_after_cut: bool = False
     bytes_up: int = 0
     bytes_down: int = 0
     connections: int = 0
     cut: bool = False
     writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    unsent: dict[asyncio.StreamWriter, int] = field(default_factory=dict)  # what a cut dropped, per writer
     server: asyncio.AbstractServer | None = None
 
     def stats(self) -> dict[str, object]:
@@ -93,7 +99,21 @@ async def _open(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWrite
     return await asyncio.open_connection(host, int(port))
 
 
+def _count(link: Link, upward: bool, sent: int) -> None:
+    if upward:
+        link.bytes_up += sent
+    else:
+        link.bytes_down += sent
+
+
 async def _pump(link: Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upward: bool) -> None:
+    """Copy ``reader`` to ``writer`` through the link's bucket, counting each chunk once the socket took it.
+
+    The writer's transport buffers nothing beyond the chunk being written (its high-water mark is 0, so
+    ``drain`` returns once the socket took all of it): a chunk is counted whole after ``drain``, and a chunk
+    in flight when its connection drops is counted by what the socket took of it (:func:`_cut` notes the
+    rest before the transport discards it).
+    """
     bucket = link.up if upward else link.down
     try:
         while True:
@@ -101,17 +121,26 @@ async def _pump(link: Link, reader: asyncio.StreamReader, writer: asyncio.Stream
             if not data:
                 break
             await bucket.take(len(data))
-            if link.cut and link.down_after_cut:
+            if writer.is_closing() or (link.cut and link.down_after_cut):
                 break
             writer.write(data)
-            await writer.drain()
-            if upward:
-                link.bytes_up += len(data)
-                if link.cut_after and not link.cut and link.bytes_up >= link.cut_after:
-                    _cut(link)
-                    break
-            else:
-                link.bytes_down += len(data)
+            at_once = len(data) - writer.transport.get_write_buffer_size()  # what the socket took straight away
+            try:
+                await writer.drain()  # after a cut it returns (or raises) with the chunk's rest discarded
+            except (ConnectionError, OSError):
+                unsent = link.unsent.pop(writer, None)
+                # Dropped by the far side, the transport discarded the rest unnoted: count what is known to be sent.
+                _count(link, upward, len(data) - unsent if unsent is not None else at_once)
+                raise
+            unsent = link.unsent.pop(writer, None)
+            if unsent is not None:  # cut mid-chunk: the socket took only the chunk's start
+                _count(link, upward, len(data) - unsent)
+                break
+            _count(link, upward, len(data))
+            counted = link.bytes_up if upward else link.bytes_down
+            if upward == link.cut_upward and link.cut_after and not link.cut and counted >= link.cut_after:
+                _cut(link)
+                break
     except (ConnectionError, OSError, asyncio.IncompleteReadError):
         pass
     finally:
@@ -127,6 +156,7 @@ def _cut(link: Link) -> None:
     for writer in list(link.writers):
         transport = writer.transport
         if transport is not None:
+            link.unsent[writer] = transport.get_write_buffer_size()  # abort() discards it: never sent
             transport.abort()  # both sides see the connection drop mid-way
     if link.down_after_cut and link.server is not None:
         link.server.close()
@@ -142,12 +172,16 @@ async def _serve(link: Link, client_reader: asyncio.StreamReader, client_writer:
     except OSError:
         client_writer.transport.abort()
         return
+    for writer in (client_writer, target_writer):
+        writer.transport.set_write_buffer_limits(high=0)  # drain() waits for the socket to take the whole chunk
     link.writers.update((client_writer, target_writer))
     try:
         await asyncio.gather(_pump(link, client_reader, target_writer, True),
                              _pump(link, target_reader, client_writer, False))
     finally:
         link.writers.difference_update((client_writer, target_writer))
+        for writer in (client_writer, target_writer):
+            link.unsent.pop(writer, None)
         for writer in (client_writer, target_writer):
             writer.close()
 
@@ -160,8 +194,14 @@ async def _listen(link: Link) -> asyncio.AbstractServer:
 
     if kind == "unix":
         Path(rest).unlink(missing_ok=True)
-        server = await asyncio.start_unix_server(handler, path=rest)
-        os.chmod(rest, 0o660)
+        # Owner-only from the start: the socket reaches a Docker engine (root's, in effect). Setting the umask is
+        # safe here: this process has one thread, and the asyncio loop is not serving yet.
+        previous = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(handler, path=rest)
+        finally:
+            os.umask(previous)
+        os.chmod(rest, 0o600)
         return server
     host, _, port = rest.rpartition(":")
     return await asyncio.start_server(handler, host, int(port), reuse_address=True)
@@ -182,6 +222,8 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", default="2mbit", help="per link and direction (2mbit, 500kbit, 0 = unlimited)")
     parser.add_argument("--cut-after", type=int, default=0, metavar="BYTES", help="drop the link's connections after this")
     parser.add_argument("--cut-link", default="", metavar="NAME", help="the link --cut-after applies to (default: all)")
+    parser.add_argument("--cut-direction", choices=("up", "down"), default="up",
+                        help="the bytes --cut-after counts: towards the target (up) or from it (down)")
     parser.add_argument("--down-after-cut", action="store_true", help="refuse connections after the cut")
     parser.add_argument("--stats", type=Path, default=None, help="JSON file of each link's byte counts")
     args = parser.parse_args(argv)
@@ -194,7 +236,7 @@ async def main(argv: list[str] | None = None) -> int:
             parser.error(f"--link {spec!r}: expected NAME:LISTEN=TARGET")
         cut = args.cut_after if args.cut_link in ("", name) else 0
         links.append(Link(name=name, listen=listen, target=target, up=Bucket(rate), down=Bucket(rate), cut_after=cut,
-                          down_after_cut=args.down_after_cut))
+                          cut_upward=args.cut_direction == "up", down_after_cut=args.down_after_cut))
     for link in links:
         link.server = await _listen(link)
     stop = asyncio.Event()

@@ -183,9 +183,10 @@ class ThinLink:
     """A scripts/thin_link.py process: ``links`` maps a name to ``(listen, target)`` addresses."""
 
     def __init__(self, directory: Path, links: dict[str, tuple[str, str]], *, rate: str = "2mbit", cut_after: int = 0,
-                 cut_link: str = "", down_after_cut: bool = False) -> None:
+                 cut_link: str = "", cut_direction: str = "up", down_after_cut: bool = False) -> None:
         self.directory, self.links, self.rate = directory, links, rate
         self.cut_after, self.cut_link, self.down_after_cut = cut_after, cut_link, down_after_cut
+        self.cut_direction = cut_direction  # "down": cut after bytes from the target (a pull from a registry)
         self.stats_path = directory / f"link-stats-{os.getpid()}-{id(self)}.json"
         self.process: subprocess.Popen[str] | None = None
 
@@ -196,7 +197,8 @@ class ThinLink:
         for name, (listen, target) in self.links.items():
             command += ["--link", f"{name}:{listen}={target}"]
         if self.cut_after:
-            command += ["--cut-after", str(self.cut_after)] + (["--cut-link", self.cut_link] if self.cut_link else [])
+            command += ["--cut-after", str(self.cut_after), "--cut-direction", self.cut_direction]
+            command += ["--cut-link", self.cut_link] if self.cut_link else []
         if self.down_after_cut:
             command.append("--down-after-cut")
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)

@@ -3,8 +3,8 @@
 A first install sends the whole image; a model-only release sends one small layer (``load``: an archive
 of only the layers a unit lacks; ``pull``: the unit pulls by digest and downloads only what it lacks);
 ``deploy --json`` counts the bytes, and the link's own count agrees. A rollback moves nothing. Images
-beyond the retention are pruned. A transfer cut mid-way leaves the old release serving; it is retried,
-and a rerun finishes it.
+beyond the retention are pruned. A transfer cut mid-way (by either transport) leaves the old release
+serving; it is retried, and a rerun finishes it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tests.docker.fleet_sim import (
 from tests.docker.fleet_sim import health as _health
 from tests.docker.fleet_sim import toolchain_json as _tc
 from tests.onnx_fixtures import register_tiny_onnx
+from tests.services import skip_or_fail
 from toolchain.workspace import Workspace
 
 pytestmark = pytest.mark.docker
@@ -43,13 +44,13 @@ MB = 1_000_000
 def engines() -> Iterator[dict[str, str]]:
     why = can_start_engines()
     if why:
-        pytest.skip(why)
+        skip_or_fail("docker", why)
     base = Path(tempfile.mkdtemp(prefix="tcf", dir="/tmp"))  # short: unix socket paths are limited
     names = [*UNITS, "pull-1", "pull-2", "pull-3", "pull-4", "pull-5"]
     try:
         yield start_engines(base, names)
     except RuntimeError as exc:
-        pytest.skip(str(exc))
+        skip_or_fail("docker", str(exc))
     finally:
         stop_engines(base, names)
         shutil.rmtree(base, ignore_errors=True)
@@ -191,11 +192,11 @@ def test_load_sends_only_the_new_model_layer_rolls_back_for_free_prunes_and_surv
 
 
 @pytest.mark.timeout(1500)
-def test_pull_by_digest_downloads_only_the_new_layer_through_a_thin_link(
+def test_pull_by_digest_downloads_only_the_new_layer_through_a_thin_link_prunes_and_survives_a_cut_link(
         tmp_path: Path, engines: dict[str, str], releases: dict[str, Any], docker_url: str, base_image: str) -> None:
     missing = Registry.missing()
     if missing:
-        pytest.skip(missing)
+        skip_or_fail("registry", missing)
     ws, images = releases["ws"], releases["images"]
     registry = Registry(tmp_path / "registry").start()
     try:
@@ -237,6 +238,43 @@ def test_pull_by_digest_downloads_only_the_new_layer_through_a_thin_link(
         code, back, err = _tc(ws, "deploy", "rollback", "--fleet", str(fleet), "--unit", "pull-1")
         assert code == 0 and back["bytes_sent"] == 0, err
         assert _serving(engines["pull-1"]) == images["v1"]["image_id"]
+
+        # v3 pulled by pull-1 (serving v1, holding v2): retention 2 keeps v3 and v1 (the last two served), prunes v2
+        for version in ("v3", "v4"):
+            code, image, err = _tc(ws, "package", f"tiny-onnx@{version}", "--target", "x86-64-cpu", "--base-image",
+                                   base_image, "--docker-host", docker_url, "--push", registry.address)
+            assert code == 0, err
+        with ThinLink(tmp_path, spec, rate="0"):
+            code, third, err = _tc(ws, "deploy", "tiny-onnx@v3", "--fleet", str(fleet), "--unit", "pull-1")
+        assert code == 0, (err, _failures(third))
+        unit = third["units"][0]
+        assert unit["transport"] == "pull" and unit["pruned"] == [images["v2"]["image_id"]], unit
+        held = _images(engines["pull-1"])
+        assert {images["v3"]["image_id"], images["v1"]["image_id"]} <= held and images["v2"]["image_id"] not in held
+
+        # v4's 2.8 MB model layer through a link that dies 1 MB into the pull and stays down: the engine's own
+        # retries and the toolchain's fail, v3 still serves, and nothing of v4 is registered on the unit
+        with ThinLink(tmp_path, spec, rate="0", cut_after=1 * MB, cut_direction="down", down_after_cut=True) as link:
+            code, cut, err = _tc(ws, "deploy", "tiny-onnx@v4", "--fleet", str(fleet), "--unit", "pull-1")
+            counted = link.stop()
+        assert code != 0 and counted["registry"]["cut"], (err, counted)
+        unit = cut["units"][0]
+        assert unit["result"] == "failed" and unit["transfer_attempts"] == 3 and "still serves" in unit["message"], unit
+        assert _serving(engines["pull-1"]) == images["v3"]["image_id"]
+        assert images["v4"]["image_id"] not in _images(engines["pull-1"])
+
+        # The link is back and cuts once more, 1 MB into the layer: the rerun finishes, the engine resuming the
+        # download where the cut left it (restarting it would cross the link 1 MB more), and prunes v1
+        with ThinLink(tmp_path, spec, rate="0", cut_after=1 * MB, cut_direction="down") as link:
+            code, rerun, err = _tc(ws, "deploy", "tiny-onnx@v4", "--fleet", str(fleet), "--unit", "pull-1")
+            counted = link.stop()
+        assert code == 0, (err, _failures(rerun))
+        unit = rerun["units"][0]
+        assert unit["result"] == "deployed" and unit["transport"] == "pull" and unit["layers_sent"] == 1, unit
+        assert counted["registry"]["cut"] and 2 * MB < unit["bytes_sent"] < 4 * MB, (counted, unit)
+        assert unit["bytes_sent"] <= counted["registry"]["down"] <= unit["bytes_sent"] + 200_000, (counted, unit)
+        assert _serving(engines["pull-1"]) == images["v4"]["image_id"]
+        assert unit["pruned"] == [images["v1"]["image_id"]], unit
     finally:
         registry.stop()
 
