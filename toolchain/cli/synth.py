@@ -60,27 +60,52 @@ def lake(ctx: click.Context, out: Path, images: int, seed: int, corrupt: int, ca
 @click.option("--size", default="640x352", show_default=True, help="WxH (even numbers: H.264 4:2:0).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same clip.")
 @click.option("--crf", type=click.IntRange(0, 51), default=23, show_default=True, help="x264 quality (lower: larger file).")
+@click.option("--line", "lines", multiple=True, metavar="NAME=x1,y1,x2,y2[:DIR]",
+              help="A counting line in frame pixels (repeatable); its crossings go to --truth.")
+@click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the exact crossings of the --line s here as CSV (line,frame,class,direction,track).")
+@click.option("--anchor", type=click.Choice(["centre", "bottom"]), default="centre", show_default=True,
+              help="The point of a vehicle's visible box judged against the lines (bottom: bottom centre).")
 @json_option
 @click.pass_context
-def video(ctx: click.Context, out: Path, seconds: float, fps: float, size: str, seed: int, crf: int) -> None:
+def video(ctx: click.Context, out: Path, seconds: float, fps: float, size: str, seed: int, crf: int,
+          lines: tuple[str, ...], truth: Path | None, anchor: str) -> None:
     """Write a synthetic CCTV clip OUT (.mp4/.mkv): cars and trucks driving along a multi-lane road,
     H.264 (libx264) through PyAV. For `toolchain bench --source OUT`.
+
+    With --line and --truth it also writes the crossing truth of those lines, computed from where
+    every vehicle is drawn, for `toolchain count --truth`.
     """
     from toolchain.errors import UsageError
-    from toolchain.synth.video import VideoConfig, write_video
+    from toolchain.runtime.geometry import Line
+    from toolchain.synth.video import VideoConfig, crossing_truth, truth_summary, write_truth_csv, write_video
 
     try:
         width, height = (int(v) for v in size.lower().split("x"))
     except ValueError as exc:
         raise UsageError(f"--size {size!r} is not WxH, e.g. 640x352") from exc
+    if bool(lines) != (truth is not None):
+        raise UsageError("--line and --truth go together: give the lines to count and the CSV to write their truth to")
+    parsed = [Line.parse(text) for text in lines]  # before the clip: a typo fails at once
     config = VideoConfig(width=width, height=height, fps=fps, seconds=seconds, seed=seed, crf=crf)
     with progress_for(ctx) as progress:
         progress.start("synth video", config.frames)
         report = write_video(out, config, progress=progress.advance)
         progress.finish()
+    payload = {**report, "seconds": round(float(report["seconds"]), 2)}
+    if truth is not None:
+        crossings = crossing_truth(config, parsed, anchor)
+        write_truth_csv(truth, crossings)
+        payload.update(truth=str(truth), anchor=anchor, lines=[line.spec() for line in parsed],
+                       crossings=len(crossings), truth_counts=truth_summary(crossings))
 
     def render(console: Console) -> None:
         console.print(f"wrote {report['frames']} frames ({width}x{height} at {fps:g} fps, H.264) to {out} "
                       f"({int(report['bytes']) / 1e6:.1f} MB) in {float(report['seconds']):.1f}s")
+        if truth is not None:
+            console.print(f"wrote {payload['crossings']} crossings of {len(parsed)} line(s) ({anchor} anchor) to {truth}")
+            for name, directions in payload["truth_counts"].items():
+                for direction, classes in directions.items():
+                    console.print(f"  {name} {direction}: " + ", ".join(f"{k} {n}" for k, n in sorted(classes.items())))
 
-    emit(ctx, {**report, "seconds": round(float(report["seconds"]), 2)}, render)
+    emit(ctx, payload, render)
