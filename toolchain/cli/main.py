@@ -20,6 +20,7 @@ from rich.markup import escape
 from toolchain import __version__
 from toolchain.cli.bench import bench
 from toolchain.cli.build import build
+from toolchain.cli.count import count
 from toolchain.cli.data import data
 from toolchain.cli.deploy import deploy
 from toolchain.cli.doctor import doctor
@@ -83,6 +84,7 @@ cli.add_command(quantize)
 cli.add_command(targets)
 cli.add_command(build)
 cli.add_command(bench)
+cli.add_command(count)
 cli.add_command(registry)
 cli.add_command(serve)
 cli.add_command(package)

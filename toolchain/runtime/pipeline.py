@@ -58,12 +58,14 @@ class FrameRecord:
     """One frame's journey: identity, result and a timestamp at each stage boundary."""
 
     __slots__ = ("stream", "index", "measured", "input", "label", "score", "batch_size", "t_arrival", "t_decode0",
-                 "t_decode1", "t_pre0", "t_pre1", "t_batch0", "t_batch1", "t_infer1", "t_post1", "t_sink0", "t_sink1")
+                 "t_decode1", "t_pre0", "t_pre1", "t_batch0", "t_batch1", "t_infer1", "t_post1", "t_sink0", "t_sink1",
+                 "vehicle")
 
     def __init__(self, stream: int, index: int, t_arrival: float) -> None:
         self.stream, self.index, self.t_arrival = stream, index, t_arrival
         self.measured = False
         self.input: np.ndarray | None = None
+        self.vehicle: Any = None  # a VehicleFrame in the vehicle pipeline (its crops are ``input``)
         self.label, self.score, self.batch_size = "", 0.0, 0
         self.t_decode0 = self.t_decode1 = self.t_pre0 = self.t_pre1 = 0.0
         self.t_batch0 = self.t_batch1 = self.t_infer1 = self.t_post1 = self.t_sink0 = self.t_sink1 = 0.0
@@ -216,9 +218,15 @@ class Pipeline:
     """
 
     def __init__(self, sources: Sequence[FrameSource], runner: BaseRunner, preprocess: Callable[[np.ndarray], np.ndarray],
-                 classes: Sequence[str], sink: Sink, config: PipelineConfig) -> None:
+                 classes: Sequence[str], sink: Sink, config: PipelineConfig, *, vehicles: Sequence[Any] | None = None,
+                 ledger: Any = None) -> None:
         if not sources:
             raise UsageError("the pipeline needs at least one --source")
+        if vehicles is not None and (len(vehicles) != len(sources) or ledger is None):
+            raise UsageError("the vehicle pipeline needs one VehicleStream per source and a VehicleLedger")
+        # Vehicle mode (toolchain.runtime.vehicles): a source thread finds, follows, counts and crops; the
+        # crops of every stream are classified together and the ledger turns crossings into events.
+        self.vehicles, self.ledger = (list(vehicles) if vehicles is not None else None), ledger
         self.sources, self.runner, self.preprocess = list(sources), runner, preprocess
         self.classes, self.sink, self.config = tuple(classes), sink, config
         self.max_batch = config.max_batch or len(self.sources)
@@ -263,6 +271,10 @@ class Pipeline:
                 t_d1 = time.perf_counter()
                 if image is None:
                     state.status = "ended"
+                    if self.vehicles is not None:  # its last tracks end: crossings at the frame edge, votes
+                        last = FrameRecord(k, -1, t_d1)
+                        last.vehicle = self.vehicles[k].finish()
+                        self._push(k, last)
                     break
                 if not realtime_paced:
                     # Live: the frame arrived when its data did (the source stamps ``arrival`` when a packet
@@ -277,7 +289,10 @@ class Pipeline:
                 else:
                     record.measured = measure_start <= t_arrival < end
                 record.t_pre0 = time.perf_counter()
-                record.input = self.preprocess(image)
+                if self.vehicles is not None:
+                    record.vehicle, record.input = self.vehicles[k].process(image, i)
+                else:
+                    record.input = self.preprocess(image)
                 record.t_pre1 = time.perf_counter()
                 i += 1
                 self._push(k, record)
@@ -300,12 +315,17 @@ class Pipeline:
             if record.measured:
                 state.arrived += 1
             if self.config.pace == "realtime":
+                carried = []
                 while len(queue) >= self.config.queue:  # fell behind: drop the oldest frame
                     old = queue.popleft()
+                    if old.vehicle is not None:
+                        carried.append(old.vehicle)
                     if old.measured:
                         state.dropped += 1
                         if self.config.keep_frames:
                             self._drops.append((k, old.t_arrival))
+                for older in reversed(carried):  # a dropped frame's crossings and ended tracks are never lost
+                    record.vehicle.absorb(older)
             else:
                 while len(queue) >= self.config.queue and not self._stop.is_set():
                     self._cv.wait(0.05)
@@ -355,7 +375,9 @@ class Pipeline:
         measured_any = False
         cpu_start: float | None = None
         try:
-            decode_size = getattr(self.preprocess, "decode_size", None) if cfg.scaled_decode else None
+            # Vehicles are cropped from full frames: no decoder-side scaling then.
+            decode_size = (getattr(self.preprocess, "decode_size", None)
+                           if cfg.scaled_decode and self.vehicles is None else None)
             for k, src in enumerate(self.sources):
                 try:
                     if decode_size is not None:
@@ -405,18 +427,21 @@ class Pipeline:
                 if cpu_start is None and time.perf_counter() >= measure_start:
                     cpu_start = _cpu_seconds()
                 t_b0 = time.perf_counter()
-                feed = np.stack([r.input for r in batch])
+                inputs = [r.input for r in batch if r.input is not None]
+                feed = (np.concatenate(inputs) if self.vehicles is not None else np.stack(inputs)) if inputs else None
                 t_b1 = time.perf_counter()
-                scores = self.runner.infer(feed)
+                scores = self.runner.infer(feed) if feed is not None else None
                 t_i1 = time.perf_counter()
-                results = postprocess(scores, self.classes)
+                results = postprocess(scores, self.classes) if scores is not None else []
                 t_q1 = time.perf_counter()
                 batches += 1
-                for record, (label, score) in strict_zip(batch, results):
+                for record, (label, score), rows in self._results_by_record(batch, results):
                     record.input = None
                     record.label, record.score, record.batch_size = label, score, len(batch)
                     record.t_batch0, record.t_batch1, record.t_infer1, record.t_post1 = t_b0, t_b1, t_i1, t_q1
                     record.t_sink0 = time.perf_counter()
+                    if record.vehicle is not None:
+                        self.ledger.take(record.stream, record.vehicle, rows, record.t_arrival)
                     self.sink.write(record, self.streams[record.stream].name)
                     record.t_sink1 = time.perf_counter()
                     if record.measured:
@@ -425,6 +450,11 @@ class Pipeline:
                         self.streams[record.stream].frames += 1
                         measured_any = True
                         last_sink = record.t_sink1
+            if self.ledger is not None:  # crossings still waiting for a class when the streams ended
+                for stream, event in self.ledger.flush():
+                    record = FrameRecord(stream, -1, 0.0)
+                    record.vehicle = _flushed(event)
+                    self.sink.write(record, self.streams[stream].name)
         finally:
             self._shutdown(opened, threads, sink_open, switch_interval)
         now = time.perf_counter()
@@ -439,6 +469,20 @@ class Pipeline:
             measure_seconds=window, cpu_seconds=cpu, budget_ms=budget_ms, batches=batches,
             runner_device=self.runner.device,
         )
+
+    def _results_by_record(self, batch: list[FrameRecord], results: list[tuple[str, float]]
+                           ) -> list[tuple[FrameRecord, tuple[str, float], list[tuple[str, float]]]]:
+        """Each record with its frame result (frame mode) or its crops' results (vehicle mode)."""
+        if self.vehicles is None:
+            return [(record, result, []) for record, result in strict_zip(batch, results)]
+        out, at = [], 0
+        for record in batch:
+            n = len(record.vehicle.classify) if record.input is not None else 0
+            out.append((record, ("", 0.0), results[at : at + n]))
+            at += n
+        if at != len(results):
+            raise AssertionError(f"{len(results)} classifications for {at} crops")
+        return out
 
     def _shutdown(self, opened: list[int], threads: dict[int, threading.Thread], sink_open: bool,
                   switch_interval: float) -> None:
@@ -461,8 +505,17 @@ class Pipeline:
                     self._close_source(k)
             if sink_open:
                 self.sink.close()
+            for stream in self.vehicles or ():
+                stream.close()
         finally:
             sys.setswitchinterval(switch_interval)
+
+
+def _flushed(event: Any) -> Any:
+    """A frame's vehicle data holding only ``event`` (a crossing flushed at the end of the run)."""
+    from toolchain.runtime.vehicles import VehicleFrame
+
+    return VehicleFrame(events=[event])
 
 
 def _wait_until(when: float, stop: threading.Event, spin_s: float = SPIN_S) -> bool:

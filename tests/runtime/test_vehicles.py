@@ -1,0 +1,135 @@
+"""The vehicle stages around the classifier: when tracks are classified, the class vote, crossings to events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from toolchain.errors import UsageError
+from toolchain.runtime.geometry import Box, Line
+from toolchain.runtime.lines import Crossing, LineCounter
+from toolchain.runtime.track import Tracker
+from toolchain.runtime.vehicles import (
+    UNKNOWN,
+    CropPreprocessor,
+    VehicleConfig,
+    VehicleFrame,
+    VehicleLedger,
+    VehicleStream,
+)
+
+W, H = 320, 192
+
+
+class _Scripted:
+    """A finder that reports the boxes a test scripted for each frame."""
+
+    def __init__(self, frames: Sequence[Sequence[Box]]) -> None:
+        self.frames, self.at = list(frames), 0
+
+    def find(self, frame: np.ndarray) -> list[Box]:
+        boxes = self.frames[self.at] if self.at < len(self.frames) else []
+        self.at += 1
+        return list(boxes)
+
+
+def _crop_shapes() -> CropPreprocessor:
+    return CropPreprocessor(lambda crop: np.asarray(crop.shape, np.float32), margin=0.12)
+
+
+def _stream(frames: Sequence[Sequence[Box]], config: VehicleConfig) -> VehicleStream:
+    lines = config.lines_for("cam")
+    return VehicleStream("cam", config, _crop_shapes(), finder=_Scripted(frames), tracker=Tracker(),
+                         make_counter=lambda size: LineCounter(lines, anchor=config.anchor, frame_size=size))
+
+
+def _run(stream: VehicleStream, n: int) -> list[VehicleFrame]:
+    image = np.zeros((H, W, 3), np.uint8)
+    return [stream.process(image, i)[0] for i in range(n)] + [stream.finish()]
+
+
+def _car(x: float, y: float = 80, w: float = 40, h: float = 20) -> Box:
+    return Box(x1=x, y1=y, x2=x + w, y2=y + h)
+
+
+def test_a_vehicle_is_classified_a_bounded_number_of_times_when_whole_and_again_only_when_grown() -> None:
+    # 40 frames of one car driving right, growing from 20 to 60 px wide as it comes closer
+    frames = [[_car(5 + 6 * i, w=20 + i)] for i in range(40)]
+    config = VehicleConfig(lines=(Line.parse("mid=160,0,160,192"),), max_classifications=3, regrow=1.5)
+    out = _run(_stream(frames, config), 40)
+    classified = [i for i, f in enumerate(out) if f.classify]
+    assert 1 <= len(classified) <= 3
+    assert classified[0] == 2  # confirmed at the third hit, whole and large enough at once
+    crossings = [c for f in out for c in f.crossings]
+    assert [(c.line, c.direction) for c in crossings] == [("mid", "right")]
+
+
+def test_a_vehicle_cut_by_the_frame_edge_is_classified_at_its_crossing_if_never_before() -> None:
+    # a lorry that fills the frame's height (never whole), crossing a horizontal line
+    frames = [[Box(x1=100, y1=max(0.0, 150 - 8 * i), x2=160, y2=192)] for i in range(20)]
+    config = VehicleConfig(lines=(Line.parse("h=0,120,320,120"),))
+    out = _run(_stream(frames, config), 20)
+    crossing_frames = [i for i, f in enumerate(out) if f.crossings]
+    assert crossing_frames and all(f.classify == [] for f in out[: crossing_frames[0]])
+    assert out[crossing_frames[0]].classify  # forced once at the crossing
+
+
+def test_the_ledger_votes_and_sends_each_crossing_once_with_the_vote_at_that_time() -> None:
+    events = []
+    ledger = VehicleLedger(["cam"], on_event=events.append)
+    crossing = Crossing(line="mid", direction="right", track_id=7, frame=12, judged_frame=12, x=160.0, y=90.0)
+    first = VehicleFrame(classify=[7])
+    ledger.take(0, first, [("truck", 0.9)], arrival=0.0)
+    ledger.take(0, VehicleFrame(classify=[7]), [("car", 0.6)], arrival=0.0)
+    frame = VehicleFrame(crossings=[crossing])
+    ready = ledger.take(0, frame, [], arrival=0.0)
+    assert [(e.cls, e.classifications, e.track, e.frame) for e in ready] == [("truck", 2, 7, 12)]
+    assert ready[0].score == pytest.approx(0.45)  # the vote's share of the probability mass
+    assert frame.events == ready and events == ready
+    assert ledger.counts == {("cam", "mid", "right", "truck"): 1}
+
+
+def test_a_crossing_before_any_classification_waits_for_the_first_and_an_unclassified_track_is_still_counted() -> None:
+    ledger = VehicleLedger(["a", "b"])
+    early = Crossing(line="L", direction="up", track_id=1, frame=5, judged_frame=5, x=1.0, y=1.0)
+    never = Crossing(line="L", direction="down", track_id=2, frame=6, judged_frame=6, x=1.0, y=1.0)
+    assert ledger.take(0, VehicleFrame(crossings=[early, never]), [], arrival=0.0) == []
+    later = ledger.take(0, VehicleFrame(classify=[1]), [("car", 0.8)], arrival=0.0)
+    assert [(e.track, e.cls) for e in later] == [(1, "car")]
+    ended = ledger.take(0, VehicleFrame(ended=[2]), [], arrival=0.0)
+    assert [(e.track, e.cls, e.score) for e in ended] == [(2, UNKNOWN, 0.0)]
+    waiting = Crossing(line="L", direction="up", track_id=3, frame=9, judged_frame=9, x=1.0, y=1.0)
+    ledger.take(1, VehicleFrame(crossings=[waiting]), [], arrival=0.0)
+    assert [(stream, e.camera, e.track, e.cls) for stream, e in ledger.flush()] == [(1, "b", 3, UNKNOWN)]
+    assert ledger.flush() == []  # nothing sent twice
+    assert sum(ledger.counts.values()) == 3
+
+
+def test_a_dropped_frames_crossings_and_ends_move_to_the_next_frame() -> None:
+    older = VehicleFrame(crossings=["a"], ended=[1], classify=[4])
+    newer = VehicleFrame(crossings=["b"], ended=[2], classify=[5])
+    newer.absorb(older)
+    assert newer.crossings == ["a", "b"] and newer.ended == [1, 2] and newer.classify == [5]
+
+
+def test_crops_are_the_box_widened_by_the_margin_and_clipped_to_the_frame() -> None:
+    crops = CropPreprocessor(lambda crop: crop, margin=0.1)
+    assert crops.crop_box(Box(x1=100, y1=50, x2=200, y2=100), W, H) == (90, 45, 210, 105)
+    assert crops.crop_box(Box(x1=0, y1=0, x2=50, y2=50), W, H) == (0, 0, 55, 55)
+    frame = np.arange(H * W * 3, dtype=np.uint8).reshape(H, W, 3)
+    batch = CropPreprocessor(lambda crop: crop[:4, :4], margin=0.0)(frame, [Box(x1=10, y1=20, x2=30, y2=40)])
+    assert batch.shape == (1, 4, 4, 3) and (batch[0] == frame[20:24, 10:14]).all()
+
+
+def test_lines_are_parsed_per_camera_and_a_name_used_twice_is_refused() -> None:
+    assert VehicleConfig.parse_line("north/UP=0,150,235,150:up") == ("north", Line.parse("UP=0,150,235,150:up"))
+    assert VehicleConfig.parse_line("UP=0,150,235,150")[0] == ""
+    shared = Line.parse("a=0,1,2,3")
+    config = VehicleConfig(lines=(shared,), camera_lines=(("north", Line.parse("b=0,1,2,3")),))
+    assert [line.name for line in config.lines_for("north")] == ["a", "b"] and config.lines_for("south") == (shared,)
+    with pytest.raises(UsageError, match="used twice"):
+        VehicleConfig(lines=(shared,), camera_lines=(("north", Line.parse("a=5,5,9,9")),))
+    with pytest.raises(UsageError, match="anchor"):
+        VehicleConfig(anchor="top")
