@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -16,6 +18,37 @@ credentials_option = click.option(
     help="JSON (or TOML) file of camera credentials by camera name (--source NAME=URL); keeps passwords off the "
          "command line (env TOOLCHAIN_CAMERA_CREDENTIALS).")
 """``--credentials FILE`` of ``serve`` and ``bench``: one option, one meaning."""
+
+
+def vehicle_options(*, lines_required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--line``, ``--anchor``, ``--detector`` and ``--detector-class``: one definition for ``count`` and ``serve``."""
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed((
+            click.option("--line", "lines", multiple=True, required=lines_required, metavar="[CAMERA/]NAME=x1,y1,x2,y2[:DIR]",
+                         help="A counting line in frame pixels (of CAMERA only, with the prefix); DIR (up, down, left, "
+                              "right) counts one direction only. Repeatable."),
+            click.option("--anchor", type=click.Choice(["centre", "bottom"]), default="centre", show_default=True,
+                         help="The point of a vehicle's box judged against lines: its centre, or its bottom centre "
+                              "(DeepStream's)."),
+            click.option("--detector", default="motion", show_default=True, metavar="motion|ONNX",
+                         help="How vehicles are found: motion on a fixed camera, or a detector ONNX (YOLOv8 or SSD "
+                              "outputs)."),
+            click.option("--detector-class", "detector_classes", type=int, multiple=True,
+                         help="With --detector ONNX: only these class ids are vehicles (repeatable; default: all)."),
+        )):
+            command = option(command)
+        return command
+    return decorate
+
+
+def vehicle_config(lines: tuple[str, ...], anchor: str, detector: str, detector_classes: tuple[int, ...]) -> Any:
+    """The :class:`~toolchain.runtime.vehicles.VehicleConfig` of the ``vehicle_options``."""
+    from toolchain.runtime.vehicles import VehicleConfig
+
+    parsed = [VehicleConfig.parse_line(text) for text in lines]
+    return VehicleConfig(lines=tuple(line for camera, line in parsed if not camera),
+                         camera_lines=tuple((camera, line) for camera, line in parsed if camera),
+                         anchor=anchor, finder=detector, detector_classes=detector_classes)
 
 
 @click.command()
@@ -45,11 +78,13 @@ credentials_option = click.option(
 @click.option("--reconnect-min", type=float, default=0.5, show_default=True, help="First reconnect delay (s).")
 @click.option("--reconnect-max", type=float, default=30.0, show_default=True, help="Longest reconnect delay (s).")
 @click.option("--duration", "duration_s", type=float, default=None, help="Stop after this many seconds (default: SIGTERM).")
+@vehicle_options(lines_required=False)
 @json_option
 @click.pass_context
 def serve(ctx: click.Context, artifact: str, sources: tuple[str, ...], target: str | None, loop: bool, events: str,
           events_max_bytes: int, events_keep: int, credentials: Path | None, host: str, port: int, stale_s: float, require: str, threads: int, max_batch: int, reconnect_min: float,
-          reconnect_max: float, duration_s: float | None) -> None:
+          reconnect_max: float, duration_s: float | None, lines: tuple[str, ...], anchor: str, detector: str,
+          detector_classes: tuple[int, ...]) -> None:
     """Classify camera streams with ARTIFACT and write one JSON event per frame: the roadside service.
 
     \b
@@ -67,7 +102,8 @@ def serve(ctx: click.Context, artifact: str, sources: tuple[str, ...], target: s
     config = ServeConfig(sources=sources, loop=loop, events=events, events_max_bytes=events_max_bytes,
                          events_keep=events_keep, credentials=credentials, host=host, port=port, stale_s=stale_s, require=require,
                          threads=threads, max_batch=max_batch, backoff=Backoff(initial_s=reconnect_min, max_s=reconnect_max),
-                         duration_s=duration_s)
+                         duration_s=duration_s,
+                         vehicles=vehicle_config(lines, anchor, detector, detector_classes) if lines else None)
     # In the image ARTIFACT is the bundle directory, and the workspace modules are not shipped: never ask there.
     registry = not Path(artifact).is_dir() and app(ctx).has_registry()
     model = load_model(artifact, open_workspace=app(ctx).open_workspace if registry else None, target=target)

@@ -124,3 +124,37 @@ class EventSink(Sink):
         self.out.flush()
         if self.close_out:
             self.out.close()
+
+
+class CrossingSink(Sink):
+    """One JSON line per vehicle crossing a line (the vehicle pipeline), flushed at once.
+
+    An event: camera, line, direction, class, score, track, frame, time, latency_ms (crossing frame's arrival
+    to the event) and how many classifications the class vote had. Every frame still feeds the service state
+    (health, frame rate, latency); each crossing feeds ``toolchain_vehicles_total``.
+
+    Args:
+        out: stdout or a :class:`RotatingFile`.
+        state: The service state.
+        names: Camera names by stream index.
+        close_out: Close ``out`` when the pipeline closes the sink.
+    """
+
+    def __init__(self, out: Any, state: Any, names: List[str], *, close_out: bool) -> None:
+        self.out, self.state, self.names, self.close_out = out, state, names, close_out
+
+    def write(self, frame: FrameRecord, stream_name: str) -> None:
+        camera = self.names[frame.stream]
+        events = frame.vehicle.events if frame.vehicle is not None else []
+        for event in events:
+            self.out.write(json.dumps(event.to_json()) + "\n")
+            self.state.crossing(camera, event.line, event.direction, event.cls)
+        if events:
+            self.out.flush()
+        if frame.index >= 0:  # a real frame (not the crossings flushed when a stream ended)
+            self.state.seen(camera, time.perf_counter() - frame.t_arrival)
+
+    def close(self) -> None:
+        self.out.flush()
+        if self.close_out:
+            self.out.close()

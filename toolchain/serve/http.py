@@ -54,6 +54,7 @@ class CameraState:
     last_error: str = ""
     latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
+    vehicles: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (line, direction, class) -> crossings
 
 
 def _escape(value: str) -> str:
@@ -103,12 +104,24 @@ class ServiceState:
         with self._lock:
             state = self.cameras[camera]
             state.frames += 1
-            state.events[label] = state.events.get(label, 0) + 1
+            if label:  # per-frame mode: one event per frame; the vehicle pipeline counts crossings instead
+                state.events[label] = state.events.get(label, 0) + 1
             state.last_frame = self._clock()
             state.last_frame_unix = self._wall_clock()
             state.connected = True
             state.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, latency_s)] += 1
             state.latency_sum += latency_s
+
+    def seen(self, camera: str, latency_s: float) -> None:
+        """One frame of ``camera`` went through the vehicle pipeline (it counts for health and latency)."""
+        self.frame(camera, "", 0.0, latency_s)
+
+    def crossing(self, camera: str, line: str, direction: str, cls: str) -> None:
+        """One vehicle of class ``cls`` crossed ``line`` of ``camera`` going ``direction``."""
+        with self._lock:
+            counts = self.cameras[camera].vehicles
+            key = (line, direction, cls)
+            counts[key] = counts.get(key, 0) + 1
 
     def connected(self, camera: str, reconnect: bool) -> None:
         with self._lock:
@@ -168,6 +181,9 @@ class ServiceState:
                 ("toolchain_events_total", "counter", "Events written, per camera and label.",
                  [f"toolchain_events_total{_labels(camera=c.name, label=label)} {n}"
                   for c in cams for label, n in sorted(c.events.items())]),
+                ("toolchain_vehicles_total", "counter", "Vehicles that crossed a line, per camera, line, direction and class.",
+                 [f"toolchain_vehicles_total{_labels(camera=c.name, line=line, direction=direction, **{'class': cls})} {n}"
+                  for c in cams for (line, direction, cls), n in sorted(c.vehicles.items())]),
                 ("toolchain_camera_up", "gauge", "1 while the camera delivers frames.",
                  [f"toolchain_camera_up{_labels(camera=c.name)} {int(self._camera_up(c, now))}" for c in cams]),
                 ("toolchain_camera_reconnects_total", "counter", "Reconnections after a camera dropped.",

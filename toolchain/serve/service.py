@@ -28,9 +28,11 @@ from toolchain.runtime.pipeline import Pipeline, PipelineConfig
 from toolchain.runtime.preprocess import PreprocessConfig, Preprocessor
 from toolchain.runtime.runners import BaseRunner, OnnxRuntimeRunner, TensorRTRunner
 from toolchain.runtime.sources import FrameSource, camera_name, open_source
+from toolchain.runtime.vehicles import VehicleConfig, make_vehicle_pipeline
 from toolchain.serve.bundle import ServingModel
 from toolchain.serve.credentials import CameraCredential, load_credentials
 from toolchain.serve.events import (
+    CrossingSink,
     DEFAULT_KEEP,
     DEFAULT_MAX_BYTES,
     EventSink,
@@ -62,6 +64,8 @@ class ServeConfig:
         max_batch: Largest batch across cameras (0: one frame per camera).
         backoff: Camera reconnect delays.
         duration_s: Stop after this long (None: until SIGTERM); for tests and soak runs.
+        vehicles: The vehicle pipeline (find, follow, classify crops, count on lines; one event per crossing),
+            or None for one event per frame. ``serve --line`` turns it on.
     """
 
     sources: tuple[str, ...]
@@ -78,6 +82,7 @@ class ServeConfig:
     max_batch: int = 0
     backoff: Backoff = Backoff()
     duration_s: float | None = None
+    vehicles: VehicleConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -93,6 +98,10 @@ class ServeConfig:
         names = [camera_name(spec, i)[0] for i, spec in enumerate(self.sources)]
         if len(set(names)) != len(names):
             raise UsageError(f"two --source entries have the same camera name ({', '.join(names)}); name them NAME=URL")
+        unknown = sorted({camera for camera, _ in (self.vehicles.camera_lines if self.vehicles else ())} - set(names))
+        if unknown:
+            raise UsageError(f"--line names camera(s) {', '.join(unknown)}, which no --source has; cameras are "
+                             f"{', '.join(names)} (name them NAME=URL)")
 
 
 def with_credentials(specs: list[tuple[str, str]], credentials: dict[str, CameraCredential]) -> list[str]:
@@ -221,10 +230,16 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
                 timer = threading.Timer(config.duration_s, expire)
                 timer.daemon = True
                 timer.start()
-            pipeline = Pipeline(sources, runner, preprocess, model.classes,
-                                EventSink(out, state, names, close_out=close_out),
-                                PipelineConfig(pace="realtime", duration_s=FOREVER_S, warmup_s=0.0, keep_frames=False,
-                                               max_batch=config.max_batch, stall_s=config.stale_s))
+            pipeline_config = PipelineConfig(pace="realtime", duration_s=FOREVER_S, warmup_s=0.0, keep_frames=False,
+                                             max_batch=config.max_batch, stall_s=config.stale_s)
+            if config.vehicles is None:
+                pipeline = Pipeline(sources, runner, preprocess, model.classes,
+                                    EventSink(out, state, names, close_out=close_out), pipeline_config)
+            else:
+                streams, ledger = make_vehicle_pipeline(names, config.vehicles, preprocess)
+                pipeline = Pipeline(sources, runner, preprocess, model.classes,
+                                    CrossingSink(out, state, names, close_out=close_out), pipeline_config,
+                                    vehicles=streams, ledger=ledger)
             result = pipeline.run()
     finally:
         state.stopping = True
