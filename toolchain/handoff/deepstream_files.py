@@ -10,6 +10,10 @@ Which preprocessing, per target (stated in the config's comments and the report)
   approximation, with its worst-case error measured and written down. An engine with a uint8 input cannot be
   fed by nvinfer (it writes float32): hand off its ONNX instead.
 * **CPU targets**: refused: nvinfer runs TensorRT on an NVIDIA GPU.
+
+With counting lines (``--line``), ``config_nvdsanalytics.txt`` goes next to the nvinfer config
+(:mod:`toolchain.handoff.nvdsanalytics`), and the report names the pipeline it belongs in: PGIE detector ->
+nvtracker -> this classifier as SGIE -> nvdsanalytics.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from toolchain.handoff.folders import REPORT_FILE, copy_verified
 from toolchain.handoff.ingraph import write_normalising_onnx, write_prelude_onnx
 from toolchain.handoff.model import ModelInfo
 from toolchain.handoff.numerics import compare_models
+from toolchain.handoff.nvdsanalytics import ANALYTICS_FILE, AnalyticsOptions, write_analytics
 from toolchain.handoff.nvinfer_properties import check_classifier_config
 from toolchain.handoff.preprocessing import (
     PreprocessingReport,
@@ -57,6 +62,7 @@ class DeepStreamOptions:
         operate_on_gie_id: Secondary: the detector's ``gie-unique-id``.
         operate_on_class_ids: Secondary: the detector's classes to classify (empty: all).
         tensor_meta: Attach the probability vector to each object (``output-tensor-meta``).
+        analytics: Counting lines to write as ``config_nvdsanalytics.txt`` (None: no file).
     """
 
     mode: str = "primary"
@@ -67,6 +73,7 @@ class DeepStreamOptions:
     operate_on_gie_id: int = 1
     operate_on_class_ids: tuple[int, ...] = ()
     tensor_meta: bool = False
+    analytics: AnalyticsOptions | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -100,6 +107,7 @@ class DeepStreamHandoff:
     preprocessing: PreprocessingReport
     checks: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    pipeline: tuple[str, ...] = ()
 
 
 def write_deepstream(folder: Path, source: Source, info: ModelInfo, options: DeepStreamOptions, *,
@@ -163,6 +171,18 @@ def write_deepstream(folder: Path, source: Source, info: ModelInfo, options: Dee
     write_atomic(config_path, config.render())
     files.insert(0, config_path)
     report, checks = _check(config_path, source, info, mode, handed_off, batch)
+    pipeline = pipeline_chain(options, config_path.name)
+    if options.analytics is not None:
+        analytics = write_analytics(
+            folder, options.analytics, source=source.ref, pipeline=pipeline,
+            class_ids=options.operate_on_class_ids if options.mode == "secondary" else ())
+        files.insert(1, analytics.path)
+        checks["nvdsanalytics"] = analytics.report
+        notes.extend(analytics.notes)
+        if options.mode == "primary":
+            notes.append(f"{ANALYTICS_FILE}: line crossing counts tracked objects of a detector, and --mode primary "
+                         "classifies whole frames, so DeepStream's counts on these lines get no class from this model: "
+                         "hand off with --mode secondary (PGIE detector -> nvtracker -> this classifier -> nvdsanalytics)")
     if source.precision == "fp16":
         notes.append("network-mode=2 (FP16): TensorRT may compute the softmax in half precision, so top probabilities "
                      "above about 0.9998 read as 1.0 (the label is unaffected)")
@@ -174,7 +194,31 @@ def write_deepstream(folder: Path, source: Source, info: ModelInfo, options: Dee
     notes.append("nvinfer scales frames/objects to the network size with its own scaler (scaling-filter=1, bilinear); "
                  "training used an antialiased bilinear resize, so downscaled inputs differ slightly")
     return DeepStreamHandoff(config=config_path, files=tuple(files), preprocessing=report, checks=checks,
-                             notes=tuple(notes))
+                             notes=tuple(notes), pipeline=pipeline)
+
+
+def pipeline_chain(options: DeepStreamOptions, config_name: str) -> tuple[str, ...]:
+    """The DeepStream elements this hand-off's files belong in, in order (for ``handoff.json`` and the file's
+    comments). Secondary: the detector finds vehicles, nvtracker gives them ids (nvinfer then classifies a tracked
+    object again only when needed, and nvdsanalytics' line crossing needs the id), this classifier labels them,
+    nvdsanalytics counts them on the lines."""
+    mux = "nvstreammux (one source per camera: sink_N is stream N)"
+    if options.mode == "primary":
+        chain = [mux, f"nvinfer {config_name} (this classifier as PGIE, process-mode=1: whole frames)"]
+        if options.analytics is not None:
+            chain.append(f"nvdsanalytics config-file={ANALYTICS_FILE} (needs objects from a detector and nvtracker)")
+        return tuple(chain)
+    chain = [mux,
+             f"nvinfer: your vehicle detector (PGIE, gie-unique-id={options.operate_on_gie_id})",
+             "nvtracker (track ids: the classifier re-infers a tracked object only when needed; line crossing needs them)",
+             f"nvinfer {config_name} (this classifier as SGIE, gie-unique-id={options.unique_id}, "
+             f"operate-on-gie-id={options.operate_on_gie_id})"]
+    if options.analytics is not None:
+        chain.append(f"nvdsanalytics config-file={ANALYTICS_FILE} (the unit's lines; per object, "
+                     "NvDsAnalyticsObjInfo.lcStatus names the line-crossing labels crossed)")
+    chain.append("your probe or nvmsgconv: an object's crossing with its classifier label (NvDsClassifierMeta) is a "
+                 "counted vehicle of that class")
+    return tuple(chain)
 
 
 def write_report(folder: Path, payload: dict[str, Any]) -> Path:

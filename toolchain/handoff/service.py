@@ -42,7 +42,7 @@ class HandoffConfig:
         precision: For an ONNX artifact: fp32, fp16, int8 or best (as ``toolchain build`` plans it).
         name: Triton model name (default: the source's record name).
         max_batch: Largest batch (Triton ``max_batch_size``, DeepStream ``batch-size``) of a dynamic-batch model.
-        deepstream: DeepStream choices (mode, preprocessing, classifier settings).
+        deepstream: DeepStream choices (mode, preprocessing, classifier settings, counting lines).
     """
 
     ref: str
@@ -59,6 +59,8 @@ class HandoffConfig:
             raise UsageError(f"--format {self.format!r} is not one of {', '.join(FORMATS)}")
         if self.max_batch is not None and self.max_batch < 1:
             raise UsageError("--max-batch must be at least 1")
+        if self.format != "deepstream" and self.deepstream.analytics is not None:
+            raise UsageError("--line writes a DeepStream nvdsanalytics config: use it with --format deepstream")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,15 +75,20 @@ class HandoffResult:
     model: ModelInfo
     checks: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    pipeline: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """The document ``--json`` prints: ``format``, ``files``, ``preprocessing`` (``exact``, ``max_error``) and more."""
-        return {
+        """The document ``--json`` prints: ``format``, ``files``, ``preprocessing`` (``exact``, ``max_error``) and more
+        (DeepStream: ``pipeline``, the elements the files belong in; ``checks.nvdsanalytics`` with lines)."""
+        doc = {
             "format": self.format, "files": [str(f) for f in self.files], "preprocessing": self.preprocessing.to_json(),
             "out": str(self.out), "source": self.source.to_json(), "target": self.source.target.name,
             "precision": self.source.precision, "model": self.model.to_json(), "checks": self.checks,
             "notes": list(self.notes),
         }
+        if self.pipeline:
+            doc["pipeline"] = list(self.pipeline)
+        return doc
 
 
 def handoff(workspace: Workspace, config: HandoffConfig) -> HandoffResult:
@@ -101,11 +108,13 @@ def handoff(workspace: Workspace, config: HandoffConfig) -> HandoffResult:
             options = dataclasses.replace(options, batch_size=config.max_batch)
         with staged_folder(config.out) as stage:
             written = write_deepstream(stage, source, info, options)
-            _report(stage, config, source, info, written.preprocessing, written.checks, written.notes, written.files)
+            _report(stage, config, source, info, written.preprocessing, written.checks, written.notes, written.files,
+                    written.pipeline)
         final = config.out.absolute()
         files = tuple(final / f.relative_to(stage) for f in written.files) + (final / REPORT_FILE,)
         return HandoffResult(format="deepstream", out=final, files=files, preprocessing=written.preprocessing,
-                             source=source, model=info, checks=written.checks, notes=written.notes)
+                             source=source, model=info, checks=written.checks, notes=written.notes,
+                             pipeline=written.pipeline)
     if source.engine_path is None:
         # Triton's ONNX Runtime backend runs the ONNX as it is: FP32, or INT8 where it has Q/DQ nodes.
         if config.precision == "fp16":
@@ -165,23 +174,29 @@ def write_deepstream_files(workspace: Workspace, build: Record, target: Target |
     for path in written.files:
         normal_permissions(path)
     report = write_report(model_dir, _payload("deepstream", source, info, written.preprocessing, written.checks,
-                                              written.notes, written.files, model_dir))
+                                              written.notes, written.files, model_dir, written.pipeline))
     normal_permissions(report)
     return DeepStreamHandoff(config=written.config, files=(*written.files, report), preprocessing=written.preprocessing,
-                             checks=written.checks, notes=written.notes)
+                             checks=written.checks, notes=written.notes, pipeline=written.pipeline)
 
 
 def _report(folder: Path, config: HandoffConfig, source: Source, info: ModelInfo, preprocessing: PreprocessingReport,
-            checks: dict[str, Any], notes: tuple[str, ...], files: tuple[Path, ...]) -> Path:
-    return write_report(folder, _payload(config.format, source, info, preprocessing, checks, notes, files, folder))
+            checks: dict[str, Any], notes: tuple[str, ...], files: tuple[Path, ...],
+            pipeline: tuple[str, ...] = ()) -> Path:
+    return write_report(folder, _payload(config.format, source, info, preprocessing, checks, notes, files, folder,
+                                         pipeline))
 
 
 def _payload(fmt: str, source: Source, info: ModelInfo, preprocessing: PreprocessingReport, checks: dict[str, Any],
-             notes: tuple[str, ...], files: tuple[Path, ...], folder: Path) -> dict[str, Any]:
+             notes: tuple[str, ...], files: tuple[Path, ...], folder: Path,
+             pipeline: tuple[str, ...] = ()) -> dict[str, Any]:
     from toolchain.hashing import sha256_file
 
-    return {
+    payload = {
         "format": fmt, "toolchain_version": __version__, "source": source.to_json(), "model": info.to_json(),
         "files": {str(f.relative_to(folder)): sha256_file(f) for f in files},
         "preprocessing": preprocessing.to_json(), "checks": checks, "notes": list(notes),
     }
+    if pipeline:
+        payload["pipeline"] = list(pipeline)  # the DeepStream elements the files belong in, in order
+    return payload
