@@ -197,3 +197,21 @@ def test_the_service_container_is_locked_down_with_limits_clamped_to_the_unit(tm
     assert options["mem_limit"] == options["memswap_limit"] == "1024m" and options["pids_limit"] == 256
     assert options["nano_cpus"] == 1_000_000_000  # the target asks 2 CPUs, the unit has 1
     assert options["log_config"]["Config"] == {"max-size": "10m", "max-file": "3"}
+
+
+def test_lines_go_to_the_units_serve_and_are_checked_as_serve_reads_them(tmp_path: Path) -> None:
+    from toolchain.deploy.fleet import load_fleet
+    from toolchain.deploy.unit import _command
+
+    fleet = tmp_path / "fleet.toml"
+    base = ('[[unit]]\nname = "u1"\nurl = "unix:///tmp/x.sock"\ntarget = "x86-64-cpu"\n'
+            'cameras = ["north=rtsp://10.0.0.9/s1", "rtsp://10.0.0.9/s2"]\n')
+    fleet.write_text(base + 'lines = ["north/UP=0,150,235,150:up", "ALL=10,0,10,200"]\n')
+    unit = load_fleet(fleet).units[0]
+    command = _command(unit)
+    assert command[command.index("--line") + 1] == "north/UP=0,150,235,150:up" and command.count("--line") == 2
+    for bad, words in (('["south/UP=0,1,2,3"]', "not among the unit's cameras"), ('["UP=0,1,2"]', "x1,y1,x2,y2"),
+                       ('["A=0,1,2,3", "A=4,5,6,7"]', "used twice")):
+        fleet.write_text(base + f"lines = {bad}\n")
+        with pytest.raises(BadInputError, match=words):
+            load_fleet(fleet)

@@ -22,7 +22,9 @@ the Engine API of an archive of only the layers the unit lacks; ``pull``: the un
 digest from the registry ``package --push`` put it in), ``registry`` (``HOST[:PORT]`` of that registry as
 the unit reaches it; default: the address it was pushed to), ``transfer_attempts`` (3: tries when the link
 drops), ``compress`` (true: ``load`` archives go gzip-compressed), ``retention`` (2: releases whose images stay on the unit for a rollback without transfer),
-``health_timeout_s`` (120), ``serve_args`` (extra ``toolchain serve`` options).
+``health_timeout_s`` (120), ``serve_args`` (extra ``toolchain serve`` options), ``lines`` (counting lines,
+``"[CAMERA/]NAME=x1,y1,x2,y2[:DIR]"`` in frame pixels as ``serve --line`` takes them; the unit then runs the
+vehicle pipeline and writes one event per crossing).
 
 Security settings (see README "Security of roadside units"): ``credentials`` (a TOML or JSON file on
 the workstation, relative to the fleet file, with each camera's secret by camera name; deploy puts only
@@ -55,7 +57,8 @@ from toolchain.targets.profile import load_target
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _FIELDS = {"name", "url", "target", "cameras", "canary", "network", "http_port", "loop", "mounts", "env", "runtime",
            "transfer", "health_timeout_s", "serve_args", "credentials", "http_host", "memory_mb", "cpus", "pids_limit",
-           "read_only", "log_driver", "log_max_size", "log_max_file", "registry", "retention", "transfer_attempts", "compress"}
+           "read_only", "log_driver", "log_max_size", "log_max_file", "registry", "retention", "transfer_attempts", "compress",
+           "lines"}
 _SIZE_RE = re.compile(r"^[1-9][0-9]*[kmg]$")
 LOG_DRIVERS = ("json-file", "local")
 TRANSFERS = ("load", "pull")
@@ -83,6 +86,7 @@ class Unit:
     retention: int = 2
     health_timeout_s: float = 120.0
     serve_args: tuple[str, ...] = ()
+    lines: tuple[str, ...] = ()
     credentials: Path | None = None
     http_host: str = "127.0.0.1"
     memory_mb: int = 0
@@ -185,6 +189,7 @@ def _parse_unit(path: Path, index: int, raw: dict[str, Any], defaults: dict[str,
     if runtime is not None and not isinstance(runtime, str):
         raise BadInputError(f"{where}: runtime must be a string (e.g. nvidia)")
     security = _security_fields(path, where, merged)
+    lines = _lines(where, merged.get("lines", []), cameras)
     return Unit(
         name=name, url=url, target=target, cameras=cameras, canary=merged.get("canary", False),
         network=str(merged.get("network", "host")), http_port=port, loop=merged.get("loop", False), mounts=mounts,
@@ -193,8 +198,33 @@ def _parse_unit(path: Path, index: int, raw: dict[str, Any], defaults: dict[str,
         compress=merged.get("compress", True),
         health_timeout_s=float(timeout),
         serve_args=_str_list(merged["serve_args"], f"{where}: serve_args") if merged.get("serve_args") else (),
-        **security,
+        lines=lines, **security,
     )
+
+
+def _lines(where: str, value: Any, cameras: tuple[str, ...]) -> tuple[str, ...]:
+    """The unit's counting lines, each checked as ``serve --line`` will read it, cameras named by the unit."""
+    from toolchain.errors import UsageError
+    from toolchain.runtime.vehicles import VehicleConfig
+
+    lines = _str_list(value, f"{where}: lines") if value else ()
+    names = {camera_name(camera, i)[0] for i, camera in enumerate(cameras)}
+    parsed = []
+    for text in lines:
+        try:
+            camera, line = VehicleConfig.parse_line(text)
+        except UsageError as exc:
+            raise BadInputError(f"{where}: lines: {exc}") from exc
+        if camera and camera not in names:
+            raise BadInputError(f"{where}: line {text!r} is for camera {camera!r}, which is not among the unit's "
+                                f"cameras ({', '.join(sorted(names))}); name cameras NAME=URL")
+        parsed.append((camera, line))
+    try:
+        VehicleConfig(lines=tuple(line for camera, line in parsed if not camera),
+                      camera_lines=tuple((camera, line) for camera, line in parsed if camera))
+    except UsageError as exc:
+        raise BadInputError(f"{where}: lines: {exc}") from exc
+    return lines
 
 
 def _security_fields(path: Path, where: str, merged: dict[str, Any]) -> dict[str, Any]:

@@ -209,6 +209,8 @@ def _command(unit: Unit) -> list[str]:
         command += ["--source", camera]
     if unit.loop:
         command.append("--loop")
+    for line in unit.lines:
+        command += ["--line", line]
     return command + list(unit.serve_args)
 
 
