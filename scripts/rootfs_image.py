@@ -6,7 +6,7 @@ own architecture), so an arm64 base made on an x86-64 workstation is written as 
 layer (the root file system as a tar), a config naming ``architecture``/``os`` and the layer's diff id,
 and the ``manifest.json`` that ``docker load`` reads.
 
-Usage: scripts/rootfs_image.py ROOTFS TAG ARCH [--env K=V ...] [--cmd JSON] > image.tar
+Usage: scripts/rootfs_image.py ROOTFS TAG ARCH [--env K=V ...] [--label K=V ...] [--cmd JSON] > image.tar
 Standard library only.
 """
 
@@ -41,6 +41,7 @@ def main() -> int:
     parser.add_argument("tag")
     parser.add_argument("arch", choices=["arm64", "amd64"])
     parser.add_argument("--env", action="append", default=[])
+    parser.add_argument("--label", action="append", default=[], help="K=V, an image label (Config.Labels)")
     parser.add_argument("--cmd", default='["python3"]')
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rootfs-image-") as tmp:
@@ -50,7 +51,8 @@ def main() -> int:
         config = {
             "architecture": args.arch, "os": "linux", "created": created,
             "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", *args.env],
-                       "Cmd": json.loads(args.cmd)},
+                       "Cmd": json.loads(args.cmd),
+                       "Labels": dict(label.split("=", 1) for label in args.label)},
             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
             "history": [{"created": created, "created_by": "debootstrap + scripts/rootfs_image.py"}],
         }

@@ -1,7 +1,8 @@
 """Which pip extra each command needs: the one table, and the checks built on it.
 
-The base install (``pip install toolchain``) is what a roadside unit needs: ``serve``, ``bench``,
-the registry, catalogs and synthetic clips (``build`` reads ONNX graphs: ``[deploy]``). Everything else comes with an extra
+The base install (``pip install toolchain``) is what a roadside unit needs: ``serve``, ``bench``
+(with OpenCV, the vehicle pipeline's motion finder), the registry, catalogs and synthetic clips
+(``build`` reads ONNX graphs: ``[deploy]``). Everything else comes with an extra
 (``pyproject.toml``'s ``[project.optional-dependencies]``). :data:`EXTRAS` says what each extra brings
 (import names, with the distribution that provides each); :data:`COMMANDS` says which extra a command
 needs. The CLI checks :data:`COMMANDS` before a command's code runs (so ``toolchain train --data X``
@@ -74,8 +75,7 @@ class Need:
 
 EXTRAS: dict[str, Extra] = {
     "data": Extra(name="data", purpose="decode, validate and ingest image lakes; make synthetic lakes",
-                  modules={"PIL": "pillow", "cv2": "opencv-python-headless", "simplejpeg": "simplejpeg",
-                           "fsspec": "fsspec"},
+                  modules={"PIL": "pillow", "simplejpeg": "simplejpeg", "fsspec": "fsspec"},
                   optional=("simplejpeg",)),  # libjpeg-turbo's fast path; Pillow decodes everything without it
     "train": Extra(name="train", purpose="train, evaluate, export and quantize models; run the pipeline",
                    modules={"torch": "torch", "torchvision": "torchvision", "sklearn": "scikit-learn",

@@ -210,7 +210,7 @@ def test_ingest_checks_its_extra_before_starting_workers(tmp_path: Path, monkeyp
     from toolchain.errors import MissingEnvironmentError
     from toolchain.workspace import Workspace
 
-    monkeypatch.setattr(extras, "importable", lambda module: module != "cv2")
+    monkeypatch.setattr(extras, "importable", lambda module: module != "PIL")
     monkeypatch.setattr("toolchain.data.ingest.run_chunks", lambda *a, **k: pytest.fail("workers started"))
     make_image_folder(tmp_path / "lake", per_class=2)
     with Workspace(tmp_path / "ws") as ws, pytest.raises(MissingEnvironmentError, match=r"toolchain\[data\]"):

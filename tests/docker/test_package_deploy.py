@@ -27,6 +27,7 @@ from tests.docker.fleet_sim import toolchain_json as _tc
 from tests.onnx_fixtures import register_tiny_onnx
 from tests.serve.fixtures import free_port, write_video
 from tests.services import skip_or_fail
+from toolchain.package.image import BINARY, BINARY_PINS
 from toolchain.workspace import Workspace
 
 pytestmark = pytest.mark.docker
@@ -247,7 +248,8 @@ def test_a_jetson_image_over_a_base_of_another_cpu_is_refused(tmp_path: Path, do
 @pytest.mark.timeout(600)
 def test_a_plain_python_base_gets_the_compiled_runtime_vendored(tmp_path: Path, docker_url: str, docker_client: Any,
                                                                 base_image: str) -> None:
-    """A base without numpy, ONNX Runtime and PyAV (like python:3.11-slim) gets them as wheels for its platform."""
+    """A base without numpy, ONNX Runtime, PyAV and OpenCV (like python:3.11-slim) gets them as wheels for its
+    platform, at the versions BINARY_PINS gives its Python."""
     docker_client.images.build(fileobj=io.BytesIO(
         f"FROM {base_image}\nRUN rm -rf /usr/local/lib/python3.11/dist-packages/*\n".encode()),
         tag="toolchain/runtime-base:bare-test", rm=True)
@@ -262,7 +264,11 @@ def test_a_plain_python_base_gets_the_compiled_runtime_vendored(tmp_path: Path, 
     assert code == 0, err
     with Workspace(ws) as workspace:
         vendored = workspace.registry.get(image["image"]).body["vendored"]
-    assert {"numpy<3", "onnxruntime", "av"} <= set(vendored)
+    assert {"numpy<3", "onnxruntime", "av", BINARY["cv2"]} <= set(vendored)
+    versions = docker_client.containers.run(  # the motion finder's OpenCV, vendored and importable as the service user
+        image["image_id"], ["-c", "import cv2, numpy; print(cv2.__version__, numpy.__version__)"], entrypoint=["python3"],
+        remove=True, network_disabled=True).decode().split()
+    assert versions == [BINARY_PINS["3.11"]["cv2"].rsplit(".", 1)[0], BINARY_PINS["3.11"]["numpy"]], versions
     out = docker_client.containers.run(image["image_id"], ["--source", "synthetic:64x64@10", "--duration", "2",
                                                            "--port", "0"], remove=True, network_disabled=True)
     events = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]

@@ -272,6 +272,83 @@ def test_binary_pins_cover_the_image_pythons_within_the_ranges() -> None:
             assert Requirement(BINARY[module]).specifier.contains(version), (python, module, version)
 
 
+def test_opencv_is_vendored_where_the_base_lacks_it_pinned_by_its_distribution_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The motion finder's OpenCV is a compiled runtime dependency; BINARY_PINS names it cv2 (its import name),
+    pip needs opencv-python-headless, as the requirement and as the constraint on what the others pull in."""
+    from toolchain.package import image
+
+    assert image.BINARY["cv2"].startswith("opencv-python-headless")
+    seen: list[tuple[list[str], str]] = []
+
+    def pip(command: list[str], what: str, python_version: str, architecture: str) -> None:
+        constraints = command[command.index("-c") + 1] if "-c" in command else None
+        seen.append((command, Path(constraints).read_text() if constraints else ""))
+
+    monkeypatch.setattr(image, "_pip", pip)
+    with Workspace(tmp_path / "ws") as ws:
+        for python in ("3.8", "3.11"):
+            vendor_dependencies(ws, python, "aarch64", binary=(image.BINARY["numpy"], image.BINARY["cv2"]),
+                                glibc="2.36")
+            download, constraints = next((c, k) for c, k in seen if "download" in c and "-c" in c)
+            opencv = image.BINARY_PINS[python]["cv2"]
+            assert f"opencv-python-headless=={opencv}" in download, download
+            assert f"numpy=={image.BINARY_PINS[python]['numpy']}" in download
+            assert f"opencv-python-headless=={opencv}\n" in constraints and "cv2" not in constraints
+            assert "--platform" in download and "manylinux_2_28_aarch64" in download
+            seen.clear()
+
+
+def test_the_base_image_script_installs_the_opencv_package_vendors_for_its_python() -> None:
+    """scripts/make_base_image (bookworm: Python 3.11) and BINARY_PINS agree on OpenCV, so an image over the
+    made base and one vendoring it run the same motion finder; and a cached base is checked by its label."""
+    from toolchain.package.image import BINARY_PINS
+
+    script = (REPO_ROOT / "scripts" / "make_base_image").read_text()
+    pinned = re.search(r'^OPENCV="opencv-python-headless==([^"]+)"$', script, re.M)
+    assert pinned and pinned.group(1) == BINARY_PINS["3.11"]["cv2"]
+    assert '"$OPENCV"' in script and "import cv2" in script
+    assert 'index .Config.Labels "org.toolchain.base-version"' in script and "LABEL $LABEL" in script
+
+
+def test_rootfs_image_writes_the_labels_into_the_image_config(tmp_path: Path) -> None:
+    import io
+    import json
+    import tarfile
+
+    (tmp_path / "rootfs" / "etc").mkdir(parents=True)
+    (tmp_path / "rootfs" / "etc" / "hostname").write_text("unit\n")
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "rootfs_image.py"), str(tmp_path / "rootfs"),
+                          "toolchain/runtime-base:test", "arm64", "--env", "A=1", "--label", "org.toolchain.base-version=2-x=y"],
+                         capture_output=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    with tarfile.open(fileobj=io.BytesIO(run.stdout)) as archive:
+        manifest = json.loads(archive.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        config = json.loads(archive.extractfile(manifest[0]["Config"]).read())  # type: ignore[union-attr]
+    assert config["architecture"] == "arm64" and "A=1" in config["config"]["Env"]
+    assert config["config"]["Labels"] == {"org.toolchain.base-version": "2-x=y"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", ["x86_64", "aarch64"])
+def test_the_binary_pins_resolve_together_for_every_image_python(architecture: str, tmp_path: Path) -> None:
+    """Every BINARY_PINS row installs as one set (manylinux wheels, the image's Python, this pip's marker
+    judgement): pip resolves from the index's metadata, nothing is installed. Needs the package index."""
+    from toolchain.package.image import BINARY, BINARY_PINS
+
+    for python, pins in BINARY_PINS.items():
+        requirements = [f"{re.match(r'[A-Za-z0-9._-]+', BINARY[m]).group(0)}=={v}" for m, v in pins.items()]  # type: ignore[union-attr]
+        run = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--dry-run",
+                              "--ignore-installed", "--target", str(tmp_path / "t"), "--only-binary=:all:",
+                              "--python-version", python, "--implementation", "cp",
+                              *(a for tag in ("manylinux2014", "manylinux_2_17", "manylinux_2_28")
+                                for a in ("--platform", f"{tag}_{architecture}")), *requirements],
+                             capture_output=True, text=True, timeout=300)
+        if run.returncode != 0 and ("NewConnectionError" in run.stderr or "Could not fetch URL" in run.stderr):
+            pytest.skip(f"no package index reachable: {run.stderr[-300:]}")
+        assert run.returncode == 0, (python, requirements, run.stderr[-2000:])
+
+
 def test_vendoring_installs_only_the_locked_hashes_and_records_them(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import hashlib

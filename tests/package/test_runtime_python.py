@@ -38,6 +38,9 @@ def test_the_image_ships_the_runtime_files_only(tmp_path: Path) -> None:
     files = {str(p) for p in runtime_files()}
     assert {"serve/__main__.py", "serve/service.py", "serve/healthcheck.py", "runtime/runners.py", "runtime/sources.py",
             "runtime/pipeline.py", "bench/onunit.py", "redaction.py"} <= files
+    # the vehicle pipeline (find, follow, count) runs on the unit; scoring against a hand count does not
+    assert {"runtime/geometry.py", "runtime/find.py", "runtime/track.py", "runtime/lines.py", "runtime/vehicles.py"} <= files
+    assert not any(f.startswith(("evaluate/", "count/")) for f in files)
     assert not any(f.startswith(("train/", "data/", "registry/", "export/", "quantize/", "deploy/")) for f in files)
     copy_runtime(tmp_path)
     assert sorted(str(p.relative_to(tmp_path / "toolchain")) for p in (tmp_path / "toolchain").rglob("*.py")) == sorted(files)

@@ -90,7 +90,7 @@ def _render(out: Console, report: dict[str, Any]) -> None:
             figures = score[key]
             out.print(f"[bold]{title}[/bold]: truth {figures['truth']}, counted {figures['counted']}, matched "
                       f"{figures['matched']}, precision {figures['precision']}, recall {figures['recall']}, "
-                      f"class accuracy {figures['accuracy']}")
+                      f"class accuracy {figures['classification']['accuracy']}")
             per_class = Table()
             for column in ("class", "truth", "counted", "error"):
                 per_class.add_column(column)

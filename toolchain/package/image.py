@@ -48,25 +48,29 @@ REPO_ROOT = Path(__file__).resolve().parents[2]  # the git checkout, when run fr
 # The runtime image's Dockerfile ships inside the package (wheel and sdist), so `package` works from any
 # install; the repository root's Dockerfile.jetson is a symlink to it (one source).
 DOCKERFILE = Path(__file__).resolve().with_name("Dockerfile.jetson")
-# Pure-python dependencies of `toolchain serve` that runtime base images lack (numpy, PyAV and ONNX
+# Pure-python dependencies of `toolchain serve` that runtime base images lack (numpy, PyAV, OpenCV and ONNX
 # Runtime or TensorRT come with the base image): the ranges scripts/lock_vendor resolves.
 VENDORED = ("click>=8.1,<9", "rich>=13.7,<16")
 # What is installed for VENDORED: every wheel pinned by version and sha256 (scripts/lock_vendor writes it).
 VENDOR_LOCK = Path(__file__).resolve().with_name("vendor-requirements.txt")
 # Compiled runtime dependencies, by import name: vendored as binary wheels for the image's platform
 # and Python when the base image lacks them (a plain python image); L4T/Debian bases that have them
-# are used as they are.
-BINARY = {"numpy": "numpy<3", "onnxruntime": "onnxruntime", "av": "av"}
-# The versions of BINARY vendored per image Python: manylinux wheels of each exist for x86_64 and aarch64
-# on a glibc >= 2.28 (JetPack 5 and 6, Debian bookworm). Pinned by version, not by hash (the wheel differs
-# per Python and platform); each wheel's sha256 is recorded as it is installed. A Python not listed here,
-# or an older glibc (ONNX Runtime has no newer wheels for it), gets BINARY's ranges.
+# are used as they are. OpenCV: the vehicle pipeline's motion finder (MOG2 background subtraction).
+BINARY = {"numpy": "numpy<3", "onnxruntime": "onnxruntime", "av": "av", "cv2": "opencv-python-headless>=4.9,<6"}
+# The versions of BINARY vendored per image Python (by import name, as BINARY): manylinux wheels of each
+# exist for x86_64 and aarch64 on a glibc >= 2.28 (JetPack 5 and 6, Debian bookworm). Pinned by version, not
+# by hash (the wheel differs per Python and platform); each wheel's sha256 is recorded as it is installed. A
+# Python not listed here, or an older glibc (ONNX Runtime has no newer wheels for it), gets BINARY's ranges.
+# OpenCV: 5.1 (the workstation's, so `count` and `serve` run the same background subtraction) from Python 3.9;
+# on 3.8, 4.11 (cp37-abi3, built against numpy 2 and running on numpy 1.x): OpenCV 4.12 and later require
+# numpy >= 2 under a marker pip judges against the workstation's Python, not the image's, so they would not
+# resolve beside numpy 1.24 (the last numpy for 3.8).
 BINARY_PINS: dict[str, dict[str, str]] = {
-    "3.8": {"numpy": "1.24.4", "onnxruntime": "1.19.2", "av": "12.3.0"},
-    "3.9": {"numpy": "2.0.2", "onnxruntime": "1.19.2", "av": "14.2.0"},
-    "3.10": {"numpy": "2.2.6", "onnxruntime": "1.23.2", "av": "14.2.0"},
-    "3.11": {"numpy": "2.2.6", "onnxruntime": "1.23.2", "av": "14.2.0"},
-    "3.12": {"numpy": "2.2.6", "onnxruntime": "1.23.2", "av": "14.2.0"},
+    "3.8": {"numpy": "1.24.4", "onnxruntime": "1.19.2", "av": "12.3.0", "cv2": "4.11.0.86"},
+    "3.9": {"numpy": "2.0.2", "onnxruntime": "1.19.2", "av": "14.2.0", "cv2": "5.1.0.95"},
+    "3.10": {"numpy": "2.2.6", "onnxruntime": "1.23.2", "av": "14.2.0", "cv2": "5.1.0.95"},
+    "3.11": {"numpy": "2.2.6", "onnxruntime": "1.23.2", "av": "14.2.0", "cv2": "5.1.0.95"},
+    "3.12": {"numpy": "2.2.6", "onnxruntime": "1.23.2", "av": "14.2.0", "cv2": "5.1.0.95"},
 }
 BINARY_PINS_GLIBC = (2, 28)
 # What must come with the base image itself (NVIDIA's L4T images; pycuda has no wheels to vendor).
@@ -248,7 +252,8 @@ def vendor_dependencies(workspace: Workspace, python_version: str, architecture:
     ``--no-deps --no-index``: the returned :class:`VendoredPath` lists each wheel installed and its sha256
     (``package`` keeps them in the image record as ``vendored_sha256``), so what went into an image is
     known afterwards even where it was not fixed beforehand. pip resolves for the image's Python, not
-    this interpreter's.
+    this interpreter's (except dependency markers, which it judges against this interpreter: the pins
+    are chosen to resolve either way).
 
     The cache is keyed by the lock file's digest, the binary requirements and pins, the Python, the
     architecture and the glibc: a change of the lock file makes a new one.
@@ -256,7 +261,8 @@ def vendor_dependencies(workspace: Workspace, python_version: str, architecture:
     lock = VENDOR_LOCK.read_bytes()
     lock_sha256 = hashlib.sha256(lock).hexdigest()
     new_glibc = tuple(int(p) for p in glibc.split(".")[:2]) >= BINARY_PINS_GLIBC
-    pins = BINARY_PINS.get(python_version, {}) if new_glibc else {}
+    # By distribution name (BINARY_PINS is by import name: cv2 is opencv-python-headless).
+    pins = {_project(BINARY[m]): v for m, v in BINARY_PINS.get(python_version, {}).items()} if new_glibc else {}
     requested = tuple(f"{_project(r)}=={pins[_project(r)]}" if _project(r) in pins else r for r in binary)
     key = digest_json({"lock": lock_sha256, "binary": requested, "pins": pins, "python": python_version,
                        "arch": architecture, "glibc": glibc})[:16]
@@ -457,7 +463,8 @@ def _build_or_find(workspace: Workspace, config: PackageConfig, progress: Progre
         base = ensure_image(client, base_image)
         runs = engine_runs(client, base, target, base_image)
         emulated = runs["emulated"]
-        needed = tuple(BINARY) if not target.is_tensorrt else ("numpy", "av")
+        # TensorRT images run the engine with TensorRT (from the L4T base), not ONNX Runtime.
+        needed = tuple(BINARY) if not target.is_tensorrt else ("numpy", "av", "cv2")
         required = REQUIRED_FROM_BASE["tensorrt" if target.is_tensorrt else "onnxruntime"]
         probe = probe_base(client, base.id, (*needed, *required))
         lacking = [m for m in required if m in probe["missing"]]

@@ -46,14 +46,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError, missing_extra
+from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
 from toolchain.runtime.compat import frozen_config
 from toolchain.runtime.geometry import Box
 from toolchain.runtime.preprocess import resize_taps
 from toolchain.runtime.runners import ORT_PROVIDER_ALIASES, OnnxRuntimeRunner
 
-OPENCV = ("opencv-python-headless", "data")
-"""``(package, extra)`` that provides OpenCV, which motion finding needs."""
+OPENCV = "opencv-python-headless"
+"""The distribution that provides OpenCV, which motion finding needs (a base dependency of the toolchain)."""
 
 LAYOUTS = ("auto", "yolo", "ssd", "end2end")
 """Detector output layouts (see the module docstring)."""
@@ -66,9 +66,9 @@ def _import_cv2() -> Any:
     try:
         import cv2
     except ImportError as exc:
-        error = missing_extra(*OPENCV)
-        raise MissingEnvironmentError(f"motion finding needs OpenCV: {error}; or find with a detector "
-                                      "(--detector ONNX)") from exc
+        raise MissingEnvironmentError(f"motion finding needs OpenCV, which is not installed: pip install {OPENCV} "
+                                      "(toolchain's base install has it); or find with a detector (--detector ONNX)"
+                                      ) from exc
     return cv2
 
 
