@@ -19,6 +19,27 @@ Usage: python scripts/bench_stream.py --workspace WS --artifact REF --source FIL
            [--threads T] [--size 128] [--full-decode] [--rtsp]
   e.g. 8 cameras of a 320x176 15 fps clip:  toolchain synth video cam.mp4 --fps 15 --size 320x176 &&
        python scripts/bench_stream.py --workspace WS --artifact REF --source cam.mp4 --rtsp --streams 8 --warmup 3
+
+With ``--vehicles`` it measures the vehicle pipeline (``bench --line``: decode -> find -> follow -> count ->
+crop -> classify -> sink, the classifier run on crops of tracked vehicles, not on frames): how many real-time
+streams of the clip hold (p99 end to end within the budget, at most 1% of frames dropped), for each finder
+width in ``--motion-width`` (``MotionConfig.scale_width``: the default 320, or 160, cheaper). Without
+--streams it searches: 1, 2, 4, ... until a count fails, then bisects; a count holds when one of --tries
+runs (default 2) is real-time, so that a burst of other work on a shared machine does not decide it (every
+try is printed and saved). First, in the same run, the decode limit: ``cores`` processes each decode the
+clip on one thread (as a stream's source does), for decode alone, decode + conversion to full-size RGB
+(what the vehicle pipeline's sources do: vehicles are cropped from the full frame) and decode + libswscale
+to the finder's width, best of two interleaved rounds; streams that decode alone in real time are that
+frames/s over the clip's fps. The result line gives the sustained streams as a share of the RGB decode
+limit and of decode alone; ``OUT/vehicles-summary.json`` has it all.
+
+  toolchain synth video traffic.mp4 --size 640x352 --fps 30 --seconds 20 &&
+  python scripts/bench_stream.py --make-model edgenet.onnx &&
+  python scripts/bench_stream.py --vehicles --workspace WS --artifact edgenet.onnx --source traffic.mp4 \
+      --motion-width 320,160 --duration 5
+
+(``--make-model`` writes the demo's ``edgenet`` architecture, untrained, as a dynamic-batch ONNX: the same
+graph and cost as a trained one, for timing when no trained build is at hand; needs the ``train`` extra.)
 """
 
 from __future__ import annotations
@@ -28,14 +49,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--artifact", required=True)
-    parser.add_argument("--source", required=True)
+    parser.add_argument("--workspace")
+    parser.add_argument("--artifact")
+    parser.add_argument("--source")
     parser.add_argument("--budget-ms", type=float, default=None)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
@@ -49,9 +71,27 @@ def main() -> int:
     parser.add_argument("--no-stop", action="store_true", help="Run every count even after one is not real-time.")
     parser.add_argument("--rtsp", action="store_true",
                         help="Serve --source (H.264 MP4) as live RTSP cameras (scripts/rtsp_server) and bench those.")
+    parser.add_argument("--vehicles", action="store_true",
+                        help="Bench the vehicle pipeline (bench --line) and search the real-time streams that hold.")
+    parser.add_argument("--line", action="append", default=None,
+                        help="With --vehicles: NAME=x1,y1,x2,y2 (default: a vertical line through the frame's middle).")
+    parser.add_argument("--motion-width", default="320",
+                        help="With --vehicles: finder widths (MotionConfig.scale_width) to measure, comma-separated.")
+    parser.add_argument("--limit-seconds", type=float, default=3.0, help="Seconds per decode-limit measurement.")
+    parser.add_argument("--tries", type=int, default=2,
+                        help="With --vehicles: runs of a stream count before it is judged not to hold.")
+    parser.add_argument("--make-model", metavar="OUT.onnx", default=None,
+                        help="Write an untrained edgenet ONNX (dynamic batch, the toolchain's metadata) and exit.")
     args = parser.parse_args()
+    if args.make_model:
+        make_model(Path(args.make_model))
+        return 0
+    if not (args.workspace and args.artifact and args.source):
+        parser.error("--workspace, --artifact and --source are required")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.vehicles:
+        return vehicles_main(args, out)
     print(f"load average before: {os.getloadavg()}", file=sys.stderr)
     limit = None
     if not args.source.startswith("synthetic"):
@@ -147,6 +187,202 @@ def decode_limits(path: str, size: int, seconds: float = 3.0) -> tuple[float, fl
         return frames / (time.perf_counter() - started)
 
     return rate(False), rate(True)
+
+
+# -- the vehicle pipeline -----------------------------------------------------------------------------------
+
+
+def clip_info(path: str) -> tuple[int, int, float]:
+    """``(width, height, fps)`` of a video file."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        return stream.codec_context.width, stream.codec_context.height, float(rate) if rate else 30.0
+
+
+def _decode_worker(job: tuple[str, str, int, float]) -> float:
+    """Frames/s of one process decoding ``path`` (looped) on one thread, for ``mode``: ``decode`` (the frames
+    only), ``rgb`` (and converted to full-size RGB, as a vehicle stream's source does) or ``scaled`` (and
+    converted + scaled by libswscale to ``width`` pixels wide)."""
+    import time
+
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    path, mode, width, seconds = job
+    frames, reformatter = 0, VideoReformatter()
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_count = 1
+            height = round(stream.codec_context.height * width / stream.codec_context.width / 2) * 2
+            for frame in container.decode(stream):
+                if mode == "rgb":
+                    reformatter.reformat(frame, format="rgb24").to_ndarray()
+                elif mode == "scaled":
+                    reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                                         interpolation="BILINEAR").to_ndarray()
+                frames += 1
+                if frames % 64 == 0 and time.perf_counter() - started >= seconds:
+                    break
+    return frames / (time.perf_counter() - started)
+
+
+def parallel_decode_limits(path: str, widths: list[int], seconds: float, rounds: int = 2) -> dict[str, float]:
+    """Frames/s the whole machine decodes ``path`` at: one process per core, each decoding on one thread; the
+    modes interleaved over ``rounds`` and the best round kept (another job's burst on a shared machine is not
+    the machine's limit)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    cores = os.cpu_count() or 1
+    modes = [("decode", 0), ("rgb", 0), *(("scaled", w) for w in widths)]
+    limits: dict[str, float] = {}
+    with ProcessPoolExecutor(max_workers=cores) as pool:
+        for _ in range(rounds):
+            for mode, width in modes:
+                rate = sum(pool.map(_decode_worker, [(path, mode, width, seconds)] * cores))
+                key = mode if mode != "scaled" else f"scaled-{width}"
+                limits[key] = max(limits.get(key, 0.0), rate)
+    return limits
+
+
+def vehicles_main(args: argparse.Namespace, out: Path) -> int:
+    from toolchain.bench.run import BenchConfig, run_bench
+    from toolchain.runtime.find import MotionConfig
+    from toolchain.runtime.geometry import Line
+    from toolchain.runtime.vehicles import VehicleConfig
+    from toolchain.workspace import Workspace
+
+    if args.source.startswith("synthetic") or not Path(args.source).is_file():
+        raise SystemExit("--vehicles needs a video file of moving traffic (toolchain synth video OUT.mp4 --size 640x352)")
+    width, height, fps = clip_info(args.source)
+    widths = [int(w) for w in args.motion_width.split(",")]
+    lines = tuple(Line.parse(text) for text in (args.line or [f"mid={width // 2},0,{width // 2},{height}"]))
+    cores = os.cpu_count() or 1
+    load_before = os.getloadavg()
+    print(f"clip {args.source}: {width}x{height} at {fps:g} fps; lines {', '.join(l.spec() for l in lines)}; "
+          f"{cores} cores; load average before: {load_before}", flush=True)
+    limits = parallel_decode_limits(args.source, widths, args.limit_seconds)
+    decode_streams = {mode: int(rate // fps) for mode, rate in limits.items()}
+    print("decode limit (" + f"{cores} processes, one decoder thread each): " + ", ".join(
+        f"{mode} {rate:.0f} frames/s = {decode_streams[mode]} streams" for mode, rate in limits.items()), flush=True)
+    summary: dict[str, object] = {"clip": {"path": args.source, "width": width, "height": height, "fps": fps},
+                                  "cores": cores, "lines": [l.spec() for l in lines], "decode_limit_fps": limits,
+                                  "decode_limit_streams": decode_streams, "load_before": load_before, "runs": {}}
+    results: dict[int, dict[int, list[dict]]] = {}
+    with Workspace(Path(args.workspace)) as workspace:
+        for scale in widths:
+            vehicles = VehicleConfig(lines=lines, motion=MotionConfig(scale_width=scale))
+            results[scale] = {}
+
+            def trial(n: int, scale: int = scale, vehicles: VehicleConfig = vehicles) -> bool:
+                """Whether n streams hold: in any of --tries runs (a burst of other work on a shared machine
+                fails one run; the pipeline that cannot keep up fails them all). Every try is printed."""
+                for attempt in range(1, args.tries + 1):
+                    config = BenchConfig(artifact=args.artifact, sources=(args.source,), streams=n, loop=True,
+                                         duration_s=args.duration, warmup_s=args.warmup, budget_ms=args.budget_ms,
+                                         threads=args.threads, aligned=args.aligned, record=False, vehicles=vehicles,
+                                         plots_dir=str(out / f"plots-vehicles-{scale}-{n}-{attempt}"))
+                    load = os.getloadavg()[0]
+                    report = run_bench(workspace, config)
+                    report["load_before"] = load
+                    (out / f"vehicles-{scale}-streams-{n}-{attempt}.json").write_text(json.dumps(report, indent=2))
+                    results[scale].setdefault(n, []).append(report)
+                    print(f"[try {attempt}, load {load:.1f}] " + vehicle_line(scale, n, report, decode_streams["rgb"]),
+                          flush=True)
+                    if report["realtime"]:
+                        return True
+                return False
+
+            counts = [int(n) for n in args.streams.split(",")] if args.streams else None
+            sustained = sweep_counts(trial, counts, args.no_stop) if counts else search(trial, max(1, decode_streams["decode"]))
+            share = sustained / decode_streams["rgb"] if decode_streams["rgb"] else 0.0
+            summary["runs"][str(scale)] = {"sustained": sustained, "share_of_decode_rgb_limit": round(share, 3),
+                                           "share_of_decode_only_limit": round(sustained / max(1, decode_streams["decode"]), 3),
+                                           "tried": sorted(results[scale])}
+            print(f"finder width {scale}: {sustained} real-time {width}x{height} {fps:g} fps streams hold with the vehicle "
+                  f"pipeline = {share:.0%} of the {decode_streams['rgb']} that decode (to RGB) alone in real time "
+                  f"({sustained / max(1, decode_streams['decode']):.0%} of the {decode_streams['decode']} of decode only)",
+                  flush=True)
+    summary["load_after"] = os.getloadavg()
+    (out / "vehicles-summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"load average after: {summary['load_after']}")
+    return 0
+
+
+def vehicle_line(scale: int, n: int, report: dict, decode_streams: int) -> str:
+    e2e, st, v = report["e2e_ms"], report["stage_ms"], report["vehicles"]
+    p50 = "/".join(f"{st[s]['p50']:.2f}" if st[s]["p50"] is not None else "-"
+                   for s in ("decode", "find", "follow", "count", "crop", "classify"))
+    lat = v["event_latency_ms"]
+    return (f"width={scale} streams={n} e2e p50={e2e['p50']:.2f} p99={e2e['p99']:.2f} ms, fps={report['fps']:.1f}, "
+            f"dropped={report['dropped']}, misses={report['deadline_misses']}, cpu={report['cpu_percent']}%, "
+            f"p50 decode/find/follow/count/crop/classify={p50} ms, crossings={v['crossings']} "
+            f"({v['per_second']:.2f}/s), event latency p50/p99={lat['p50']}/{lat['p99']} ms, "
+            f"crops/s={v['crops']['per_second']:.1f}, realtime={report['realtime']}"
+            + (f", share of decode limit={n / decode_streams:.0%}" if decode_streams else ""))
+
+
+def sweep_counts(trial: Callable[[int], bool], counts: list[int], no_stop: bool) -> int:
+    sustained = 0
+    for n in counts:
+        if trial(n):
+            sustained = max(sustained, n)
+        elif not no_stop:
+            break
+    return sustained
+
+
+def search(trial: Callable[[int], bool], ceiling: int) -> int:
+    """The largest stream count that holds: 1, 2, 4, ... until one fails (or ``ceiling``), then bisect."""
+    good, bad, n = 0, None, 1
+    while bad is None:
+        if trial(n):
+            good = n
+            if n >= ceiling:
+                return n
+            n = min(ceiling, n * 2)
+        else:
+            bad = n
+    while bad - good > 1:
+        n = (good + bad) // 2
+        if trial(n):
+            good = n
+        else:
+            bad = n
+    return good
+
+
+def make_model(out: Path) -> None:
+    """The demo's ``edgenet`` recipe, untrained, as an ONNX with a dynamic batch and the metadata bench reads."""
+    import json as _json
+    import warnings
+
+    import onnx
+    import torch
+
+    from toolchain.models.recipe import load_recipe
+    from toolchain.models.zoo import build_model
+
+    recipe = load_recipe("edgenet")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(build_model(recipe, 2), torch.nn.Softmax(dim=1)).eval()
+    size = recipe.input_size
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter calls itself legacy; `toolchain export` uses it too
+        torch.onnx.export(model, (torch.zeros(1, 3, size, size),), str(out), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["probabilities"],
+                          dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}})
+    graph = onnx.load(str(out))
+    for key, value in {"classes": _json.dumps(["car", "truck"]), "input_size": str(size),
+                       "mean": _json.dumps(list(recipe.mean)), "std": _json.dumps(list(recipe.std)),
+                       "input_layout": "float-nchw", "note": "untrained edgenet (scripts/bench_stream.py --make-model)"}.items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(out))
+    print(f"wrote {out} (edgenet, {size} px, untrained, dynamic batch)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ Camera secrets come as ``serve`` takes them in the unit's container: the request
 file (:data:`toolchain.serve.credentials.CONTAINER_PATH`), never what it holds, and sources are
 ``NAME=URL`` with credential-free URLs.
 
+With ``vehicles`` in the request (``bench --line``) it runs the vehicle pipeline as ``serve --line`` does
+(find, follow, count, crop and classify), the lines and settings carried by :func:`vehicles_to_json`.
+
 Runtime file: standard library + numpy, Python 3.8+.
 """
 
@@ -20,7 +23,7 @@ import json
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from toolchain.bench.report import frame_arrays, stream_report
 from toolchain.errors import ToolchainError, UsageError
@@ -46,11 +49,51 @@ def run(request: Dict[str, Any]) -> Dict[str, Any]:
                            loop=bool(request.get("loop")))
     preprocess = Preprocessor(PreprocessConfig(size=model.size, layout=model.layout, mean=model.mean, std=model.std))
     config = PipelineConfig(**request.get("pipeline", {}))  # the workstation's BenchConfig.pipeline_config()
+    vehicles = vehicles_from_json(request.get("vehicles"))
+    counted: Optional[int] = None
     with make_runner(model, threads=int(request.get("threads", 0))) as runner:
-        result = Pipeline(sources, runner, preprocess, model.classes, NullSink(), config).run()
+        if vehicles is None:
+            result = Pipeline(sources, runner, preprocess, model.classes, NullSink(), config).run()
+        else:
+            from toolchain.runtime.vehicles import make_vehicle_pipeline
+
+            streams, ledger = make_vehicle_pipeline([s.name for s in sources], vehicles, preprocess)
+            result = Pipeline(sources, runner, preprocess, model.classes, NullSink(), config, vehicles=streams,
+                              ledger=ledger).run()
+            counted = sum(ledger.counts.values())
         runner_device = getattr(runner, "device", "")
-    return {"report": stream_report(result), "frames": frame_arrays(result), "device": device_facts(),
-            "runner": model.backend, "runner_device": runner_device, "model": dict(model.info)}
+    on = vehicles is not None
+    return {"report": stream_report(result, vehicles=on, counted=counted), "frames": frame_arrays(result, vehicles=on),
+            "device": device_facts(), "runner": model.backend, "runner_device": runner_device, "model": dict(model.info)}
+
+
+def vehicles_to_json(config: Any) -> Dict[str, Any]:
+    """A :class:`~toolchain.runtime.vehicles.VehicleConfig` as plain JSON (lines as their ``--line`` text)."""
+    from dataclasses import asdict, fields
+
+    data = {f.name: getattr(config, f.name) for f in fields(config)}
+    data["lines"] = [line.spec() for line in config.lines]
+    data["camera_lines"] = [[camera, line.spec()] for camera, line in config.camera_lines]
+    data["detector_classes"] = list(config.detector_classes)
+    data["motion"] = asdict(config.motion) if config.motion is not None else None
+    return data
+
+
+def vehicles_from_json(data: Optional[Dict[str, Any]]) -> Any:
+    """The :class:`~toolchain.runtime.vehicles.VehicleConfig` :func:`vehicles_to_json` wrote (None: frame mode)."""
+    if not data:
+        return None
+    from toolchain.runtime.geometry import Line
+    from toolchain.runtime.vehicles import VehicleConfig
+
+    motion = None
+    if data.get("motion"):
+        from toolchain.runtime.find import MotionConfig
+
+        motion = MotionConfig(**data["motion"])
+    return VehicleConfig(**{**data, "lines": tuple(Line.parse(text) for text in data.get("lines", ())),
+                            "camera_lines": tuple((camera, Line.parse(text)) for camera, text in data.get("camera_lines", ())),
+                            "detector_classes": tuple(int(c) for c in data.get("detector_classes", ())), "motion": motion})
 
 
 def main(argv: List[str]) -> int:

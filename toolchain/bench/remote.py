@@ -152,6 +152,9 @@ def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image
 
     if config.pure:
         raise UsageError("--pure is not available with --on; bench the stream path on the unit")
+    if config.vehicles is not None and config.vehicles.finder != "motion":
+        raise UsageError("--detector ONNX is not sent to a unit: bench --on finds vehicles by motion; bench the "
+                         "detector here, or leave --detector out")
     subject = resolve_subject(workspace, config.artifact)
     if subject.record is None or subject.record.kind != "build":
         raise UsageError(f"{config.artifact} is not a build: --on runs a packaged build's image; build it for the unit's "
@@ -162,6 +165,10 @@ def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image
     secrets = _credentials(config)
     request = {"sources": sources, "fps": config.fps, "loop": config.loop, "threads": config.threads,
                "pipeline": asdict(config.pipeline_config(budget_for(config, subject)))}
+    if config.vehicles is not None:  # the vehicle pipeline, as the unit's serve --line runs it
+        from toolchain.bench.onunit import vehicles_to_json
+
+        request["vehicles"] = vehicles_to_json(config.vehicles)
     if secrets is not None:
         from toolchain.serve.credentials import CONTAINER_PATH
 
@@ -212,6 +219,9 @@ def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image
     finally:
         client.close()
     report = result["report"]
+    if config.vehicles is not None and report.get("pipeline") != "vehicles":
+        raise BadInputError(f"image {reference[:19]} ran frames, not the vehicle pipeline: its runtime predates "
+                            "--line; package the build again with this toolchain and bench that image")
     device = {**result["device"], "engine_architecture": engine_arch, "emulated": emulated,
               "runner_device": result.get("runner_device", "")}
     if emulated:

@@ -4,6 +4,11 @@ The report answers "will this model keep up with my cameras on this device?": pe
 end-to-end latency percentiles, throughput, dropped frames, deadline misses, CPU use, and a
 real-time verdict. Pipeline overhead is end-to-end p50 minus the sum of the stage p50s (time in
 queues and hand-overs), as a fraction of end-to-end p50.
+
+With lines (``--line``, :attr:`BenchConfig.vehicles`) it runs the vehicle pipeline ``serve --line`` runs
+(decode -> find -> follow -> count -> crop -> classify -> sink, :data:`~toolchain.runtime.vehicles.VEHICLE_STAGES`)
+and the report adds the crossings, vehicles per second, event latency and crops classified per second
+(:func:`toolchain.bench.report.vehicle_summary`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import platform
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +30,10 @@ from toolchain.bench.stats import summarize
 from toolchain.bench.subject import RUNNERS, Subject, require_runner_available, resolve_subject
 from toolchain.errors import MissingEnvironmentError, UsageError
 from toolchain.registry import NewRecord
-from toolchain.runtime.pipeline import NullSink, Pipeline, PipelineConfig, PipelineResult, pure_inference
+from toolchain.runtime.pipeline import NullSink, Pipeline, PipelineConfig, pure_inference
 from toolchain.runtime.preprocess import Preprocessor, Roi
+from toolchain.runtime.sources import camera_name
+from toolchain.runtime.vehicles import VehicleConfig, make_vehicle_pipeline
 from toolchain.serve.service import open_cameras
 from toolchain.workspace import Workspace
 
@@ -56,6 +63,7 @@ class BenchConfig:
     scaled_decode: bool = True
     aligned: bool = False
     credentials: Path | None = None
+    vehicles: VehicleConfig | None = None
 
     def __post_init__(self) -> None:
         if self.runner not in RUNNERS:
@@ -73,11 +81,31 @@ class BenchConfig:
             Roi.parse(self.roi)
         if self.pure and self.credentials is not None:
             raise UsageError("--credentials belongs to camera sources; --pure reads none")
+        if self.vehicles is not None:
+            self._check_vehicles(self.vehicles)
         self.pipeline_config(self.budget_ms)  # the pipeline's own checks, on the options as given
+
+    def _check_vehicles(self, vehicles: VehicleConfig) -> None:
+        if self.pure:
+            raise UsageError("--line runs the vehicle pipeline on --source streams; --pure times inference alone: "
+                             "pass one or the other")
+        if self.roi:
+            raise UsageError("--roi crops whole frames before the classifier; with --line the classifier sees crops of "
+                             "vehicles: drop --roi (draw the lines where the road is)")
+        if not vehicles.lines and not vehicles.camera_lines:
+            raise UsageError("the vehicle pipeline needs at least one --line NAME=x1,y1,x2,y2")
+        names = [camera_name(spec, i)[0] for i, spec in enumerate(self.stream_specs)]
+        unknown = sorted({camera for camera, _ in vehicles.camera_lines} - set(names))
+        if unknown:
+            raise UsageError(f"--line names camera(s) {', '.join(unknown)}, which no --source has; cameras are "
+                             f"{', '.join(sorted(set(names)))} (name them NAME=URL)")
 
     def to_json(self) -> dict[str, Any]:
         """The options as a benchmark records them (the credentials file by its path, never what it holds)."""
-        return {**asdict(self), "credentials": None if self.credentials is None else str(self.credentials)}
+        from toolchain.bench.onunit import vehicles_to_json
+
+        return {**asdict(self), "credentials": None if self.credentials is None else str(self.credentials),
+                "vehicles": None if self.vehicles is None else vehicles_to_json(self.vehicles)}
 
     def pipeline_config(self, budget_ms: float | None) -> PipelineConfig:
         """The pipeline these options run (here, or in a unit's container through ``bench --on``)."""
@@ -127,9 +155,17 @@ def run_bench(workspace: Workspace, config: BenchConfig) -> dict[str, Any]:
     budget = budget_for(config, subject)
     roi = Roi.parse(config.roi) if config.roi else None
     preprocess = Preprocessor(subject.preprocess_config(roi))
+    vehicles = config.vehicles is not None
     with runner:
         if config.pure:
             report = _pure_report(config, subject, runner, budget)
+        elif config.vehicles is not None:  # the stages serve --line runs, on the same threads and batching
+            names = [camera_name(spec, i)[0] for i, spec in enumerate(config.stream_specs)]
+            streams, ledger = make_vehicle_pipeline(names, config.vehicles, preprocess)
+            pipeline = Pipeline(sources, runner, preprocess, subject.classes, NullSink(), config.pipeline_config(budget),
+                                vehicles=streams, ledger=ledger)
+            result = pipeline.run()
+            report = stream_report(result, vehicles=True, counted=sum(ledger.counts.values()))
         else:
             pipeline = Pipeline(sources, runner, preprocess, subject.classes, NullSink(), config.pipeline_config(budget))
             result = pipeline.run()
@@ -142,7 +178,7 @@ def run_bench(workspace: Workspace, config: BenchConfig) -> dict[str, Any]:
     plots: dict[str, Path] = {}
     if not config.pure:
         try:
-            plots = _plots(result, report, config)
+            plots = plots_from_arrays(frame_arrays(result, vehicles=vehicles), report, config.plots_dir)
         except MissingEnvironmentError as exc:  # a GPU box without matplotlib still gets the numbers
             report["plots_error"] = str(exc)
     report["plots"] = {name: str(path) for name, path in plots.items()}
@@ -186,10 +222,6 @@ def _pure_report(config: BenchConfig, subject: Subject, runner: Any, budget: flo
     }
 
 
-def _plots(result: PipelineResult, report: dict[str, Any], config: BenchConfig) -> dict[str, Path]:
-    return plots_from_arrays(frame_arrays(result), report, config.plots_dir)
-
-
 def plots_from_arrays(frames: dict[str, Any], report: dict[str, Any], plots_dir: str | None) -> dict[str, Path]:
     """The latency histograms and the timeline of one run, from :func:`toolchain.bench.report.frame_arrays`."""
     from toolchain.bench.plots import plot_histograms, plot_timeline
@@ -224,9 +256,9 @@ def compare(workspace: Workspace, configs: list[BenchConfig]) -> dict[str, Any]:
     """One table across artifacts: size, test accuracy, inference ms (pure, batch 1), e2e p99 and fps (stream)."""
     rows, runs = [], []
     for config in configs:
-        pure = run_bench(workspace, BenchConfig(**{**asdict(config), "pure": True, "batch": 1, "record": False,
-                                                   "credentials": None, "duration_s": min(config.duration_s, 3.0),
-                                                   "warmup_s": min(config.warmup_s, 1.0)}))
+        pure = run_bench(workspace, replace(config, pure=True, batch=1, record=False, credentials=None, vehicles=None,
+                                            duration_s=min(config.duration_s, 3.0),
+                                            warmup_s=min(config.warmup_s, 1.0)))
         stream = run_bench(workspace, config) if config.sources else None
         runs.append({"pure": pure, "stream": stream})
         rows.append({

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from toolchain.cli.output import app, emit, json_option
-from toolchain.cli.serve import credentials_option
+from toolchain.cli.serve import credentials_option, vehicle_config, vehicle_options
 from toolchain.errors import UsageError
 
 
@@ -53,16 +53,24 @@ from toolchain.errors import UsageError
 @click.option("--fleet", type=click.Path(dir_okay=False, path_type=Path), default=None, help="fleet.toml naming --unit.")
 @click.option("--image", default=None, help="With --on/--unit: the runtime image to use (default: the packaged one).")
 @click.option("--insecure", is_flag=True, help="Allow a plain, unencrypted tcp:// engine URL (closed test networks).")
+@vehicle_options(lines_required=False)
 @json_option
 @click.pass_context
 def bench(ctx: click.Context, artifacts: tuple[str, ...], sources: tuple[str, ...], streams: int, pace: str, runner: str,
           duration: float, warmup: float, budget_ms: float | None, max_batch: int, max_wait_ms: float, queue: int,
           roi: str | None, fps: float | None, loop: bool, pure: bool, batch: int, threads: int, plots_dir: str | None,
           compare: bool, no_record: bool, aligned: bool, full_decode: bool, on: str | None, unit: str | None, fleet: Path | None, image: str | None,
-          insecure: bool, credentials: Path | None) -> None:
+          insecure: bool, credentials: Path | None, lines: tuple[str, ...], anchor: str, detector: str,
+          detector_classes: tuple[int, ...]) -> None:
     """Will ARTIFACT keep up with these cameras on this device? Measures the whole path of every frame:
     decode -> preprocess -> batch -> infer -> postprocess -> sink, with p50/p90/p95/p99/max per stage
     and end to end, throughput, dropped frames, deadline misses, CPU use and a real-time verdict.
+
+    \b
+    With --line it runs the vehicle pipeline `serve --line` runs: decode -> find -> follow -> count ->
+    crop -> classify (crops batched across streams) -> sink, timed per stage, and adds the crossings
+    counted, vehicles per second, event latency (crossing frame's arrival to its event, p50/p95/p99) and
+    crops classified per second.
 
     ARTIFACT: a build (`toolchain build`), an ONNX artifact, a registered model (torch runner) or a
     file path. With --compare, several ARTIFACTs. Each run is recorded as a `benchmark` linked to the
@@ -84,13 +92,17 @@ def bench(ctx: click.Context, artifacts: tuple[str, ...], sources: tuple[str, ..
 
     if len(artifacts) > 1 and not compare:
         raise UsageError("several ARTIFACTs need --compare")
+    if not lines and (detector != "motion" or detector_classes):
+        raise UsageError("--detector and --detector-class choose how the vehicle pipeline finds vehicles: add --line "
+                         "NAME=x1,y1,x2,y2 to run it")
+    vehicles = vehicle_config(lines, anchor, detector, detector_classes) if lines else None
 
     def config(artifact: str) -> BenchConfig:
         return BenchConfig(artifact=artifact, sources=sources, streams=streams, pace=pace, runner=runner,
                            duration_s=duration, warmup_s=warmup, budget_ms=budget_ms, max_batch=max_batch,
                            max_wait_ms=max_wait_ms, queue=queue, roi=roi, fps=fps, loop=loop, pure=pure, batch=batch,
                            threads=threads, plots_dir=plots_dir, record=not no_record, scaled_decode=not full_decode,
-                           aligned=aligned, credentials=credentials)
+                           aligned=aligned, credentials=credentials, vehicles=vehicles)
 
     where = _where(on, unit, fleet)
     if where is not None and compare:
@@ -149,6 +161,8 @@ def _render(out: Console, report: dict[str, Any]) -> None:
                  f"{report['overhead']['wait_fraction']:.0%})")
     out.print(f"{report['fps']:.1f} frames/s, {report['dropped']} dropped, {report['deadline_misses']} deadline misses "
               f"(budget {report['budget_ms']:g} ms), CPU {report['cpu_percent']:.0f}% of one core{extra}")
+    if "vehicles" in report:
+        _render_vehicles(out, report["vehicles"])
     for state in report.get("stream_states", []):
         if state["status"] not in ("ended", "stopped"):
             out.print(f"[yellow]stream {escape(state['name'])}: {state['status']}[/yellow] {escape(state['error'])}")
@@ -158,6 +172,19 @@ def _render(out: Console, report: dict[str, Any]) -> None:
         out.print(f"{name}: {escape(path)}")
     if report.get("benchmark"):
         out.print(f"recorded as benchmark {report['benchmark'][:12]}")
+
+
+def _render_vehicles(out: Console, v: dict[str, Any]) -> None:
+    lat = v["event_latency_ms"]
+    out.print(f"{v['crossings']} crossings measured ({v['per_second']:.2f} vehicles/s; {v['counted']} counted in the whole "
+              f"run), event latency p50 {_fmt(lat['p50'])} / p95 {_fmt(lat['p95'])} / p99 {_fmt(lat['p99'])} ms; "
+              f"{v['crops']['classified']} crops classified ({v['crops']['per_second']:.1f}/s, "
+              f"{v['classify_batches']['count']} batches); {v['boxes_per_frame']:.2f} boxes, "
+              f"{v['tracks_per_frame']:.2f} tracks per frame")
+    for line, directions in v["by_line"].items():
+        counts = ", ".join(f"{direction} " + " ".join(f"{cls} {n}" for cls, n in sorted(classes.items()))
+                           for direction, classes in sorted(directions.items()))
+        out.print(f"  line {escape(line)}: {escape(counts)}")
 
 
 def _render_compare(out: Console, payload: dict[str, Any]) -> None:
