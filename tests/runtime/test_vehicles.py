@@ -116,11 +116,22 @@ def test_a_dropped_frames_crossings_and_ends_move_to_the_next_frame() -> None:
 
 def test_crops_are_the_box_widened_by_the_margin_and_clipped_to_the_frame() -> None:
     crops = CropPreprocessor(lambda crop: crop, margin=0.1)
-    assert crops.crop_box(Box(x1=100, y1=50, x2=200, y2=100), W, H) == (90, 45, 210, 105)
-    assert crops.crop_box(Box(x1=0, y1=0, x2=50, y2=50), W, H) == (0, 0, 55, 55)
+    # 120 x 60 after the margin: 120 x 64 about the same centre
+    assert crops.crop_box(Box(x1=100, y1=50, x2=200, y2=100), W, H) == (90, 43, 210, 107)
+    # 60 x 60 with the margin, at the corner: 64 x 64, moved inside the frame
+    assert crops.crop_box(Box(x1=0, y1=0, x2=50, y2=50), W, H) == (0, 0, 64, 64)
+    # sides are multiples of 8 whatever the box, so the resize's taps are shared across vehicles
+    rng = np.random.default_rng(0)
+    shapes = set()
+    for _ in range(200):
+        x, y = rng.uniform(0, W - 40), rng.uniform(0, H - 30)
+        x0, y0, x1, y1 = crops.crop_box(Box(x1=x, y1=y, x2=x + rng.uniform(10, 40), y2=y + rng.uniform(8, 30)), W, H)
+        assert 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H and (x1 - x0) % 8 == 0 and (y1 - y0) % 8 == 0
+        shapes.add((x1 - x0, y1 - y0))
+    assert len(shapes) <= 36
     frame = np.arange(H * W * 3, dtype=np.uint8).reshape(H, W, 3)
     batch = CropPreprocessor(lambda crop: crop[:4, :4], margin=0.0)(frame, [Box(x1=10, y1=20, x2=30, y2=40)])
-    assert batch.shape == (1, 4, 4, 3) and (batch[0] == frame[20:24, 10:14]).all()
+    assert batch.shape == (1, 4, 4, 3) and (batch[0] == frame[18:22, 8:12]).all()  # 24 x 24 about the box
 
 
 def test_lines_are_parsed_per_camera_and_a_name_used_twice_is_refused() -> None:

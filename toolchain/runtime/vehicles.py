@@ -168,6 +168,20 @@ class _TrackPlan:
     last_area: float = 0.0
 
 
+STEP = 8
+"""Crop sides are rounded up to a multiple of this many pixels (see :meth:`CropPreprocessor.crop_box`)."""
+
+
+def _span(low: float, high: float, limit: int) -> Tuple[int, int]:
+    """``[low, high)`` widened to a multiple of :data:`STEP` about its centre, kept inside ``[0, limit)``."""
+    size = max(STEP, int(np.ceil((high - low) / STEP)) * STEP)
+    if size >= limit:
+        return 0, limit
+    start = int(np.floor((low + high) / 2 - size / 2))
+    start = min(max(start, 0), limit - size)
+    return start, start + size
+
+
 class CropPreprocessor:
     """Crops of boxes from a full frame -> a batch of model inputs, as the training crops were made."""
 
@@ -177,11 +191,17 @@ class CropPreprocessor:
         self.preprocess, self.margin = preprocess, margin
 
     def crop_box(self, box: Box, width: int, height: int) -> Tuple[int, int, int, int]:
-        """The box widened by the margin, clipped to the frame: ``(x0, y0, x1, y1)`` integer pixels."""
+        """The box widened by the margin, then to a multiple of :data:`STEP` pixels a side (centred, inside the
+        frame where it fits): ``(x0, y0, x1, y1)`` integer pixels.
+
+        The resize's filter taps are computed once per crop shape; without the rounding every vehicle crop had
+        a shape of its own, and computing taps cost 4x the resize itself (BENCHMARKS.md, "Vehicle pipeline
+        streams"). A few pixels more of road around the vehicle is within the training crops' spread.
+        """
         mx, my = box.width * self.margin, box.height * self.margin
-        x0, y0 = max(0, int(np.floor(box.x1 - mx))), max(0, int(np.floor(box.y1 - my)))
-        x1, y1 = min(width, int(np.ceil(box.x2 + mx))), min(height, int(np.ceil(box.y2 + my)))
-        return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+        x0, x1 = _span(box.x1 - mx, box.x2 + mx, width)
+        y0, y1 = _span(box.y1 - my, box.y2 + my, height)
+        return x0, y0, x1, y1
 
     def __call__(self, frame: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
         height, width = frame.shape[:2]
