@@ -7,8 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.serve.fixtures import tiny_build
-from toolchain.registry import NewRecord
+from tests.serve.fixtures import tiny_build, unpackaged_image_record
 from toolchain.workspace import Workspace
 
 
@@ -56,12 +55,7 @@ def test_unreachable_canary_stops_the_rollout_and_everything_is_recorded(tmp_pat
     ws = tmp_path / "ws"
     with Workspace(ws) as workspace:
         build_id = tiny_build(workspace, tmp_path)
-        build = workspace.registry.get(build_id)
-        # The record `package` would have made (its image is never needed: no unit can be reached).
-        image, _, _ = workspace.registry.commit(NewRecord(kind="image", name="tiny-onnx-x86-64-cpu", body={
-            "image_id": "sha256:" + "0" * 64, "tag": "toolchain/tiny-onnx:test", "target": "x86-64-cpu",
-            "model": "tiny-onnx", "build": build_id, "artifact_sha256": build.body["blob"], "backend": "onnxruntime",
-        }, links=((build_id, "build"),)))
+        image = workspace.registry.get(unpackaged_image_record(workspace, build_id))
     code, out = _tc(ws, build_id[:12], "--fleet", str(_fleet(tmp_path)), "--parallel", "2")
     assert code == 5, out
     results = {u["unit"]: u for u in out["units"]}

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.serve.fixtures import tiny_build
+from tests.serve.fixtures import tiny_build, unpackaged_image_record
 from toolchain.deploy import rollout
 from toolchain.deploy.rollout import PENDING_DIR, DeployConfig, deploy, fleet_status, write_pending_records
 from toolchain.errors import MissingEnvironmentError
@@ -31,16 +31,11 @@ def packaged(tmp_path: Path) -> tuple[Path, str, Path]:
     """A workspace with a build and the image record ``package`` would make; its fleet of unreachable units."""
     ws = tmp_path / "ws"
     with Workspace(ws) as workspace:
-        build_id = tiny_build(workspace, tmp_path)
-        build = workspace.registry.get(build_id)
-        image, _, _ = workspace.registry.commit(NewRecord(kind="image", name="tiny-onnx-x86-64-cpu", body={
-            "image_id": "sha256:" + "0" * 64, "tag": "toolchain/tiny-onnx:test", "target": "x86-64-cpu",
-            "model": "tiny-onnx", "build": build_id, "artifact_sha256": build.body["blob"], "backend": "onnxruntime",
-        }, links=((build_id, "build"),)))
+        image = unpackaged_image_record(workspace, tiny_build(workspace, tmp_path))
     fleet = tmp_path / "fleet.toml"
     fleet.write_text('[defaults]\ntarget = "x86-64-cpu"\ncameras = ["rtsp://10.0.0.9/s1"]\n' + "".join(
         f'[[unit]]\nname = "{name}"\nurl = "unix://{tmp_path}/{name}.sock"\n' for name in UNITS))
-    return ws, image.id, fleet
+    return ws, image, fleet
 
 
 @pytest.fixture(autouse=True)

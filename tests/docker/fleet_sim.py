@@ -34,6 +34,23 @@ def toolchain_json(workspace: Path, *args: str, timeout: float = 900) -> tuple[i
     return run.returncode, payload, run.stderr
 
 
+def packaged_tiny_model(tmp_path: Path, model: str, docker_url: str, base_image: str) -> tuple[Path, Any, Any]:
+    """A workspace with the tiny ONNX registered as ``model``, built for x86-64-cpu and packaged on the engine
+    (tag ``toolchain/MODEL:test``): ``(workspace, build report, package report)``."""
+    from tests.onnx_fixtures import register_tiny_onnx
+    from toolchain.workspace import Workspace
+
+    ws = tmp_path / "ws"
+    with Workspace(ws) as workspace:
+        register_tiny_onnx(workspace, tmp_path / "m", name=model)
+    code, built, err = toolchain_json(ws, "build", model, "--target", "x86-64-cpu")
+    assert code == 0, err
+    code, image, err = toolchain_json(ws, "package", model, "--target", "x86-64-cpu", "--base-image", base_image,
+                                      "--docker-host", docker_url, "--tag", f"toolchain/{model}:test")
+    assert code == 0, err
+    return ws, built, image
+
+
 def health(port: int) -> int:
     """HTTP status of ``/healthz`` on the loopback port (0 when nothing answers)."""
     import urllib.error

@@ -27,12 +27,11 @@ from typing import Any
 
 import pytest
 
-from tests.onnx_fixtures import register_tiny_onnx
+from tests.docker.fleet_sim import packaged_tiny_model
 from tests.serve.fixtures import free_port, write_video
 from tests.serve.rtsp import StartServer, camera_clip, rtsp_server_fixture  # noqa: F401 - the fixture
 from toolchain.deploy.unit import SERVICE_UID
 from toolchain.serve.credentials import CONTAINER_PATH
-from toolchain.workspace import Workspace
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,14 +65,7 @@ def _assert_clean(where: str, text: str) -> None:
 @pytest.mark.timeout(600)
 def test_deployed_unit_leaks_no_secret_and_runs_locked_down(tmp_path: Path, docker_url: str, docker_client: Any,
                                                             base_image: str) -> None:
-    ws = tmp_path / "ws"
-    with Workspace(ws) as workspace:
-        register_tiny_onnx(workspace, tmp_path / "m", name=MODEL)
-    code, _, _, err = _tc(ws, "build", MODEL, "--target", "x86-64-cpu")
-    assert code == 0, err
-    code, image, _, err = _tc(ws, "package", MODEL, "--target", "x86-64-cpu", "--base-image", base_image,
-                              "--docker-host", docker_url, "--tag", f"toolchain/{MODEL}:test")
-    assert code == 0, err
+    ws, _, image = packaged_tiny_model(tmp_path, MODEL, docker_url, base_image)
 
     cams = tmp_path / "cams"
     write_video(cams / "cam.mp4", frames=20, fps=10)
@@ -202,14 +194,7 @@ def _bench_on(ws: Path, build: str, docker_url: str, docker_client: Any, *args: 
 @pytest.mark.timeout(900)
 def test_bench_on_a_unit_reads_a_password_camera_from_the_credentials_file(
         tmp_path: Path, docker_url: str, docker_client: Any, base_image: str, rtsp_server: StartServer) -> None:
-    ws = tmp_path / "ws"
-    with Workspace(ws) as workspace:
-        register_tiny_onnx(workspace, tmp_path / "m", name=BENCH_MODEL)
-    code, built, _, err = _tc(ws, "build", BENCH_MODEL, "--target", "x86-64-cpu")
-    assert code == 0, err
-    code, image, _, err = _tc(ws, "package", BENCH_MODEL, "--target", "x86-64-cpu", "--base-image", base_image,
-                              "--docker-host", docker_url, "--tag", f"toolchain/{BENCH_MODEL}:test")
-    assert code == 0, err
+    ws, built, image = packaged_tiny_model(tmp_path, BENCH_MODEL, docker_url, base_image)
     server = rtsp_server({"cam": camera_clip(tmp_path / "cam.mp4", seconds=2)}, auth=(USERNAME, PASSWORD))
     assert server.process is not None
     _assert_clean("the RTSP server's argv", Path(f"/proc/{server.process.pid}/cmdline").read_bytes().decode())

@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.docker.fleet_sim import packaged_tiny_model
 from tests.docker.test_security import _tc
-from tests.onnx_fixtures import register_tiny_onnx
 from tests.serve.fixtures import free_port, write_video
-from toolchain.workspace import Workspace
 
 pytestmark = pytest.mark.docker
 MODEL = "team-onnx"
@@ -25,15 +24,9 @@ SERVING = f"toolchain-{MODEL}"
 @pytest.mark.timeout(600)
 def test_two_workspaces_on_one_registry_leave_one_credentials_volume_and_restart_nothing(
         tmp_path: Path, docker_url: str, docker_client: Any, base_image: str) -> None:
-    laptop, ci = tmp_path / "laptop", tmp_path / "ci"
-    with Workspace(laptop) as workspace:
-        register_tiny_onnx(workspace, tmp_path / "m", name=MODEL)
+    laptop, _, image = packaged_tiny_model(tmp_path, MODEL, docker_url, base_image)
+    ci = tmp_path / "ci"
     shared = ("--registry", f"sqlite:///{laptop / 'registry.db'}", "--blobs", str(laptop))
-    code, _, _, err = _tc(laptop, "build", MODEL, "--target", "x86-64-cpu")
-    assert code == 0, err
-    code, image, _, err = _tc(laptop, "package", MODEL, "--target", "x86-64-cpu", "--base-image", base_image,
-                              "--docker-host", docker_url, "--tag", f"toolchain/{MODEL}:test")
-    assert code == 0, err
 
     cams = tmp_path / "cams"
     write_video(cams / "cam.mp4", frames=20, fps=10)

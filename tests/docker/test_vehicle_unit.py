@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 
+from tests.docker.fleet_sim import packaged_tiny_model
 from tests.docker.test_security import _tc
-from tests.onnx_fixtures import register_tiny_onnx
 from tests.serve.fixtures import free_port
 from tests.serve.rtsp import rtsp_server_fixture  # noqa: F401 - the fixture (named rtsp_server)
-from toolchain.workspace import Workspace
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,13 +28,7 @@ LINE = "mid=320,0,320,352"
 @pytest.mark.timeout(900)
 def test_the_packaged_service_counts_vehicles_from_a_camera_and_as_count_does_on_a_clip(
         tmp_path: Path, docker_url: str, docker_client: Any, base_image: str, rtsp_server: Any) -> None:
-    ws = tmp_path / "ws"
-    with Workspace(ws) as workspace:
-        register_tiny_onnx(workspace, tmp_path / "m", name=MODEL)
-    assert _tc(ws, "build", MODEL, "--target", "x86-64-cpu")[0] == 0
-    code, image, _, err = _tc(ws, "package", MODEL, "--target", "x86-64-cpu", "--base-image", base_image,
-                              "--docker-host", docker_url, "--tag", f"toolchain/{MODEL}:test")
-    assert code == 0, err
+    ws, _, image = packaged_tiny_model(tmp_path, MODEL, docker_url, base_image)
     clips = tmp_path / "clips"
     clips.mkdir(mode=0o755)
     os.chmod(tmp_path, 0o755)  # the service user reads the clip through the mount

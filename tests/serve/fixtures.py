@@ -19,6 +19,20 @@ def tiny_build(workspace: Workspace, tmp: Path, *, name: str = "tiny-onnx") -> s
     return build(workspace, BuildConfig(onnx=onnx.id, target="x86-64-cpu", verify_images=4)).build
 
 
+def unpackaged_image_record(workspace: Workspace, build_id: str) -> str:
+    """The ``image`` record ``package`` would make for the tiny build (its image is never needed where no unit can
+    be reached); its id."""
+    from toolchain.registry import NewRecord
+
+    build = workspace.registry.get(build_id)
+    assert build is not None
+    image, _, _ = workspace.registry.commit(NewRecord(kind="image", name="tiny-onnx-x86-64-cpu", body={
+        "image_id": "sha256:" + "0" * 64, "tag": "toolchain/tiny-onnx:test", "target": "x86-64-cpu",
+        "model": "tiny-onnx", "build": build_id, "artifact_sha256": build.body["blob"], "backend": "onnxruntime",
+    }, links=((build_id, "build"),)))
+    return image.id
+
+
 def write_video(path: Path, *, frames: int = 20, fps: int = 10, size: tuple[int, int] = (96, 64),
                 fmt: str | None = None, options: dict[str, str] | None = None) -> Path:
     """A short H.264 video of a bar moving across the frame (``fmt="mpegts"`` makes it streamable over HTTP;
