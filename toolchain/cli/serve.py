@@ -85,12 +85,15 @@ def serve(ctx: click.Context, artifact: str, sources: tuple[str, ...], target: s
           events_max_bytes: int, events_keep: int, credentials: Path | None, host: str, port: int, stale_s: float, require: str, threads: int, max_batch: int, reconnect_min: float,
           reconnect_max: float, duration_s: float | None, lines: tuple[str, ...], anchor: str, detector: str,
           detector_classes: tuple[int, ...]) -> None:
-    """Classify camera streams with ARTIFACT and write one JSON event per frame: the roadside service.
+    """Count and classify vehicles on camera streams with ARTIFACT: the roadside service.
 
     \b
     ARTIFACT is the bundle directory `toolchain package` puts in the image (/opt/toolchain/model), or on a
     workstation a registry reference to a build (id prefix, NAME, or MODEL@ALIAS with --target).
-    Events (camera, time, label, score) go to --events; GET /healthz (200 or 503) and /metrics (Prometheus)
+    With --line, each vehicle is found, followed, classified on crops of it and counted on the lines it
+    crosses: one event per crossing (camera, line, direction, class, score, track, frame, time) and
+    toolchain_vehicles_total in /metrics. Without --line, one event per frame (camera, time, label, score).
+    Events go to --events; GET /healthz (200 or 503) and /metrics (Prometheus)
     on --host:--port (loopback by default). Camera passwords belong in --credentials FILE, keyed by the
     camera's NAME (--source NAME=rtsp://host/path), never in the URL on the command line. A camera that drops is reconnected with backoff; SIGTERM stops cleanly (exit 0).
     """
