@@ -76,6 +76,15 @@ def remove_images(client: Any, refs: list[str]) -> None:
             pass
 
 
+def remove_deployed(client: Any, model: str, image_id: str) -> None:
+    """Remove what deploying ``model`` left on a unit's engine: its containers, its credential volumes, its image."""
+    for leftover in client.containers.list(all=True, filters={"name": f"toolchain-{model}"}):
+        leftover.remove(force=True)
+    for volume in client.volumes.list(filters={"label": f"org.toolchain.model={model}"}):
+        volume.remove(force=True)
+    remove_images(client, [image_id])
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

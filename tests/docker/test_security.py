@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.docker.fleet_sim import packaged_tiny_model
+from tests.docker.fleet_sim import packaged_tiny_model, remove_deployed
 from tests.serve.fixtures import free_port, write_video
 from tests.serve.rtsp import StartServer, camera_clip, rtsp_server_fixture  # noqa: F401 - the fixture
 from toolchain.deploy.unit import SERVICE_UID
@@ -154,14 +154,7 @@ log_max_file = 2
         assert code == 4 and "carries credentials" in err
         _assert_clean("the refusal", out + err)
     finally:
-        for leftover in docker_client.containers.list(all=True, filters={"name": SERVING}):
-            leftover.remove(force=True)
-        for volume in docker_client.volumes.list(filters={"label": f"org.toolchain.model={MODEL}"}):
-            volume.remove(force=True)
-        try:
-            docker_client.images.remove(image["image_id"], force=True)
-        except Exception:  # noqa: BLE001 - cleanup only
-            pass
+        remove_deployed(docker_client, MODEL, image["image_id"])
 
 
 BENCH_MODEL = "secure-bench-onnx"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.docker.fleet_sim import packaged_tiny_model
+from tests.docker.fleet_sim import packaged_tiny_model, remove_deployed
 from tests.docker.test_security import _tc
 from tests.serve.fixtures import free_port, write_video
 
@@ -63,12 +63,5 @@ health_timeout_s = 90
         assert len(volumes()) == 1
         assert not (ci / "keys").exists()  # the key lives in the registry, not in a workspace
     finally:
-        for leftover in docker_client.containers.list(all=True, filters={"name": SERVING}):
-            leftover.remove(force=True)
-        for volume in docker_client.volumes.list(filters={"label": f"org.toolchain.model={MODEL}"}):
-            volume.remove(force=True)
-        try:
-            docker_client.images.remove(image["image_id"], force=True)
-        except Exception:  # noqa: BLE001 - cleanup only
-            pass
+        remove_deployed(docker_client, MODEL, image["image_id"])
 

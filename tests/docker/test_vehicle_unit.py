@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.docker.fleet_sim import packaged_tiny_model
+from tests.docker.fleet_sim import packaged_tiny_model, remove_images
 from tests.docker.test_security import _tc
 from tests.serve.fixtures import free_port
 from tests.serve.rtsp import rtsp_server_fixture  # noqa: F401 - the fixture (named rtsp_server)
@@ -67,7 +67,7 @@ def test_the_packaged_service_counts_vehicles_from_a_camera_and_as_count_does_on
         assert result["StatusCode"] == 0, container.logs().decode()[-3000:]
     finally:
         container.remove(force=True)
-        docker_client.images.remove(image["image_id"], force=True)
+        remove_images(docker_client, [image["image_id"]])
     events = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     from_clip = sorted((e["line"], e["direction"], e["frame"], e["track"]) for e in events if e["camera"] == "clip")
     assert from_clip == expected  # the unit counts what `count` counts on the same frames
