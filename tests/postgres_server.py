@@ -20,12 +20,13 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.ports import free_port as _free_port
 
 _database_numbers = itertools.count()
 INSTALL_HINT = "install the PostgreSQL server (apt-get install postgresql) or set TOOLCHAIN_TEST_PG_BIN=DIR"
@@ -80,10 +81,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.serve.fixtures import free_port, tiny_build
+from tests.ports import free_port
+from tests.serve.fixtures import tiny_build
 from toolchain.workspace import Workspace
 
 

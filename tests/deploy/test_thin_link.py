@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.ports import free_port as _free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1 << 20
 
@@ -47,10 +49,6 @@ def test_the_engine_socket_proxy_is_owner_only_whatever_the_umask(tmp_path: Path
     engine.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _read_all(connection: socket.socket) -> int:

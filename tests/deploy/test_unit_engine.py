@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.docker import conftest as _engine
-from tests.serve.fixtures import free_port
+from tests.ports import free_port
 from toolchain.deploy.fleet import Unit
 from toolchain.deploy.unit import (
     DEPLOYED, FAILED, ROLLED_BACK, UNCHANGED, Release, _create, container_names, deploy_unit, wait_healthy,

@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from tests.ports import free_port, free_ports
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -85,34 +87,10 @@ def remove_deployed(client: Any, model: str, image_id: str) -> None:
     remove_images(client, [image_id])
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def unit_ports(names: list[str]) -> dict[str, int]:
     """A service port per unit such that no two units' ``port`` and ``port + 1`` overlap and both are free now
     (units on one host share its network: a rollout's new container takes ``port + 1`` while the old one serves)."""
-    taken: set[int] = set()
-    ports: dict[str, int] = {}
-    for name in names:
-        while True:
-            port = free_port()
-            if port + 1 < 65535 and not {port, port + 1} & taken and _bindable(port + 1):
-                break
-        taken |= {port, port + 1}
-        ports[name] = port
-    return ports
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return dict(zip(names, free_ports(len(names), span=2)))
 
 
 def can_start_engines() -> str:

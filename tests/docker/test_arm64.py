@@ -20,7 +20,7 @@ import pytest
 
 from tests.docker.fleet_sim import toolchain_json as _tc
 from tests.onnx_fixtures import register_tiny_onnx
-from tests.serve.fixtures import free_port
+from tests.ports import free_port
 from tests.services import skip_or_fail
 from toolchain.workspace import Workspace
 

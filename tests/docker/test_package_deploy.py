@@ -25,7 +25,8 @@ from tests.docker.fleet_sim import health as _health
 from tests.docker.fleet_sim import remove_images, stop_engine
 from tests.docker.fleet_sim import toolchain_json as _tc
 from tests.onnx_fixtures import register_tiny_onnx
-from tests.serve.fixtures import free_port, write_video
+from tests.ports import free_port
+from tests.serve.fixtures import write_video
 from tests.services import skip_or_fail
 from toolchain.package.image import BINARY, BINARY_PINS
 from toolchain.workspace import Workspace

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +12,11 @@ from typing import Any
 import pytest
 
 from tests.pipeline.test_pipeline import SMALL
+from tests.ports import free_port as _free_port
 
 pytestmark = pytest.mark.docker
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.timeout(900)

@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 
 from tests.docker.fleet_sim import packaged_tiny_model, remove_deployed
-from tests.serve.fixtures import free_port, write_video
+from tests.ports import free_port
+from tests.serve.fixtures import write_video
 from tests.serve.rtsp import StartServer, camera_clip, rtsp_server_fixture  # noqa: F401 - the fixture
 from toolchain.deploy.unit import SERVICE_UID
 from toolchain.serve.credentials import CONTAINER_PATH

@@ -14,7 +14,8 @@ import pytest
 
 from tests.docker.fleet_sim import packaged_tiny_model, remove_deployed
 from tests.docker.test_security import _tc
-from tests.serve.fixtures import free_port, write_video
+from tests.ports import free_port
+from tests.serve.fixtures import write_video
 
 pytestmark = pytest.mark.docker
 MODEL = "team-onnx"

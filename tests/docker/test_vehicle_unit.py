@@ -16,7 +16,7 @@ import pytest
 
 from tests.docker.fleet_sim import packaged_tiny_model, remove_images
 from tests.docker.test_security import _tc
-from tests.serve.fixtures import free_port
+from tests.ports import free_port
 from tests.serve.rtsp import rtsp_server_fixture  # noqa: F401 - the fixture (named rtsp_server)
 
 pytestmark = pytest.mark.docker

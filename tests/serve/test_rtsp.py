@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.serve.fixtures import free_port, tiny_build
+from tests.ports import free_port
+from tests.serve.fixtures import tiny_build
 from tests.serve.rtsp import StartServer, camera_clip, rtsp_server_fixture  # noqa: F401 - the fixture
 from toolchain.serve.bundle import ServingModel, model_from_registry
 from toolchain.serve.reconnect import Backoff

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve.fixtures import free_port, tiny_build, write_video
+from tests.ports import free_port
+from tests.serve.fixtures import tiny_build, write_video
 from toolchain.errors import UsageError
 from toolchain.redaction import redact_url
 from toolchain.serve.bundle import model_from_registry
