@@ -71,17 +71,27 @@ def test_every_crossing_of_a_two_lanes_each_way_road_is_counted_once_per_directi
     assert set(rows[0]) == {"line", "frame", "class", "direction", "score", "track", "time_s"}
 
 
-def test_a_denser_road_is_counted_within_what_motion_finding_can_tell_apart(workspace: tuple[Path, str],
-                                                                            tmp_path: Path) -> None:
-    """Three lanes each way: vehicles side by side in adjacent lanes, touching in the picture, are one blob to
-    motion finding (a limit the README states); nothing is counted twice and no crossing is made up."""
+@pytest.mark.parametrize(("seed", "lanes"), [(0, 3), (5, 4)], ids=["3-lanes-each-way", "4-lanes-each-way"])
+def test_denser_roads_count_every_vehicle_once_per_direction(workspace: tuple[Path, str], tmp_path: Path, seed: int,
+                                                             lanes: int) -> None:
+    """Vehicles side by side in adjacent lanes touch in the picture once H.264 has blurred the gap between them;
+    the motion finder's waist split parts them, so each is counted once, in its direction. On the 4-lane road a
+    stack of three trucks side by side is parted a few frames late: 2 of its crossings fall outside the
+    2-frame tolerance, though none is missed or counted twice."""
+    from toolchain.synth.video import SceneRenderer
+
+    assert SceneRenderer(640, 352, 15, seed=seed).lanes == 2 * lanes
     ws, build = workspace
-    clip, truth = _clip(tmp_path, 0, 12, ACROSS)
+    clip, truth = _clip(tmp_path, seed, 12, ACROSS)
     run = _tc("--workspace", ws, "--json", "count", build[:12], "--source", clip, "--line", ACROSS, "--truth", truth,
               "--tolerance", "2")
     assert run.returncode == 0, run.stderr
-    figures = json.loads(run.stdout)["score"]["all"]
-    assert figures["precision"] == 1.0 and figures["recall"] >= 0.85, figures
+    report = json.loads(run.stdout)
+    figures = report["score"]["all"]
+    expected = read_truth_csv(truth)
+    assert Counter(c["direction"] for c in report["crossings"]) == Counter(r.direction for r in expected)
+    assert len({c["track"] for c in report["crossings"]}) == len(report["crossings"])  # none counted twice
+    assert figures["matched"] >= (len(expected) if lanes == 3 else len(expected) - 2), figures
 
 
 def test_serve_counts_what_count_counts_on_the_same_clip(workspace: tuple[Path, str], tmp_path: Path) -> None:
