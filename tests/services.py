@@ -23,6 +23,7 @@ SERVICES: dict[str, tuple[str, str]] = {
     "rtsp": ("TOOLCHAIN_TEST_REQUIRE_RTSP", "GStreamer's RTSP server (scripts/rtsp_server)"),
     "mlflow": ("TOOLCHAIN_TEST_REQUIRE_MLFLOW", "an MLflow tracking server (scripts/mlflow_server_venv)"),
     "ssh": ("TOOLCHAIN_TEST_REQUIRE_SSH", "an OpenSSH server and client (Debian's openssh-server, openssh-client)"),
+    "mqtt": ("TOOLCHAIN_TEST_REQUIRE_MQTT", "an MQTT broker (Debian's mosquitto, mosquitto_passwd)"),
 }
 """Service name -> (the environment variable that requires it, what it is)."""
 

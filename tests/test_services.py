@@ -37,7 +37,7 @@ def test_a_required_service_fails_the_test_instead_of_skipping_it(
 
 def test_the_switches_are_the_ones_ci_sets() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
-    names = ("DOCKER", "ARM64", "POSTGRES", "REGISTRY", "RTSP", "MLFLOW", "SSH")
+    names = ("DOCKER", "ARM64", "POSTGRES", "REGISTRY", "RTSP", "MLFLOW", "SSH", "MQTT")
     assert {variable for variable, _ in SERVICES.values()} == {f"TOOLCHAIN_TEST_REQUIRE_{name}" for name in names}
     for name in names:
         assert f"require {name}\n" in ci, name
