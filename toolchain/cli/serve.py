@@ -41,6 +41,24 @@ def vehicle_options(*, lines_required: bool) -> Callable[[Callable[..., Any]], C
     return decorate
 
 
+def publish_settings(url: str | None, unit: str | None, spool_dir: Path | None, interval_s: float, max_bytes: int,
+                     max_age_s: float) -> dict[str, Any]:
+    """``ServeConfig``'s publish, unit and spool_dir from the ``--publish`` options (nothing without ``--publish``)."""
+    if not url:
+        return {}
+    import socket
+
+    from toolchain.publish.config import parse_publish_url
+    from toolchain.serve.publishing import CONTAINER_SPOOL_DIR
+
+    if spool_dir is None:
+        spool_dir = Path(CONTAINER_SPOOL_DIR)
+        if not spool_dir.is_dir():
+            spool_dir = Path.home() / ".local" / "state" / "toolchain" / "spool"
+    return {"publish": parse_publish_url(url, interval_s=interval_s, max_bytes=max_bytes, max_age_s=max_age_s),
+            "unit": unit or socket.gethostname(), "spool_dir": spool_dir}
+
+
 def vehicle_config(lines: tuple[str, ...], anchor: str, detector: str, detector_classes: tuple[int, ...]) -> Any:
     """The :class:`~toolchain.runtime.vehicles.VehicleConfig` of the ``vehicle_options``."""
     from toolchain.runtime.vehicles import VehicleConfig
@@ -79,12 +97,30 @@ def vehicle_config(lines: tuple[str, ...], anchor: str, detector: str, detector_
 @click.option("--reconnect-max", type=float, default=30.0, show_default=True, help="Longest reconnect delay (s).")
 @click.option("--duration", "duration_s", type=float, default=None, help="Stop after this many seconds (default: SIGTERM).")
 @vehicle_options(lines_required=False)
+@click.option("--publish", "publish_url", default=None, envvar="TOOLCHAIN_PUBLISH", metavar="mqtt[s]://HOST[:PORT]/PREFIX",
+              help="Also publish every crossing, per-interval totals and (rate limited) per-frame events to this MQTT "
+                   "broker, QoS 1, through an on-disk spool that keeps them across link cuts and restarts. The "
+                   "login and a private CA go in --credentials' broker table, never in the URL.")
+@click.option("--unit", default=None, envvar="TOOLCHAIN_UNIT", metavar="NAME",
+              help="This unit's id in MQTT topics, messages and client id (default: the host name).")
+@click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              envvar="TOOLCHAIN_SPOOL_DIR",
+              help="Directory of the publishing spool (default: /var/lib/toolchain/spool where it exists, as in a "
+                   "deployed unit, else ~/.local/state/toolchain/spool).")
+@click.option("--publish-interval", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds per interval-totals message (counts per camera, line, direction and class, zeros too).")
+@click.option("--spool-max-bytes", type=click.IntRange(min=4096), default=64 << 20, show_default=True,
+              help="Bound of the unsent messages; past it the oldest crossing messages are evicted first, counted in "
+                   "/metrics and /healthz.")
+@click.option("--spool-max-age", type=click.FloatRange(min=60), default=7 * 86400.0, show_default=True,
+              help="Seconds an unsent message is kept at most.")
 @json_option
 @click.pass_context
 def serve(ctx: click.Context, artifact: str, sources: tuple[str, ...], target: str | None, loop: bool, events: str,
           events_max_bytes: int, events_keep: int, credentials: Path | None, host: str, port: int, stale_s: float, require: str, threads: int, max_batch: int, reconnect_min: float,
           reconnect_max: float, duration_s: float | None, lines: tuple[str, ...], anchor: str, detector: str,
-          detector_classes: tuple[int, ...]) -> None:
+          detector_classes: tuple[int, ...], publish_url: str | None, unit: str | None, spool_dir: Path | None,
+          publish_interval: float, spool_max_bytes: int, spool_max_age: float) -> None:
     """Count and classify vehicles on camera streams with ARTIFACT: the roadside service.
 
     \b
@@ -96,6 +132,7 @@ def serve(ctx: click.Context, artifact: str, sources: tuple[str, ...], target: s
     Events go to --events; GET /healthz (200 or 503) and /metrics (Prometheus)
     on --host:--port (loopback by default). Camera passwords belong in --credentials FILE, keyed by the
     camera's NAME (--source NAME=rtsp://host/path), never in the URL on the command line. A camera that drops is reconnected with backoff; SIGTERM stops cleanly (exit 0).
+    With --publish, the events also go to an MQTT broker through an on-disk spool (see README "Publishing counts").
     """
     from toolchain.serve.reconnect import Backoff
     from toolchain.serve.service import ServeConfig, load_model, serve as run_serve
@@ -106,7 +143,8 @@ def serve(ctx: click.Context, artifact: str, sources: tuple[str, ...], target: s
                          events_keep=events_keep, credentials=credentials, host=host, port=port, stale_s=stale_s, require=require,
                          threads=threads, max_batch=max_batch, backoff=Backoff(initial_s=reconnect_min, max_s=reconnect_max),
                          duration_s=duration_s,
-                         vehicles=vehicle_config(lines, anchor, detector, detector_classes) if lines else None)
+                         vehicles=vehicle_config(lines, anchor, detector, detector_classes) if lines else None,
+                         **publish_settings(publish_url, unit, spool_dir, publish_interval, spool_max_bytes, spool_max_age))
     # In the image ARTIFACT is the bundle directory, and the workspace modules are not shipped: never ask there.
     registry = not Path(artifact).is_dir() and app(ctx).has_registry()
     model = load_model(artifact, open_workspace=app(ctx).open_workspace if registry else None, target=target)

@@ -50,7 +50,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]  # the git checkout, when run fr
 DOCKERFILE = Path(__file__).resolve().with_name("Dockerfile.jetson")
 # Pure-python dependencies of `toolchain serve` that runtime base images lack (numpy, PyAV, OpenCV and ONNX
 # Runtime or TensorRT come with the base image): the ranges scripts/lock_vendor resolves.
-VENDORED = ("click>=8.1,<9", "rich>=13.7,<16")
+VENDORED = ("click>=8.1,<9", "rich>=13.7,<16", "paho-mqtt>=2.1,<3")  # paho: serve --publish (2.1: the last for 3.8)
 # What is installed for VENDORED: every wheel pinned by version and sha256 (scripts/lock_vendor writes it).
 VENDOR_LOCK = Path(__file__).resolve().with_name("vendor-requirements.txt")
 # Compiled runtime dependencies, by import name: vendored as binary wheels for the image's platform

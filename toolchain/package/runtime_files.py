@@ -2,7 +2,7 @@
 
 The image runs ``serve``, its health check and ``bench --on`` (:mod:`toolchain.bench.onunit`); they
 import only the modules below (numpy, PyAV, OpenCV for the vehicle pipeline's motion finder, ONNX Runtime
-or TensorRT + pycuda, click and rich from the image). Everything listed must run on the oldest Python of a
+or TensorRT + pycuda, click, rich and paho-mqtt from the image). Everything listed must run on the oldest Python of a
 target ``package`` accepts (:data:`MIN_RUNTIME_PYTHON`); ``tests/package/test_runtime_python.py`` runs
 ``vermin`` over exactly these files for every target's Python, and checks that every ``toolchain`` import
 in them (lazy ones included) stays inside the set, except the workstation-only ones in :data:`WORKSTATION_ONLY`.
@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 RUNTIME_FILES = (
     "__init__.py", "errors.py", "redaction.py", "fileio.py", "hashing.py",
     "runtime/*.py", "serve/*.py",  # runtime/: the vehicle pipeline too (geometry, find, track, lines, vehicles)
+    "publish/*.py",  # serve --publish: the spool and the MQTT publisher
     "bench/__init__.py", "bench/stats.py", "bench/report.py", "bench/onunit.py",
     "synth/__init__.py", "synth/video.py",
     "cli/__init__.py", "cli/output.py", "cli/serve.py",

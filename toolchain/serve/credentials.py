@@ -1,4 +1,4 @@
-"""Camera credentials from a file, never from the command line, the environment or labels.
+"""Camera (and MQTT broker) credentials from a file, never from the command line, the environment or labels.
 
 ``serve --credentials FILE`` (in a unit's container: a read-only file of mode 0400 that ``deploy``
 mounts at :data:`CONTAINER_PATH`) names each camera's secret by camera name::
@@ -6,7 +6,9 @@ mounts at :data:`CONTAINER_PATH`) names each camera's secret by camera name::
     {"cameras": {"north": {"username": "admin", "password": "..."},
                  "south": {"url": "rtsp://10.0.12.21/stream1?user=admin&pwd=..."}}}
 
-(on a workstation the same tables in TOML are accepted: ``[cameras.north]``). ``username``/``password``
+(on a workstation the same tables in TOML are accepted: ``[cameras.north]``). A unit that publishes its
+counts (``serve --publish``) finds the broker's login there too: ``"broker": {"username": ..., "password": ...,
+"ca": "-----BEGIN CERTIFICATE-----..."}`` (:func:`load_broker_credentials`). ``username``/``password``
 are put into the camera's URL as its userinfo; ``url`` replaces the URL whole (for cameras that take
 their credentials in the query string). The camera's ``--source NAME=URL`` stays credential-free, so
 ``docker inspect``, ``ps`` and every log show only it. Every secret read is registered with
@@ -27,6 +29,7 @@ from typing import Any, Dict, Optional
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from toolchain.errors import BadInputError, InputNotFoundError
+from toolchain.publish.config import BrokerCredentials, broker_credentials_from
 from toolchain.redaction import is_secret_parameter, register_secret
 
 CONTAINER_DIR = "/run/secrets/toolchain"
@@ -75,13 +78,19 @@ def _parse(path: Path, text: str) -> Any:
 
 
 def parse_credentials(data: Any, source: str) -> Dict[str, CameraCredential]:
-    """Validate ``{"cameras": {NAME: {...}}}`` and register every secret in it for redaction.
+    """Validate ``{"cameras": {NAME: {...}}, "broker": {...}}`` and register every secret in it for redaction;
+    the cameras' credentials (the ``broker`` table, checked here too, is :func:`load_broker_credentials`'s).
 
     Error messages never quote a value, only names.
     """
-    if not isinstance(data, dict) or set(data) - {"cameras"} or not isinstance(data.get("cameras", {}), dict):
+    if not isinstance(data, dict) or set(data) - {"cameras", "broker"} or \
+            not isinstance(data.get("cameras", {}), dict):
         raise BadInputError(f"{source}: expected a table 'cameras' of camera names, e.g. [cameras.north] with "
-                            "username/password or url")
+                            "username/password or url, and optionally a table 'broker' (username, password, ca)")
+    try:
+        broker_credentials_from(data)
+    except BadInputError as exc:
+        raise BadInputError(f"{source}: {exc}") from None
     credentials: Dict[str, CameraCredential] = {}
     for name, entry in data.get("cameras", {}).items():
         if not isinstance(entry, dict) or not entry or set(entry) - _FIELDS or \
@@ -112,8 +121,19 @@ def _register(credential: CameraCredential) -> None:
                 register_secret(value)
 
 
+def _document(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputNotFoundError(f"cannot read the credentials file {path}: {exc.strerror or exc}; check the "
+                                 "path and that the service user may read it (mode 0400, owned by the service user)") from None
+    data = _parse(path, text)
+    parse_credentials(data, str(path))  # checks the whole document and registers every secret in it
+    return data
+
+
 def load_credentials(path: Optional[Path]) -> Dict[str, CameraCredential]:
-    """The credentials in ``path`` (JSON, or TOML on Python 3.11+); ``{}`` for None.
+    """The cameras' credentials in ``path`` (JSON, or TOML on Python 3.11+); ``{}`` for None.
 
     Raises:
         InputNotFoundError: the file is missing or unreadable.
@@ -121,22 +141,27 @@ def load_credentials(path: Optional[Path]) -> Dict[str, CameraCredential]:
     """
     if path is None:
         return {}
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputNotFoundError(f"cannot read the camera credentials file {path}: {exc.strerror or exc}; check the "
-                                 "path and that the service user may read it (mode 0400, owned by the service user)") from None
-    return parse_credentials(_parse(path, text), str(path))
+    return parse_credentials(_document(Path(path)), str(path))
 
 
-def to_json(credentials: Dict[str, CameraCredential]) -> str:
-    """The file ``serve`` reads, for these cameras."""
+def load_broker_credentials(path: Optional[Path]) -> Optional[BrokerCredentials]:
+    """The MQTT broker's login (and private CA) from the same file's ``broker`` table; None without one."""
+    if path is None:
+        return None
+    return broker_credentials_from(_document(Path(path)))
+
+
+def to_json(credentials: Dict[str, CameraCredential], broker: Optional[BrokerCredentials] = None) -> str:
+    """The file ``serve`` reads, for these cameras (and the broker's login, when the unit publishes)."""
     cameras = {}
     for name, c in sorted(credentials.items()):
         cameras[name] = {"url": c.url} if c.url else {k: v for k, v in (("username", c.username),
                                                                          ("password", c.password)) if v}
-    return json.dumps({"cameras": cameras}, sort_keys=True)
+    document: Dict[str, Any] = {"cameras": cameras}
+    if broker is not None:
+        document["broker"] = {k: v for k, v in (("username", broker.username), ("password", broker.password),
+                                                ("ca", broker.ca_pem)) if v}
+    return json.dumps(document, sort_keys=True)
 
 
 def container_archive(payload: str, *, uid: int, gid: int, path: str = CONTAINER_PATH) -> bytes:

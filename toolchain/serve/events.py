@@ -105,10 +105,12 @@ class EventSink(Sink):
         state: The service state fed with every frame (metrics, health).
         names: Camera names by stream index (already free of credentials).
         close_out: Close ``out`` when the pipeline closes the sink.
+        publishing: ``serve --publish``: each event is also spooled for the broker (rate limited per camera).
     """
 
-    def __init__(self, out: Any, state: Any, names: List[str], *, close_out: bool) -> None:
+    def __init__(self, out: Any, state: Any, names: List[str], *, close_out: bool, publishing: Any = None) -> None:
         self.out, self.state, self.names, self.close_out = out, state, names, close_out
+        self.publishing = publishing
 
     def write(self, frame: FrameRecord, stream_name: str) -> None:
         camera = self.names[frame.stream]
@@ -119,6 +121,8 @@ class EventSink(Sink):
         self.out.write(json.dumps(event) + "\n")
         self.out.flush()
         self.state.frame(camera, frame.label, float(frame.score), latency)
+        if self.publishing is not None:
+            self.publishing.frame(event)
 
     def close(self) -> None:
         self.out.flush()
@@ -138,17 +142,23 @@ class CrossingSink(Sink):
         state: The service state.
         names: Camera names by stream index.
         close_out: Close ``out`` when the pipeline closes the sink.
+        publishing: ``serve --publish``: each crossing is also spooled for the broker and counted in the
+            interval totals.
     """
 
-    def __init__(self, out: Any, state: Any, names: List[str], *, close_out: bool) -> None:
+    def __init__(self, out: Any, state: Any, names: List[str], *, close_out: bool, publishing: Any = None) -> None:
         self.out, self.state, self.names, self.close_out = out, state, names, close_out
+        self.publishing = publishing
 
     def write(self, frame: FrameRecord, stream_name: str) -> None:
         camera = self.names[frame.stream]
         events = frame.vehicle.events if frame.vehicle is not None else []
         for event in events:
-            self.out.write(json.dumps(event.to_json()) + "\n")
+            record = event.to_json()
+            self.out.write(json.dumps(record) + "\n")
             self.state.crossing(camera, event.line, event.direction, event.cls)
+            if self.publishing is not None:
+                self.publishing.crossing(record)
         if events:
             self.out.flush()
         if frame.index >= 0:  # a real frame (not the crossings flushed when a stream ended)

@@ -98,6 +98,9 @@ class ServiceState:
         self.started_unix = wall_clock()
         self.model_ready = False
         self.stopping = False
+        self.publishing: Callable[[], dict[str, Any]] | None = None
+        """``serve --publish``: the publisher's health (``UnitPublishing.health``), reported under ``publish``.
+        Publishing never makes the service unhealthy: counting goes on while the broker or the spool is down."""
 
     def frame(self, camera: str, label: str, score: float, latency_s: float) -> None:
         """One classified frame reached the sink."""
@@ -156,8 +159,11 @@ class ServiceState:
         healthy = ready and not stopping and cameras_ok
         reason = ("stopping" if stopping else "model not loaded" if not ready
                   else "ok" if cameras_ok else f"no frame for {self.stale_s:g} s from {self.require} camera(s)")
-        return healthy, {"healthy": healthy, "reason": reason, "model": self.info, "cameras": cameras,
-                         "uptime_s": round(now - self._started, 3)}
+        report = {"healthy": healthy, "reason": reason, "model": self.info, "cameras": cameras,
+                  "uptime_s": round(now - self._started, 3)}
+        if self.publishing is not None:
+            report["publish"] = self.publishing()
+        return healthy, report
 
     def prometheus(self) -> str:
         """The metrics in Prometheus text exposition format 0.0.4."""
@@ -206,7 +212,36 @@ class ServiceState:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
         lines += ["# HELP toolchain_frame_latency_seconds End-to-end latency per frame: arrival to event written.",
                   "# TYPE toolchain_frame_latency_seconds histogram", *histogram]
+        if self.publishing is not None:
+            lines += _publish_metrics(self.publishing())
         return "\n".join(lines) + "\n"
+
+
+def _publish_metrics(publish: dict[str, Any]) -> list[str]:
+    """``serve --publish``'s spool and broker, in Prometheus text."""
+    broker = _labels(broker=str(publish.get("broker", "")))
+    oldest = publish.get("oldest_unsent_age_s")
+    families: list[tuple[str, str, str, list[str]]] = [
+        ("toolchain_publish_connected", "gauge", "1 while the MQTT broker connection is up.",
+         [f"toolchain_publish_connected{broker} {int(bool(publish.get('connected')))}"]),
+        ("toolchain_publish_spool_messages", "gauge", "Messages in the spool not yet acknowledged by the broker.",
+         [f"toolchain_publish_spool_messages {int(publish.get('spool_depth') or 0)}"]),
+        ("toolchain_publish_spool_bytes", "gauge", "Bytes of the unsent messages in the spool.",
+         [f"toolchain_publish_spool_bytes {int(publish.get('spool_bytes') or 0)}"]),
+        ("toolchain_publish_oldest_unsent_age_seconds", "gauge", "Age of the oldest unsent message (0: none).",
+         [f"toolchain_publish_oldest_unsent_age_seconds {float(oldest or 0.0):.3f}"]),
+        ("toolchain_publish_sent_total", "counter", "Messages the broker acknowledged (PUBACK).",
+         [f"toolchain_publish_sent_total {int(publish.get('sent') or 0)}"]),
+        ("toolchain_publish_evicted_total", "counter", "Messages evicted from the full or aged spool, per kind.",
+         [f"toolchain_publish_evicted_total{_labels(kind=kind)} {n}"
+          for kind, n in sorted((publish.get("evicted") or {}).items())]),
+        ("toolchain_publish_lost_total", "counter", "Messages that could not be spooled (disk full, corrupt spool).",
+         [f"toolchain_publish_lost_total {int(publish.get('lost') or 0)}"]),
+    ]
+    lines: list[str] = []
+    for name, kind, help_text, samples in families:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
+    return lines
 
 
 MAX_HEADER_BYTES = 8192  # request line + headers; a GET for /healthz or /metrics needs a few hundred

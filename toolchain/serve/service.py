@@ -30,7 +30,8 @@ from toolchain.runtime.runners import BaseRunner, OnnxRuntimeRunner, TensorRTRun
 from toolchain.runtime.sources import FrameSource, camera_name, open_source
 from toolchain.runtime.vehicles import VehicleConfig, make_vehicle_pipeline
 from toolchain.serve.bundle import ServingModel
-from toolchain.serve.credentials import CameraCredential, load_credentials
+from toolchain.publish.config import PublishConfig
+from toolchain.serve.credentials import CameraCredential, load_broker_credentials, load_credentials
 from toolchain.serve.events import (
     CrossingSink,
     DEFAULT_KEEP,
@@ -40,6 +41,7 @@ from toolchain.serve.events import (
 )
 from toolchain.serve.healthcheck import publish_endpoint
 from toolchain.serve.http import HttpServer, ServiceState
+from toolchain.serve.publishing import UnitPublishing
 from toolchain.serve.reconnect import Backoff, ReconnectingSource
 
 FOREVER_S = 10 * 365 * 86400.0
@@ -66,6 +68,11 @@ class ServeConfig:
         duration_s: Stop after this long (None: until SIGTERM); for tests and soak runs.
         vehicles: The vehicle pipeline (find, follow, classify crops, count on lines; one event per crossing),
             or None for one event per frame. ``serve --line`` turns it on.
+        publish: Publish to an MQTT broker (``serve --publish``; :mod:`toolchain.serve.publishing`), or None.
+            The broker's login comes from ``credentials`` (its ``broker`` table).
+        unit: The unit's id in topics and messages (``serve --unit``; default: the host name).
+        spool_dir: Where the publishing spool lives (a unit: its spool volume at
+            :data:`~toolchain.serve.publishing.CONTAINER_SPOOL_DIR`).
     """
 
     sources: tuple[str, ...]
@@ -83,6 +90,9 @@ class ServeConfig:
     backoff: Backoff = Backoff()
     duration_s: float | None = None
     vehicles: VehicleConfig | None = None
+    publish: PublishConfig | None = None
+    unit: str = ""
+    spool_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -98,6 +108,8 @@ class ServeConfig:
         names = [camera_name(spec, i)[0] for i, spec in enumerate(self.sources)]
         if len(set(names)) != len(names):
             raise UsageError(f"two --source entries have the same camera name ({', '.join(names)}); name them NAME=URL")
+        if self.publish is not None and (not self.unit or self.spool_dir is None):
+            raise UsageError("publishing needs the unit's id and a spool directory (serve --unit and --spool)")
         unknown = sorted({camera for camera, _ in (self.vehicles.camera_lines if self.vehicles else ())} - set(names))
         if unknown:
             raise UsageError(f"--line names camera(s) {', '.join(unknown)}, which no --source has; cameras are "
@@ -201,11 +213,15 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
     timer: threading.Timer | None = None
     server: HttpServer | None = None
     out: Any = None
+    publishing: UnitPublishing | None = None
     close_out = config.events != "-"
     try:  # everything opened from here on is released in `finally`, whatever fails
         if install_signals and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous[signum] = signal.signal(signum, on_signal)
+        if config.publish is not None:
+            publishing = _start_publishing(config, names, model.classes)
+            state.publishing = publishing.health
         server = _start_http(state, config)
         publish_endpoint(config.host, server.port)
         out = RotatingFile(Path(config.events), max_bytes=config.events_max_bytes,
@@ -234,11 +250,13 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
                                              max_batch=config.max_batch, stall_s=config.stale_s)
             if config.vehicles is None:
                 pipeline = Pipeline(sources, runner, preprocess, model.classes,
-                                    EventSink(out, state, names, close_out=close_out), pipeline_config)
+                                    EventSink(out, state, names, close_out=close_out, publishing=publishing),
+                                    pipeline_config)
             else:
                 streams, ledger = make_vehicle_pipeline(names, config.vehicles, preprocess)
                 pipeline = Pipeline(sources, runner, preprocess, model.classes,
-                                    CrossingSink(out, state, names, close_out=close_out), pipeline_config,
+                                    CrossingSink(out, state, names, close_out=close_out, publishing=publishing),
+                                    pipeline_config,
                                     vehicles=streams, ledger=ledger)
             result = pipeline.run()
     finally:
@@ -249,6 +267,9 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
             server.stop()
         if close_out and out is not None and not out.closed:
             out.close()  # the pipeline closes it through the sink, unless it failed before opening the sink
+        if publishing is not None:
+            state.publishing = None
+            publishing.close()  # the last interval is spooled; what the broker has not acknowledged stays there
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if stopped_by[0] == "end of streams" and stop.is_set():
@@ -260,6 +281,20 @@ def serve(model: ServingModel, config: ServeConfig, *, stop: threading.Event | N
         reconnects={name: state.cameras[name].reconnects for name in names},
         streams=[{**s.to_json(), "error": scrub(s.error)} for s in result.streams], seconds=time.monotonic() - started, stopped_by=stopped_by[0],
     )
+
+
+def _start_publishing(config: ServeConfig, names: Sequence[str], classes: Sequence[str]) -> UnitPublishing:
+    """The spool, publisher and interval ticker for ``config.publish``; every line's both directions (or its one)
+    of every camera are listed in each interval, zeros included."""
+    assert config.publish is not None and config.spool_dir is not None
+    keys = []
+    if config.vehicles is not None:
+        for camera in names:
+            for line in config.vehicles.lines_for(camera):
+                keys += [(camera, line.name, d) for d in ((line.direction,) if line.direction else line.directions)]
+    return UnitPublishing(config.publish, unit=config.unit, spool_dir=config.spool_dir,
+                          credentials=load_broker_credentials(config.credentials), keys=keys,
+                          classes=list(classes) if config.vehicles is not None else []).start()
 
 
 def _start_http(state: ServiceState, config: ServeConfig) -> HttpServer:
