@@ -215,3 +215,49 @@ def test_lines_go_to_the_units_serve_and_are_checked_as_serve_reads_them(tmp_pat
         fleet.write_text(base + f"lines = {bad}\n")
         with pytest.raises(BadInputError, match=words):
             load_fleet(fleet)
+
+
+def test_publish_goes_to_the_units_serve_with_the_broker_login_only_in_its_credentials_file(tmp_path: Path) -> None:
+    import json
+
+    from toolchain.deploy.unit import _command, unit_credentials
+
+    fleet = tmp_path / "fleet.toml"
+    base = ('[[unit]]\nname = "u1"\nurl = "unix:///tmp/x.sock"\ntarget = "x86-64-cpu"\n'
+            'cameras = ["north=rtsp://10.0.0.9/s1"]\ncredentials = "secrets.toml"\n')
+    (tmp_path / "secrets.toml").write_text('[broker]\nusername = "rsu"\npassword = "br0ker-pw"\n')
+    fleet.write_text(base + 'publish = { url = "mqtts://tmc.example:8883/traffic", interval_s = 30, spool_max_mb = 8 }\n')
+    unit = load_fleet(fleet).units[0]
+    command = _command(unit)
+    assert command[command.index("--publish") + 1] == "mqtts://tmc.example:8883/traffic"
+    assert command[command.index("--unit") + 1] == "u1" and command[command.index("--spool") + 1] == \
+        "/var/lib/toolchain/spool"
+    assert command[command.index("--spool-max-bytes") + 1] == str(8 << 20)
+    assert command[command.index("--publish-interval") + 1] == "30"
+    assert "br0ker-pw" not in " ".join(command)
+    # The unit's credentials file carries the broker's login (no camera of it has one: that is fine here).
+    assert json.loads(unit_credentials(unit) or "{}")["broker"] == {"username": "rsu", "password": "br0ker-pw"}
+    fleet.write_text(base + 'publish = "mqtt://tmc.example/traffic"\n')
+    assert load_fleet(fleet).units[0].publish.url == "mqtt://tmc.example/traffic"  # type: ignore[union-attr]
+    for bad, words in (('"mqtt://rsu:pw@tmc.example/traffic"', "credentials file"), ('"http://tmc/x"', "mqtt://"),
+                       ('{ url = "mqtt://tmc/x", colour = 1 }', "unknown key"),
+                       ('{ url = "mqtt://tmc/x", spool_max_mb = 0.5 }', "whole megabytes"),
+                       ('"mqtt://tmc.example/traffic/#"', "#")):
+        fleet.write_text(base + f"publish = {bad}\n")
+        with pytest.raises(BadInputError, match=words) as caught:
+            load_fleet(fleet)
+        assert "pw@" not in str(caught.value)
+
+
+def test_deploy_status_reads_the_publishing_state_from_the_health_check_output() -> None:
+    import json
+
+    from toolchain.serve.healthcheck import publish_summary
+
+    body = {"healthy": True, "publish": {"broker": "mqtt://tmc/traffic", "connected": False, "error": "refused",
+                                         "spool_depth": 12, "oldest_unsent_age_s": 33.5, "evicted": {"crossing": 2},
+                                         "lost": 0, "sent": 40, "in_flight": 0}}
+    summary = publish_summary(json.dumps(body))
+    assert summary is not None and summary["spool_depth"] == 12 and summary["connected"] is False
+    assert "in_flight" not in summary
+    assert publish_summary(json.dumps({"healthy": True})) is None and publish_summary("no answer on port 1") is None

@@ -157,6 +157,19 @@ def rollback_command(ctx: click.Context, fleet: Path, units: tuple[str, ...], mo
     _exit_for(report, "the previous release")
 
 
+def _publish_text(publish: dict[str, Any] | None) -> str:
+    """A unit's publishing in a cell: broker up or down, messages waiting and the oldest's age, evictions, error."""
+    if not publish:
+        return ""
+    text = "up" if publish.get("connected") else "DOWN"
+    depth, age = publish.get("spool_depth") or 0, publish.get("oldest_unsent_age_s")
+    text += f", {depth} queued" + (f" (oldest {age:.0f} s)" if depth and age is not None else "")
+    evicted = sum((publish.get("evicted") or {}).values()) + (publish.get("lost") or 0)
+    if evicted:
+        text += f", {evicted} evicted/lost"
+    return text + (f": {str(publish['error'])[:120]}" if publish.get("error") else "")
+
+
 @deploy.command("status")
 @click.option("--fleet", "fleet", type=click.Path(dir_okay=False, path_type=Path), required=True, help="fleet.toml.")
 @click.option("--unit", "units", multiple=True, help="Only this unit (repeatable).")
@@ -177,7 +190,7 @@ def status(ctx: click.Context, fleet: Path, units: tuple[str, ...], lineage: boo
     def render(out: Console) -> None:
         table = Table(title=f"fleet {escape(str(fleet))}")
         for column in ("unit", "target", "arch", "container", "status", "health", "model", "artifact", "port",
-                       "last deployment", "last transfer"):
+                       "publish", "last deployment", "last transfer"):
             table.add_column(column)
         for row in rows:
             last = row.get("last_deployment") or {}
@@ -188,21 +201,21 @@ def status(ctx: click.Context, fleet: Path, units: tuple[str, ...], lineage: boo
             if not row["reachable"]:
                 why = f": {safe(row['error'][:240])}" if row["error"] else ""
                 table.add_row(row["unit"], row["target"], "", "", f"[magenta]unreachable[/magenta]{why}", "", "", "", "",
-                              last_text)
+                              "", last_text)
                 continue
             if row["error"]:
                 table.add_row(row["unit"], row["target"], safe(row.get("architecture", "")), "",
-                              f"[red]{safe(row['error'][:200])}[/red]", "", "", "", "",
+                              f"[red]{safe(row['error'][:200])}[/red]", "", "", "", "", "",
                               last_text, moved)
             elif not row["containers"]:
                 table.add_row(row["unit"], row["target"], safe(row.get("architecture", "")), "(none)", "", "", "", "", "",
-                              last_text, moved)
+                              "", last_text, moved)
             for c in row["containers"]:
                 # Everything here was read from the unit (container names, labels): it may hold terminal escapes.
                 arch = safe(c.get("architecture") or row.get("architecture", "")) + (" (emulated)" if c.get("emulated") else "")
                 table.add_row(row["unit"], row["target"], arch, safe(c["name"]), safe(c["status"]), safe(c["health"]),
                               safe(c["model"] or ""), safe((c["artifact"] or "")[:12]), safe(c["http_port"] or ""),
-                              safe(last_text), moved)
+                              safe(_publish_text(c.get("publish"))), safe(last_text), moved)
         out.print(table)
         if lineage:
             for row in rows:

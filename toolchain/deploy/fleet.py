@@ -24,7 +24,11 @@ the unit reaches it; default: the address it was pushed to), ``transfer_attempts
 drops), ``compress`` (true: ``load`` archives go gzip-compressed), ``retention`` (2: releases whose images stay on the unit for a rollback without transfer),
 ``health_timeout_s`` (120), ``serve_args`` (extra ``toolchain serve`` options), ``lines`` (counting lines,
 ``"[CAMERA/]NAME=x1,y1,x2,y2[:DIR]"`` in frame pixels as ``serve --line`` takes them; the unit then runs the
-vehicle pipeline and writes one event per crossing).
+vehicle pipeline and writes one event per crossing), ``publish`` (send the counts to an MQTT broker through an
+on-unit spool: a table ``{ url = "mqtts://broker.example/traffic", interval_s = 60, spool_max_mb = 64,
+spool_max_age_h = 168 }`` or just the URL; the broker's username, password and CA go in the ``credentials``
+file's ``[broker]`` table; deploy keeps the spool on a volume per model, ``toolchain-<model>-spool``, which
+outlives upgrades and rollbacks).
 
 Security settings (see README "Security of roadside units"): ``credentials`` (a TOML or JSON file on
 the workstation, relative to the fleet file, with each camera's secret by camera name; deploy puts only
@@ -58,10 +62,28 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _FIELDS = {"name", "url", "target", "cameras", "canary", "network", "http_port", "loop", "mounts", "env", "runtime",
            "transfer", "health_timeout_s", "serve_args", "credentials", "http_host", "memory_mb", "cpus", "pids_limit",
            "read_only", "log_driver", "log_max_size", "log_max_file", "registry", "retention", "transfer_attempts", "compress",
-           "lines"}
+           "lines", "publish"}
 _SIZE_RE = re.compile(r"^[1-9][0-9]*[kmg]$")
 LOG_DRIVERS = ("json-file", "local")
 TRANSFERS = ("load", "pull")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Publish:
+    """A unit's ``publish`` setting: where ``serve --publish`` sends its counts, and its spool's bounds."""
+
+    url: str
+    interval_s: float = 60.0
+    spool_max_mb: int = 64
+    spool_max_age_h: float = 168.0
+
+    def serve_args(self, unit: str) -> list[str]:
+        """The ``toolchain serve`` options that say it (the spool on the unit's spool volume)."""
+        from toolchain.serve.publishing import CONTAINER_SPOOL_DIR
+
+        return ["--publish", self.url, "--unit", unit, "--spool", CONTAINER_SPOOL_DIR,
+                "--publish-interval", f"{self.interval_s:g}", "--spool-max-bytes", str(self.spool_max_mb << 20),
+                "--spool-max-age", f"{self.spool_max_age_h * 3600:g}"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +109,7 @@ class Unit:
     health_timeout_s: float = 120.0
     serve_args: tuple[str, ...] = ()
     lines: tuple[str, ...] = ()
+    publish: Publish | None = None
     credentials: Path | None = None
     http_host: str = "127.0.0.1"
     memory_mb: int = 0
@@ -190,6 +213,7 @@ def _parse_unit(path: Path, index: int, raw: dict[str, Any], defaults: dict[str,
         raise BadInputError(f"{where}: runtime must be a string (e.g. nvidia)")
     security = _security_fields(path, where, merged)
     lines = _lines(where, merged.get("lines", []), cameras)
+    publish = _publish(where, merged.get("publish"))
     return Unit(
         name=name, url=url, target=target, cameras=cameras, canary=merged.get("canary", False),
         network=str(merged.get("network", "host")), http_port=port, loop=merged.get("loop", False), mounts=mounts,
@@ -198,7 +222,7 @@ def _parse_unit(path: Path, index: int, raw: dict[str, Any], defaults: dict[str,
         compress=merged.get("compress", True),
         health_timeout_s=float(timeout),
         serve_args=_str_list(merged["serve_args"], f"{where}: serve_args") if merged.get("serve_args") else (),
-        lines=lines, **security,
+        lines=lines, publish=publish, **security,
     )
 
 
@@ -225,6 +249,34 @@ def _lines(where: str, value: Any, cameras: tuple[str, ...]) -> tuple[str, ...]:
     except UsageError as exc:
         raise BadInputError(f"{where}: lines: {exc}") from exc
     return lines
+
+
+def _publish(where: str, value: Any) -> Publish | None:
+    """The unit's ``publish`` (a URL, or a table with ``url`` and the spool's bounds), checked as serve will."""
+    from toolchain.publish.config import parse_publish_url
+
+    if value is None:
+        return None
+    table = {"url": value} if isinstance(value, str) else value
+    if not isinstance(table, dict) or not isinstance(table.get("url"), str):
+        raise BadInputError(f"{where}: publish must be an mqtt[s]://HOST[:PORT]/PREFIX URL, or a table with url "
+                            "(and interval_s, spool_max_mb, spool_max_age_h)")
+    unknown = sorted(set(table) - {"url", "interval_s", "spool_max_mb", "spool_max_age_h"})
+    if unknown:
+        raise BadInputError(f"{where}: publish has unknown key(s) {', '.join(unknown)}; it takes url, interval_s, "
+                            "spool_max_mb and spool_max_age_h")
+    for key, low in (("interval_s", 1), ("spool_max_mb", 1), ("spool_max_age_h", 0.1)):
+        number = table.get(key)
+        if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float)) or number < low
+                                   or (key == "spool_max_mb" and not isinstance(number, int))):
+            raise BadInputError(f"{where}: publish.{key} must be a number of at least {low}"
+                                + (" (whole megabytes)" if key == "spool_max_mb" else ""))
+    try:
+        parse_publish_url(table["url"])
+    except BadInputError as exc:
+        raise BadInputError(f"{where}: publish: {exc}") from None
+    return Publish(url=table["url"], **{k: table[k] for k in ("interval_s", "spool_max_mb", "spool_max_age_h")
+                                        if k in table})
 
 
 def _security_fields(path: Path, where: str, merged: dict[str, Any]) -> dict[str, Any]:

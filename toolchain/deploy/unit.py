@@ -211,6 +211,8 @@ def _command(unit: Unit) -> list[str]:
         command.append("--loop")
     for line in unit.lines:
         command += ["--line", line]
+    if unit.publish is not None:
+        command += unit.publish.serve_args(unit.name)
     return command + list(unit.serve_args)
 
 
@@ -233,24 +235,31 @@ def container_config(unit: Unit, release: Release, credentials_volume: str = "")
 
 
 def unit_credentials(unit: Unit) -> str | None:
-    """The credentials file ``serve`` reads on this unit (JSON, only this unit's cameras), or None.
+    """The credentials file ``serve`` reads on this unit (JSON: only this unit's cameras, and the broker's login
+    when the unit publishes), or None.
 
     Raises:
         InputNotFoundError / BadInputError: the fleet's credentials file is missing or malformed, or names
-            none of the unit's cameras.
+            none of the unit's cameras (and has no broker login for a unit that publishes).
     """
     if unit.credentials is None:
         return None
-    from toolchain.serve.credentials import load_credentials, to_json
+    from toolchain.serve.credentials import load_broker_credentials, load_credentials, to_json
     from toolchain.runtime.sources import camera_name
 
     everything = load_credentials(unit.credentials)
+    broker = load_broker_credentials(unit.credentials) if unit.publish is not None else None
     names = [camera_name(camera, i)[0] for i, camera in enumerate(unit.cameras)]
     mine = {name: everything[name] for name in names if name in everything}
-    if not mine:
+    if not mine and broker is None:
         raise BadInputError(f"{unit.credentials} has credentials for none of {unit.name}'s cameras ({', '.join(names)}); "
                             "key them [cameras.NAME] by the NAME of each `NAME=URL` camera")
-    return to_json(mine)
+    return to_json(mine, broker)
+
+
+def spool_volume_name(release: Release) -> str:
+    """The unit's publishing spool volume: one per model, so unsent messages outlive upgrades and rollbacks."""
+    return f"toolchain-{slug(release.model)}-spool"
 
 
 def credentials_volume_name(release: Release, payload: str, key: bytes) -> str:
@@ -279,6 +288,18 @@ def ensure_credentials_volume(client: Any, release: Release, name: str, payload:
             raise MissingEnvironmentError(f"the unit's engine did not accept the credentials file into volume {name}")
     finally:
         writer.remove(force=True)
+
+
+def ensure_spool_volume(client: Any, release: Release) -> str:
+    """The model's spool volume on this engine, made (labelled) if missing; its name."""
+    import docker.errors
+
+    name = spool_volume_name(release)
+    try:
+        client.volumes.get(name)
+    except docker.errors.NotFound:
+        client.volumes.create(name=name, labels={"org.toolchain.role": "spool", "org.toolchain.model": release.model})
+    return name
 
 
 def prune_credentials_volumes(client: Any, release: Release) -> None:
@@ -336,6 +357,12 @@ def _create(client: Any, unit: Unit, release: Release, name: str, port: int, dep
     if credentials_volume:
         volumes.append(f"{credentials_volume}:{CONTAINER_DIR}:ro")
         environment[ENV] = CONTAINER_PATH  # where the file is, not what it holds
+    if unit.publish is not None:
+        from toolchain.serve.publishing import CONTAINER_SPOOL_DIR
+
+        # Read-write, the only writable place besides /tmp: a named volume made on first use takes the image's
+        # /var/lib/toolchain/spool (owned by the service user) as its start, and stays when containers go.
+        volumes.append(f"{ensure_spool_volume(client, release)}:{CONTAINER_SPOOL_DIR}:rw")
     return client.containers.create(
         release.image_id, command=_command(unit), name=name, labels=labels, detach=True,
         environment=environment, network_mode=unit.network,
@@ -633,6 +660,15 @@ def _image_architecture(client: Any, image_id: str | None) -> str:
         return ""
 
 
+def _publish_health(state: dict[str, Any]) -> dict[str, Any] | None:
+    """Broker connectivity, spool depth and oldest unsent age from the container's last health check (the
+    /healthz body the HEALTHCHECK printed), or None when the unit does not publish."""
+    from toolchain.serve.healthcheck import publish_summary
+
+    log = (state.get("Health") or {}).get("Log") or []
+    return publish_summary(str(log[-1].get("Output", ""))) if log else None
+
+
 def serving_containers(client: Any) -> list[dict[str, Any]]:
     """The toolchain service containers on a unit (any state), with their labels' lineage parsed."""
     rows = []
@@ -654,5 +690,6 @@ def serving_containers(client: Any) -> list[dict[str, Any]]:
             "toolchain_version": labels.get("org.toolchain.toolchain_version"),
             "http_port": labels.get("org.toolchain.http_port"), "deployment": labels.get("org.toolchain.deployment"),
             "lineage": lineage, "architecture": _image_architecture(client, attrs.get("Image")),
+            "publish": _publish_health(state),
         })
     return sorted(rows, key=lambda r: r["name"])

@@ -53,8 +53,24 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     host, port = ("127.0.0.1", int(args[0])) if args else endpoint()
     healthy, text = check(port, host=host)
-    print(text[:2000])
+    try:  # compact, so Docker's health log (it keeps 4 KiB of output) holds all of it: `deploy status` reads it
+        text = json.dumps(json.loads(text), separators=(",", ":"))
+    except ValueError:
+        pass
+    print(text[:4000])
     return 0 if healthy else 1
+
+
+def publish_summary(output: str) -> dict | None:
+    """The ``publish`` entry of a health check's output (a /healthz body), or None (no publishing, or not JSON)."""
+    try:
+        publish = json.loads(output).get("publish")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(publish, dict):
+        return None
+    keys = ("broker", "connected", "error", "spool_depth", "oldest_unsent_age_s", "evicted", "lost", "sent")
+    return {key: publish.get(key) for key in keys}
 
 
 if __name__ == "__main__":
