@@ -1,7 +1,8 @@
 """Connect to a Docker Engine by URL (a roadside unit, a build host, or this machine) with the docker SDK.
 
-URLs: ``unix:///path/docker.sock``, ``ssh://user@unit`` (through the system ``ssh`` client, so keys and
-``~/.ssh/config`` apply), ``tcp://host:2376`` with TLS (``DOCKER_CERT_PATH`` holding ca.pem, cert.pem,
+URLs: ``unix:///path/docker.sock``, ``ssh://user@unit`` (through the system ``ssh`` client, so keys, the
+agent, known_hosts and ``~/.ssh/config`` with ProxyJump apply; always in batch mode with strict host key
+checking: :mod:`toolchain.docker_ssh`), ``tcp://host:2376`` with TLS (``DOCKER_CERT_PATH`` holding ca.pem, cert.pem,
 key.pem, as the docker CLI uses). Plain unencrypted ``tcp://`` gives anyone on the network root on the
 unit, so it is refused unless ``insecure=True`` (``--insecure``).
 """
@@ -9,6 +10,7 @@ unit, so it is refused unless ``insecure=True`` (``--insecure``).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -37,7 +39,8 @@ def connect(url: str | None = None, *, insecure: bool = False, timeout: float = 
 
     Raises:
         UsageError: An unknown scheme, or plain tcp:// without TLS and without ``insecure``.
-        MissingEnvironmentError: The docker SDK is missing, or the engine cannot be reached.
+        MissingEnvironmentError: The docker SDK is missing, or the engine cannot be reached (for ssh://: what ssh
+            said, and for a host key that changed or is not pinned, which known_hosts entry to check and fix).
     """
     try:
         import docker
@@ -52,7 +55,6 @@ def connect(url: str | None = None, *, insecure: bool = False, timeout: float = 
     kwargs: dict[str, Any] = {"base_url": url, "timeout": timeout}
     if scheme == "ssh":
         _check_ssh_support()
-        kwargs["use_ssh_client"] = True
     if scheme in ("tcp", "https"):
         cert_dir = os.environ.get("DOCKER_CERT_PATH")
         if cert_dir:
@@ -67,15 +69,22 @@ def connect(url: str | None = None, *, insecure: bool = False, timeout: float = 
                 "or TLS (set DOCKER_CERT_PATH to a folder with ca.pem, cert.pem, key.pem), or pass --insecure on a closed test network"
             )
     try:
-        client = docker.DockerClient(**kwargs)
+        if scheme == "ssh":
+            from toolchain.docker_ssh import ssh_client
+
+            client = ssh_client(url, timeout=timeout)
+        else:
+            client = docker.DockerClient(**kwargs)
         client.ping()
     except (docker.errors.DockerException, OSError) as exc:
         from toolchain.redaction import scrub
 
         why = scrub(exc)
         if scheme == "ssh":
-            said = ssh_says(url, timeout=min(timeout, 20.0))
-            why = f"{why}; ssh said: {said}" if said else why
+            said, host_key = _ssh_diagnosis(url, timeout=min(timeout, 20.0))
+            if host_key:  # not a link problem: ssh refused the unit, and says which known_hosts entry to fix
+                raise MissingEnvironmentError(f"refused the unit at {redact(url)}: {said}") from exc
+            why = f"ssh said: {said}" if said else why
         raise MissingEnvironmentError(
             f"cannot reach the Docker engine at {redact(url)}: {why}. Check that the unit is up, that dockerd runs there, "
             "and that you can `docker -H URL info` from here"
@@ -95,29 +104,94 @@ def _check_ssh_support() -> None:
 
 
 def ssh_says(url: str, *, timeout: float = 20.0) -> str:
-    """Why ``ssh`` cannot run ``docker`` on the unit of an ssh:// URL: its last words, redacted ("" when it can).
+    """Why ``ssh`` cannot run ``docker`` on the unit of an ssh:// URL, redacted ("" when it can).
 
-    The SDK starts ``ssh HOST docker system dial-stdio`` with stderr on our console and reports only a broken
-    connection; this asks the same way, non-interactively (keys and ~/.ssh/config apply, no password prompt),
-    and keeps what ssh or the far side said: a host key that changed, a refused key, no ``docker`` there.
+    The SDK's connections keep ssh's stderr to themselves and report only a broken connection; this asks the
+    same way (the same options: batch mode, strict host key checking; keys and ~/.ssh/config apply) and
+    keeps what ssh or the far side said: a host key that changed or is unknown (explained, naming the
+    known_hosts file to fix), a refused key, no ``docker`` there. Identity file paths are masked.
     """
+    return _ssh_diagnosis(url, timeout=timeout)[0]
+
+
+_CHANGED = re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key for \S+ has changed")
+_CHANGED_HOST = re.compile(r"Host key for (\S+) has changed")
+_OFFENDING = re.compile(r"Offending (\S+) key in (.+):(\d+)")
+_SENT = re.compile(r"fingerprint for the (\S+) key sent by the remote host is\s+(\S+?)\.?\s*$", re.MULTILINE)
+_UNKNOWN = re.compile(r"No (\S+) host key is known for (\S+) and you have requested strict checking")
+_KEY_PATH = re.compile(r"""(Load key |Permissions 0?\d+ for |[Ii]dentity file |no such identity: )(["']?)([^"'\s:<]+)""")
+
+
+def _ssh_diagnosis(url: str, *, timeout: float) -> tuple[str, bool]:
+    """``(what ssh says, whether it refused the unit's host key)``; ``("", False)`` when ssh gets through."""
+    from toolchain.docker_ssh import ssh_args
     from toolchain.redaction import scrub
 
-    parts = urlparse(url)
-    args = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}"]
-    if parts.username:
-        args += ["-l", parts.username]
-    if parts.port:
-        args += ["-p", str(parts.port)]
-    args += ["--", parts.hostname or "", "docker version --format '{{.Server.Version}}'"]
+    args = ssh_args(url, connect_timeout=timeout)
     try:
-        done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout + 5)
+        done = subprocess.run([*args, "docker version --format '{{.Server.Version}}'"], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout + 5, start_new_session=True)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return scrub(exc)
+        return scrub(exc), False
     if done.returncode == 0:
-        return ""
-    lines = [line.strip() for line in done.stderr.splitlines() if line.strip() and not line.startswith("@@@")]
-    return scrub(" / ".join(lines[-3:])) or f"exit status {done.returncode}"
+        return "", False
+    config = _ssh_config(args)
+    text, host_key = _explain_ssh(done.stderr, config)
+    return scrub(_mask_identity_files(text, config)) or f"exit status {done.returncode}", host_key
+
+
+def _mask_identity_files(text: str, config: dict[str, list[str]]) -> str:
+    """``text`` without the paths of the private keys (and certificates) ssh would use, or complained about."""
+    for path in config.get("identityfile", []) + config.get("certificatefile", []):
+        for form in {path, os.path.expanduser(path)}:
+            if len(form) > 3:
+                text = text.replace(form, "<identity file>")
+    return _KEY_PATH.sub(lambda m: f"{m.group(1)}{m.group(2)}<identity file>", text)
+
+
+def _ssh_config(args: list[str]) -> dict[str, list[str]]:
+    """What ``ssh -G`` says the connection of ``args`` would use (key -> values); {} when it cannot tell."""
+    try:
+        done = subprocess.run([args[0], "-G", *args[1:]], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    config: dict[str, list[str]] = {}
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if value:
+            config.setdefault(key.lower(), []).append(value.strip())
+    return config
+
+
+def _explain_ssh(stderr: str, config: dict[str, list[str]]) -> tuple[str, bool]:
+    """ssh's stderr as one line; a refused host key as an explanation of what to check and which file to fix."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.startswith("@@@")]
+    files = " ".join(config.get("userknownhostsfile", [])).split() or ["~/.ssh/known_hosts"]
+    known = " or ".join(files)
+    if _CHANGED.search(stderr):
+        offending, sent = _OFFENDING.search(stderr), _SENT.search(stderr)
+        where = f"{offending.group(2)} (line {offending.group(3)})" if offending else known
+        presents = f"now presents the {sent.group(1)} key {sent.group(2)}" if sent else "presents another key"
+        changed = _CHANGED_HOST.search(stderr)  # the unit, or the bastion on the way (ProxyJump)
+        host, port = (config.get("hostname") or ["HOST"])[0], (config.get("port") or ["22"])[0]
+        name = changed.group(1) if changed else host if port == "22" else f"[{host}]:{port}"
+        fix = offending.group(2) if offending else files[0]
+        return (f"the ssh host key of {name} has changed (Host key verification failed): it {presents}, but {where} pins "
+                f"another, so ssh refused it and nothing was sent. If the unit was reinstalled or its key rotated, "
+                f"check that fingerprint on the unit itself (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then "
+                f"replace the old entry in {fix} (ssh-keygen -f \"{fix}\" -R \"{name}\", then add the new key); "
+                "otherwise someone may be intercepting the link"), True
+    unknown = _UNKNOWN.search(stderr)
+    if unknown:
+        name = unknown.group(2)
+        host, _, port = name.strip("[").partition("]:")
+        scan = f"ssh-keyscan -p {port} {host}" if port else f"ssh-keyscan {name}"
+        return (f"the ssh host key of {name} is not pinned (Host key verification failed: no {unknown.group(1)} key for it "
+                f"in {known}); toolchain reaches only units whose host key is known. Add it to "
+                f"{files[0]} once you have checked its fingerprint on the unit (`{scan}` prints it, "
+                "`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the unit shows the one to expect)"), True
+    return " / ".join(lines[-3:]), False
 
 
 def engine_architecture(client: Any) -> str:
