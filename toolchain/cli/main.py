@@ -24,6 +24,7 @@ from toolchain.cli.count import count
 from toolchain.cli.data import data
 from toolchain.cli.deploy import deploy
 from toolchain.cli.doctor import doctor
+from toolchain.cli.events import events
 from toolchain.cli.export import export, quantize
 from toolchain.cli.handoff import handoff
 from toolchain.cli.output import AppContext, console
@@ -85,6 +86,7 @@ cli.add_command(targets)
 cli.add_command(build)
 cli.add_command(bench)
 cli.add_command(count)
+cli.add_command(events)
 cli.add_command(registry)
 cli.add_command(serve)
 cli.add_command(package)
