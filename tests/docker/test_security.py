@@ -21,7 +21,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import pytest
 
 from tests.docker.fleet_sim import packaged_tiny_model, remove_deployed
 from tests.ports import free_port
-from tests.serve.fixtures import write_video
+from tests.serve.fixtures import http_body as _get, write_video
 from tests.serve.rtsp import StartServer, camera_clip, rtsp_server_fixture  # noqa: F401 - the fixture
 from toolchain.deploy.unit import SERVICE_UID
 from toolchain.serve.credentials import CONTAINER_PATH
@@ -50,12 +49,6 @@ def _tc(workspace: Path, *args: str) -> tuple[int, Any, str, str]:
     return run.returncode, payload, run.stdout, run.stderr
 
 
-def _get(port: int, path: str) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.read().decode()
 
 
 def _assert_clean(where: str, text: str) -> None:

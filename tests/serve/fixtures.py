@@ -54,3 +54,14 @@ def write_video(path: Path, *, frames: int = 20, fps: int = 10, size: tuple[int,
     return path
 
 
+def http_body(port: int, path: str) -> str:
+    """The body ``GET http://127.0.0.1:PORT/PATH`` answers, whatever the status (/healthz says 503 until a camera
+    delivers)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.read().decode()

@@ -7,15 +7,13 @@ import json
 import subprocess
 import sys
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 from tests.mqtt_broker import MqttBroker, Subscriber, mqtt_broker, wait_until  # noqa: F401 - the fixture
-from tests.serve.fixtures import tiny_build
+from tests.serve.fixtures import http_body as _get, tiny_build
 from toolchain.publish.config import parse_publish_url
 from toolchain.runtime.vehicles import VehicleConfig
 from toolchain.serve.bundle import ServingModel, model_from_registry
@@ -54,13 +52,6 @@ def _config(road: Path, tmp_path: Path, broker: MqttBroker, **extra: Any) -> Ser
                        spool_dir=tmp_path / "spool", **extra)
 
 
-def _get(port: int, path: str) -> str:
-    """The body, whatever the status (/healthz answers 503 until a camera delivers)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.read().decode()
 
 
 def _serve_in_thread(model: ServingModel, config: ServeConfig) -> tuple[threading.Thread, threading.Event, list[int]]:
