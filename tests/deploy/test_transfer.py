@@ -55,6 +55,7 @@ class _Engine:
         self.pulls = 0
         self.loaded = False
         self.loads: list[bytes] = []
+        self.auth_configs: list[dict[str, Any]] = []
         self.api = self
 
     # -- the low-level API the transfer calls ----------------------------------------------------------------------
@@ -65,8 +66,12 @@ class _Engine:
             raise docker.errors.ImageNotFound(f"No such image: {image_id}")
         return {"Id": image_id, "RootFS": {"Layers": []}}
 
-    def pull(self, repository: str, tag: str, stream: bool, decode: bool) -> Iterator[dict[str, Any]]:
+    def pull(self, repository: str, tag: str, stream: bool, decode: bool,
+             auth_config: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         assert (repository, tag, stream, decode) == ("127.0.0.1:5000/toolchain/tiny", DIGEST, True, True)
+        # Always given: None would make the SDK send the workstation's own `docker login` to the unit.
+        assert auth_config is not None
+        self.auth_configs.append(auth_config)
         step = self.script[self.pulls]
         self.pulls += 1
         return step()

@@ -138,20 +138,151 @@ def stop_engines(base: Path, names: list[str]) -> None:
 
 
 class Registry:
-    """Debian's ``docker-registry`` serving a temp directory on a loopback port (plain HTTP)."""
+    """Debian's ``docker-registry`` serving a temp directory: plain HTTP on a loopback port by default.
 
-    def __init__(self, directory: Path) -> None:
+    ``auth=(user, password)`` adds htpasswd (bcrypt) authentication; ``tls=True`` serves HTTPS with a
+    certificate from a CA this object makes (:attr:`ca_pem`), on a non-loopback address of this machine by
+    default: Docker treats every loopback registry as insecure (it skips certificate checks there), so only
+    an address off loopback shows what an engine makes of the certificate. :meth:`install_ca` puts the CA
+    where every dockerd on this machine looks for it (``/etc/docker/certs.d/HOST:PORT/ca.crt``), and
+    :meth:`restart` can serve an expired certificate, or one from a CA nobody trusts.
+    """
+
+    CERTS_D = Path("/etc/docker/certs.d")
+
+    def __init__(self, directory: Path, *, auth: tuple[str, str] | None = None, tls: bool = False,
+                 host: str = "") -> None:
         self.directory = directory
+        self.auth, self.tls = auth, tls
+        self.host = host or (self.lan_address() if tls else "127.0.0.1")
         self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"{self.host}:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
+        self.certificate = "valid"  # what start() serves: "valid", "expired" or "unknown-ca"
+        self.ca_pem = ""
+        self._ca: Any = None
+        self._installed: Path | None = None
 
     @staticmethod
-    def missing() -> str:
-        return "" if shutil.which("docker-registry") else "no docker-registry (apt-get install docker-registry)"
+    def missing(*, tls: bool = False, auth: bool = False) -> str:
+        if not shutil.which("docker-registry"):
+            return "no docker-registry (apt-get install docker-registry)"
+        if auth:
+            try:
+                import bcrypt  # noqa: F401 - the htpasswd file's hashes
+            except ImportError:
+                return "no bcrypt for the registry's htpasswd file (pip install bcrypt)"
+        if tls and os.geteuid() != 0:
+            return "a TLS registry needs root to put its CA in /etc/docker/certs.d for the engines"
+        if tls and not Registry.lan_address():
+            return "a TLS registry needs an address off loopback (Docker skips certificate checks on loopback)"
+        return ""
 
-    def start(self) -> Registry:
+    @staticmethod
+    def lan_address() -> str:
+        """An IPv4 address of this machine that is not loopback ("" when it has none)."""
+        try:
+            shown = subprocess.run(["ip", "-o", "-4", "addr", "show", "scope", "global"], capture_output=True,
+                                   text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        for line in shown.splitlines():
+            parts = line.split()
+            if "inet" in parts:
+                return parts[parts.index("inet") + 1].split("/")[0]
+        return ""
+
+    # -- TLS material ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _new_ca(name: str) -> tuple[Any, Any]:
+        import datetime as dt
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        now = dt.datetime.now(dt.timezone.utc)
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=30))
+                .not_valid_after(now + dt.timedelta(days=2))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                             content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                             key_agreement=False, encipher_only=False, decipher_only=False),
+                               critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .sign(key, hashes.SHA256()))
+        return key, cert
+
+    def _server_certificate(self, ca: tuple[Any, Any], *, expired: bool) -> tuple[bytes, bytes]:
+        """``(certificate, key)`` PEM for this registry's address, signed by ``ca``; ``expired``: it ended yesterday."""
+        import datetime as dt
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        ca_key, ca_cert = ca
+        now = dt.datetime.now(dt.timezone.utc)
+        start, end = (now - dt.timedelta(days=20), now - dt.timedelta(days=1)) if expired else \
+            (now - dt.timedelta(minutes=5), now + dt.timedelta(days=1))
+        key = ec.generate_private_key(ec.SECP256R1())
+        names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(self.host))] \
+            if self.host.replace(".", "").isdigit() else [x509.DNSName(self.host)]
+        cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.host)]))
+                .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(start).not_valid_after(end)
+                .add_extension(x509.SubjectAlternativeName(names), critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        pem = serialization.Encoding.PEM
+        return cert.public_bytes(pem), key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption())
+
+    def install_ca(self) -> Path:
+        """Put the CA where every dockerd here trusts it for this registry (read per connection: no restart)."""
+        directory = self.CERTS_D / self.address
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "ca.crt").write_text(self.ca_pem)
+        self._installed = directory
+        return directory / "ca.crt"
+
+    def remove_ca(self) -> None:
+        if self._installed is not None:
+            shutil.rmtree(self._installed, ignore_errors=True)
+            self._installed = None
+
+    # -- the process ----------------------------------------------------------------------------------------------
+    def _config(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
+        extra_http = ""
+        extra = ""
+        if self.tls:
+            from cryptography.hazmat.primitives import serialization
+
+            if self._ca is None:
+                self._ca = self._new_ca("toolchain test registry CA")
+                self.ca_pem = self._ca[1].public_bytes(serialization.Encoding.PEM).decode()
+            ca = self._ca if self.certificate != "unknown-ca" else self._new_ca("a CA nobody trusts")
+            cert, key = self._server_certificate(ca, expired=self.certificate == "expired")
+            (self.directory / "server.crt").write_bytes(cert)
+            (self.directory / "server.key").write_bytes(key)
+            extra_http = (f"  tls:\n    certificate: {self.directory / 'server.crt'}\n"
+                          f"    key: {self.directory / 'server.key'}\n")
+        if self.auth is not None:
+            import bcrypt
+
+            user, password = self.auth
+            hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
+            (self.directory / "htpasswd").write_text(f"{user}:{hashed}\n")
+            extra = f"auth:\n  htpasswd:\n    realm: toolchain-test\n    path: {self.directory / 'htpasswd'}\n"
         config = self.directory / "config.yml"
         config.write_text(f"""version: 0.1
 log:
@@ -162,14 +293,20 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:{self.port}
-""")
-        log = open(self.directory / "registry.log", "wb")  # noqa: SIM115 - the process owns it
+  addr: {self.address}
+{extra_http}{extra}""")
+        return config
+
+    def start(self, certificate: str = "") -> Registry:
+        """Start serving (with ``certificate``: "valid", "expired" or "unknown-ca", for a TLS registry)."""
+        self.certificate = certificate or self.certificate
+        config = self._config()
+        log = open(self.directory / "registry.log", "ab")  # noqa: SIM115 - the process owns it
         self.process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                with socket.create_connection((self.host, self.port), timeout=1):
                     return self
             except OSError:
                 if self.process.poll() is not None:
@@ -177,10 +314,17 @@ http:
                 time.sleep(0.2)
         raise RuntimeError(f"docker-registry did not start: {(self.directory / 'registry.log').read_text()[-500:]}")
 
-    def stop(self) -> None:
+    def restart(self, certificate: str = "") -> Registry:
+        """Stop, then start on the same address and storage (with another certificate, say)."""
+        self.stop(keep_ca=True)
+        return self.start(certificate)
+
+    def stop(self, *, keep_ca: bool = False) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=20)
+        if not keep_ca:
+            self.remove_ca()
 
 
 class ThinLink:

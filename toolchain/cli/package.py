@@ -27,6 +27,11 @@ from toolchain.cli.output import app, emit, json_option, progress_for
 @click.option("--port", "http_port", type=int, default=8080, show_default=True, help="Service port inside the container.")
 @click.option("--push", "push", default=None, metavar="REGISTRY",
               help="Push the image to REGISTRY (HOST[:PORT]) and record its digest; units with transfer = \"pull\" pull it.")
+@click.option("--credentials", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="TOOLCHAIN_CAMERA_CREDENTIALS",
+              help="Credentials file (TOML or JSON) whose [registries.\"HOST:PORT\"] table (username, password, ca) "
+                   "logs in to the --push registry; keeps the password off the command line (env "
+                   "TOOLCHAIN_CAMERA_CREDENTIALS, as for serve). Default: what `docker login` stored.")
 @click.option("--deepstream", is_flag=True,
               help="Also put a DeepStream nvinfer config and labels.txt next to the engine (TensorRT targets).")
 @click.option("--stand-in-base", is_flag=True,
@@ -35,7 +40,7 @@ from toolchain.cli.output import app, emit, json_option, progress_for
 @click.pass_context
 def package(ctx: click.Context, ref: str, target: str, tags: tuple[str, ...], save: Path | None, base_image: str | None,
             docker_host: str | None, insecure: bool, dockerfile: Path | None, python_version: str | None,
-            http_port: int, push: str | None, deepstream: bool, stand_in_base: bool) -> None:
+            http_port: int, push: str | None, credentials: Path | None, deepstream: bool, stand_in_base: bool) -> None:
     """Build the runtime image of MODEL@ALIAS (or NAME@vN, or a build id) for one target.
 
     \b
@@ -50,7 +55,7 @@ def package(ctx: click.Context, ref: str, target: str, tags: tuple[str, ...], sa
 
     config = PackageConfig(ref=ref, target=target, tags=tags, base_image=base_image, save=save, docker_host=docker_host,
                            insecure=insecure, dockerfile=dockerfile, python_version=python_version, http_port=http_port,
-                           stand_in_base=stand_in_base, push=push, deepstream=deepstream)
+                           stand_in_base=stand_in_base, push=push, credentials=credentials, deepstream=deepstream)
     with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:
         result = run_package(workspace, config, progress)
 

@@ -8,7 +8,11 @@ Two transports (the fleet file's ``transfer``):
 - ``pull``: the unit's engine pulls the image *by digest* from a registry it can reach (``package
   --push``), never by a mutable tag; the engine downloads only the layers it lacks. The bytes are the
   registry's compressed blob sizes of the layers the engine did download (from the pull's own progress
-  events), plus the manifest and the config.
+  events), plus the manifest and the config. A registry that wants a login gets the one the fleet's
+  ``credentials`` file gives for it (``[registries."HOST:PORT"]``), in the pull request's
+  ``X-Registry-Auth`` header alone: nothing of it reaches a container, a label, argv or the environment.
+  Its TLS certificate is checked by the unit's engine against ``/etc/docker/certs.d/HOST:PORT/ca.crt`` on
+  the unit (the operator puts the CA there; the Engine API cannot).
 
 A link that drops mid-transfer is retried (``transfer_attempts``, waiting 2 s, 4 s...). Which pull errors
 are not retried is decided on the structured error, never on words in its message: an HTTP status of
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from toolchain.errors import MissingEnvironmentError, ToolchainError
+from toolchain.redaction import register_secret, scrub
 
 NONE, LOAD_DELTA, LOAD_FULL, PULL = "none", "load-delta", "load-full", "pull"
 BACKOFF_S = 2.0
@@ -168,9 +173,25 @@ def image_present(client: Any, image_id: str) -> dict[str, Any] | None:
         return None
 
 
+def registry_login(credentials: Path | None, *registries: str) -> Any:
+    """The login (a :class:`toolchain.serve.credentials.RegistryCredential`) the credentials file gives for the
+    first of ``registries`` it names (the registry as the unit reaches it, then as it was pushed to); or None.
+
+    Raises:
+        InputNotFoundError / BadInputError: the file is missing or malformed.
+    """
+    if credentials is None:
+        return None
+    from toolchain.serve.credentials import load_registry_credentials
+
+    logins = load_registry_credentials(credentials)
+    return next((logins[name] for name in registries if name and name in logins), None)
+
+
 def transfer_image(client: Any, *, transport: str, image_id: str, tag: str, archive: ImageArchive | None,
                    pushed: PushedImage | None, registry: str = "", attempts: int = 3, compress: bool = True,
-                   note: Callable[[str], None] | None = None) -> TransferStats:
+                   note: Callable[[str], None] | None = None, login: Any = None,
+                   credentials: str = "") -> TransferStats:
     """Put image ``image_id`` on the engine ``client`` unless it has it; what it cost.
 
     Args:
@@ -182,6 +203,9 @@ def transfer_image(client: Any, *, transport: str, image_id: str, tag: str, arch
         attempts: Tries when the link drops.
         compress: Send ``load`` archives gzip-compressed (a third of the bytes of a first install).
         note: Progress messages (a retry, a fallback).
+        login: The registry's login for a ``pull`` (a ``RegistryCredential`` from the fleet's credentials file):
+            sent in the pull request's ``X-Registry-Auth`` header only. None: the Docker SDK's default.
+        credentials: The credentials file's path (named in advice when the registry refuses the login).
 
     Raises:
         TransferError: every attempt failed, the engine refused the image, or what arrived is another image.
@@ -211,7 +235,7 @@ def transfer_image(client: Any, *, transport: str, image_id: str, tag: str, arch
         try:
             if transport == "pull":
                 assert pushed is not None
-                _pull(client, pushed, registry or pushed.registry, stats)
+                _pull(client, pushed, registry or pushed.registry, stats, login=login, credentials=credentials)
             else:
                 assert archive is not None
                 _load(client, archive, stats, delta=delta, compress=compress)
@@ -240,9 +264,12 @@ def transfer_image(client: Any, *, transport: str, image_id: str, tag: str, arch
         failures += 1
         if failures >= max(1, attempts):
             stats.transfer_s = time.monotonic() - started
+            hint = _registry_hint(registry or pushed.registry, error, login, credentials) \
+                if transport == "pull" and pushed is not None and error else ""
+            advice = f"{hint[:1].upper()}{hint[1:]}, then rerun" if hint else \
+                "Rerun when the link to the unit is back: it sends what is still missing"
             raise TransferError(f"the transfer failed {failures} time(s) ({stats.bytes_sent} bytes sent; last: "
-                                f"{(error or 'the link is down')[:300]}); nothing half-sent runs. Rerun when the link "
-                                "to the unit is back: it sends what is still missing", stats)
+                                f"{scrub(error or 'the link is down')[:300]}); nothing half-sent runs. {advice}", stats)
         delay = BACKOFF_S * failures
         if note is not None:
             note(f"transfer attempt {stats.attempts} failed ({error[:200] or 'link down'}); retrying in {delay:.0f} s")
@@ -294,13 +321,30 @@ def _load(client: Any, archive: ImageArchive, stats: TransferStats, *, delta: bo
 
 
 _PULL_NEXT = ("check that the unit's `registry` in the fleet file reaches the registry `package --push` filled, "
-              "that the unit's engine may pull from it (`docker login` on the unit), and push the image again if the "
-              "registry lost it")
+              "that the unit may pull from it (its login in the fleet's credentials file, [registries.\"HOST:PORT\"]), "
+              "and push the image again if the registry lost it")
 
 
-def _pull(client: Any, pushed: PushedImage, registry: str, stats: TransferStats) -> None:
+def _registry_hint(registry: str, error: str, login: Any, credentials: str) -> str:
+    """Advice for a pull error that reads as the registry's TLS or login (the words pick advice, never a retry)."""
+    from toolchain.package.push import CERTS_D, registry_hint
+
+    hint = registry_hint(registry, error, login=login, credentials=credentials)
+    if hint.startswith("the engine does not trust"):
+        hint = (f"the unit's engine does not trust the registry {registry}'s TLS certificate: put the CA that signed it "
+                f"in {CERTS_D / registry / 'ca.crt'} on the unit, with the unit's provisioning (deploy reaches only the "
+                "Engine API, which cannot put it there; the engine reads it at the next pull, no restart)")
+    return hint
+
+
+def _pull(client: Any, pushed: PushedImage, registry: str, stats: TransferStats, *, login: Any = None,
+          credentials: str = "") -> None:
     """The unit pulls ``registry/repository@digest``; the layers it downloaded are counted from its events."""
     import docker.errors
+
+    auth = login.auth_config() if login is not None else None
+    if login is not None:
+        register_secret(login.password)
 
     stats.transport = PULL
     repository = f"{registry}/{pushed.repository}"
@@ -311,13 +355,17 @@ def _pull(client: Any, pushed: PushedImage, registry: str, stats: TransferStats)
     started = False
     where = f"{repository}@{pushed.digest[:19]}"
     try:
-        for event in client.api.pull(repository, tag=pushed.digest, stream=True, decode=True):
+        # The login rides in this request's X-Registry-Auth header, and only when the fleet's file gives one.
+        # Without one the header is empty: the SDK would otherwise send the workstation's own `docker login`
+        # for that registry (~/.docker/config.json) to every unit's engine.
+        for event in client.api.pull(repository, tag=pushed.digest, stream=True, decode=True, auth_config=auth or {}):
             if event.get("error") or event.get("errorDetail"):
                 # Once the pull has begun the engine reports in the stream, as {"errorDetail": {"code", "message"}}.
                 detail = event.get("errorDetail") if isinstance(event.get("errorDetail"), dict) else {}
                 message, code = str(detail.get("message") or event.get("error")), detail.get("code")
                 if refused_status(code):
-                    raise _EngineRefused(f"pulling {where} was refused (code {code}: {message}); {_PULL_NEXT}")
+                    hint = _registry_hint(registry, message, login, credentials) or _PULL_NEXT
+                    raise _EngineRefused(f"pulling {where} was refused (code {code}: {message}); {hint}")
                 raise ConnectionError(message)  # no code it is known to mean a refusal by: a link, retried
             layer, status = str(event.get("id", "")), str(event.get("status", ""))
             started = started or status.startswith("Pulling from")
@@ -333,8 +381,9 @@ def _pull(client: Any, pushed: PushedImage, registry: str, stats: TransferStats)
         # unknown", "name unknown" or "denied" from the registry, 400 for a bad reference, 500 for everything else,
         # a dropped link to the registry included (retried by the caller).
         if refused_status(exc.status_code):
+            hint = _registry_hint(registry, str(exc.explanation or exc), login, credentials) or _PULL_NEXT
             raise _EngineRefused(f"pulling {where} was refused (HTTP {exc.status_code}: {exc.explanation or exc}); "
-                                 f"{_PULL_NEXT}") from exc
+                                 f"{hint}") from exc
         raise
     finally:
         fresh = downloaded - reused

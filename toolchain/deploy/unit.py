@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolchain.deploy.fleet import Unit
-from toolchain.deploy.transfer import ImageArchive, PushedImage, TransferStats, transfer_image
+from toolchain.deploy.transfer import ImageArchive, PushedImage, TransferStats, registry_login, transfer_image
 from toolchain.errors import BadInputError, MissingEnvironmentError, ToolchainError
 from toolchain.redaction import scrub_data
 
@@ -191,9 +191,12 @@ def ensure_image(client: Any, unit: Unit, release: Release, note: Callable[[str]
     Raises:
         MissingEnvironmentError: the transfer failed, or what arrived is not the packaged image.
     """
+    login = registry_login(unit.credentials, unit.registry, release.pushed.registry) \
+        if unit.transfer == "pull" and release.pushed is not None else None
     return transfer_image(client, transport=unit.transfer, image_id=release.image_id, tag=release.tag,
                           archive=release.archive, pushed=release.pushed, registry=unit.registry,
-                          attempts=unit.transfer_attempts, compress=unit.compress, note=note)
+                          attempts=unit.transfer_attempts, compress=unit.compress, note=note, login=login,
+                          credentials=str(unit.credentials or ""))
 
 
 def _port_of(container: Any | None) -> int | None:
@@ -244,13 +247,15 @@ def unit_credentials(unit: Unit) -> str | None:
     """
     if unit.credentials is None:
         return None
-    from toolchain.serve.credentials import load_broker_credentials, load_credentials, to_json
+    from toolchain.serve.credentials import load_broker_credentials, load_credentials, load_registry_credentials, to_json
     from toolchain.runtime.sources import camera_name
 
     everything = load_credentials(unit.credentials)
     broker = load_broker_credentials(unit.credentials) if unit.publish is not None else None
     names = [camera_name(camera, i)[0] for i, camera in enumerate(unit.cameras)]
     mine = {name: everything[name] for name in names if name in everything}
+    if not mine and broker is None and unit.transfer == "pull" and load_registry_credentials(unit.credentials):
+        return None  # the file only logs the unit's engine in to the registry (never given to the unit's service)
     if not mine and broker is None:
         raise BadInputError(f"{unit.credentials} has credentials for none of {unit.name}'s cameras ({', '.join(names)}); "
                             "key them [cameras.NAME] by the NAME of each `NAME=URL` camera")

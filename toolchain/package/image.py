@@ -99,6 +99,8 @@ class PackageConfig:
         stand_in_base: Assemble a TensorRT target's image over a base that lacks TensorRT/pycuda (a stand-in
             arm64 Debian, to prove the assembly); the image cannot run the engine, and says so.
         push: Push the image to this registry (``HOST[:PORT]``) and record its digest, which units pull.
+        credentials: A credentials file whose ``[registries."HOST:PORT"]`` table logs in to ``push`` (and gives a
+            private CA for reading the manifest back); without one, what ``docker login`` stored.
         deepstream: Put a DeepStream nvinfer config (``config_infer_primary.txt``) and ``labels.txt`` next to
             the engine in ``/opt/toolchain/model`` (TensorRT targets; :mod:`toolchain.handoff`).
     """
@@ -115,6 +117,7 @@ class PackageConfig:
     http_port: int = 8080
     stand_in_base: bool = False
     push: str | None = None
+    credentials: Path | None = None
     deepstream: bool = False
 
     def __post_init__(self) -> None:
@@ -415,6 +418,11 @@ def _existing_image(workspace: Workspace, key: str, client: Any) -> Record | Non
 
 def package(workspace: Workspace, config: PackageConfig, progress: Progress | None = None) -> PackageResult:
     """Build (or find) the runtime image of ``config.ref`` for ``config.target`` and record it; push it if asked."""
+    login = None
+    if config.push is not None and config.credentials is not None:  # a malformed file fails before the build
+        from toolchain.serve.credentials import load_registry_credentials
+
+        login = load_registry_credentials(config.credentials).get(config.push)
     result = _build_or_find(workspace, config, progress or NullProgress())
     if config.push is None:
         return result
@@ -425,7 +433,8 @@ def package(workspace: Workspace, config: PackageConfig, progress: Progress | No
     try:
         record = workspace.registry.get(result.image)
         assert record is not None  # committed above
-        pushed = push_image(workspace, client, record, config.push)
+        pushed = push_image(workspace, client, record, config.push, login=login,
+                            credentials=str(config.credentials or ""))
     finally:
         client.close()
     body = pushed.body

@@ -13,12 +13,22 @@ The sizes are read back from the registry's HTTP API (distribution spec v2):
   the registry states), so a proxy or an altered registry cannot slip other sizes, or another image, in;
 - an image index or manifest list (what an engine with the containerd image store pushes) is followed to
   the image's platform (``linux/amd64``, ``linux/arm64``), attestations left aside;
-- a registry that asks for authentication is answered with the credentials the Docker client has for
-  it (``docker login``: ``~/.docker/config.json`` or its credential helper, what the engine's push used),
-  through the registry's token service or basic auth; without them, or when they are refused, it is an
-  error that says so, never a record with empty sizes. Only a registry this machine cannot reach, or
-  that does not hold the digest as this machine sees it (a remote engine's loopback registry, say), leaves
-  the sizes empty, with a ``manifest_note`` saying why; ``deploy`` then counts the pull's progress.
+- a registry that asks for authentication is answered with the login the credentials file gives for it
+  (``package --credentials FILE``: ``[registries."HOST:PORT"]`` with ``username``/``password``, the one the
+  engine's push used too), else with the credentials the Docker client has for it (``docker login``:
+  ``~/.docker/config.json`` or its credential helper), through the registry's token service or basic auth;
+  without them, or when they are refused, it is an error that says so, never a record with empty sizes.
+  Only a registry this machine cannot reach, or that does not hold the digest as this machine sees it (a
+  remote engine's loopback registry, say), leaves the sizes empty, with a ``manifest_note`` saying why;
+  ``deploy`` then counts the pull's progress;
+- HTTPS is checked against the file's ``ca`` for the registry when it gives one, else against the CA this
+  machine's Docker engine trusts for it (``/etc/docker/certs.d/HOST:PORT/ca.crt``), else the usual CAs; a
+  loopback registry with a ``ca`` in the file is read over HTTPS too.
+
+The push itself is the engine's: it gets the file's login in the request's ``X-Registry-Auth`` header (never
+argv or the environment) and checks the registry's certificate against its own trust (the CA goes in
+``/etc/docker/certs.d/HOST:PORT/ca.crt`` on the engine's machine; Docker skips the check on loopback). A
+refused login or certificate is an error whose advice names the table or the CA file to fix.
 """
 
 from __future__ import annotations
@@ -28,13 +38,17 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
+import os
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from toolchain.errors import BadInputError, CorruptStoreError, MissingEnvironmentError
 from toolchain.redaction import register_secret, scrub
 from toolchain.registry import NewRecord, Record
+from toolchain.serve.credentials import RegistryCredential
 from toolchain.workspace import Workspace
 
 _REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9a-fA-F:]+\](:[0-9]{1,5})?$")
@@ -43,6 +57,8 @@ _INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.dock
 _ACCEPT = ", ".join((*_MANIFEST_TYPES, *_INDEX_TYPES))
 _MAX_MANIFEST_BYTES = 4 << 20  # the distribution spec's limit on a manifest
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+CERTS_D = Path("/etc/docker/certs.d")
+"""Where a Docker engine looks for the CA of a registry (``CERTS_D/HOST:PORT/ca.crt``), read per connection."""
 
 
 def check_registry(registry: str) -> str:
@@ -80,13 +96,46 @@ def _is_loopback(registry: str) -> bool:
     return address.is_loopback
 
 
-def registry_url(registry: str) -> str:
-    """``http://`` for a loopback registry, ``https://`` for every other one."""
-    return f"{'http' if _is_loopback(registry) else 'https'}://{registry}"
+def registry_url(registry: str, *, tls: bool = False) -> str:
+    """``http://`` for a loopback registry (unless ``tls``: its CA was given), ``https://`` for every other one."""
+    return f"{'http' if _is_loopback(registry) and not tls else 'https'}://{registry}"
 
 
-def push_image(workspace: Workspace, client: Any, image: Record, registry: str) -> Record:
+def registry_hint(registry: str, message: str, *, login: RegistryCredential | None = None,
+                  credentials: str = "") -> str:
+    """What to do about a registry error the engine reported (its text only picks the advice, never a retry).
+
+    Args:
+        login: The login the request carried (None: none from a credentials file).
+        credentials: The credentials file's path, to name in the advice.
+    """
+    text = message.lower()
+    table = f'[registries."{registry}"]'
+    where = f"{credentials}'s {table}" if credentials else f"a credentials file's {table} (--credentials FILE)"
+    if "x509" in text or "certificate" in text or "tls:" in text:
+        ca_file = CERTS_D / registry / "ca.crt"
+        if "expired" in text or "not yet valid" in text:
+            return (f"the registry {registry}'s TLS certificate has expired (or is not valid yet): renew the "
+                    "registry's certificate (and check the engine's clock)")
+        return (f"the engine does not trust the registry {registry}'s TLS certificate: put the CA that signed it in "
+                f"{ca_file} on the engine's machine (no restart needed), or give the registry a certificate from a CA "
+                "the engine trusts")
+    if "unauthorized" in text or "authentication required" in text or "no basic auth credentials" in text:
+        if login is None or not login.username:
+            return f"the registry {registry} wants a login: give its username and password in {where}"
+        return (f"the registry {registry} refused the login (username/password of {where}): fix them, or check "
+                "that the account may push and pull there")
+    return ""
+
+
+def push_image(workspace: Workspace, client: Any, image: Record, registry: str,
+               login: RegistryCredential | None = None, credentials: str = "") -> Record:
     """Push the image of record ``image`` from engine ``client`` to ``registry``; the ``push`` record.
+
+    Args:
+        login: The registry's login (and CA) from the credentials file: the engine's push gets it in the request's
+            ``X-Registry-Auth`` header, and reading the manifest back uses it (and the CA) too.
+        credentials: The credentials file's path (named in advice; never its content).
 
     Raises:
         MissingEnvironmentError: the registry cannot be reached, refused the push, or will not let this machine read
@@ -102,23 +151,33 @@ def push_image(workspace: Workspace, client: Any, image: Record, registry: str) 
         else repository  # a tag that already names a registry: keep only its path
     remote = f"{registry}/{repository}"
     client.api.tag(image.body["image_id"], remote, tag)
+    auth = login.auth_config() if login is not None else None
+    if login is not None:
+        register_secret(login.password)
     digest = ""
     try:
-        for event in client.api.push(remote, tag=tag, stream=True, decode=True):
+        # The login goes in the request's X-Registry-Auth header, and only when the file gives one: without it the
+        # SDK sends what `docker login` stored on this machine.
+        for event in client.api.push(remote, tag=tag, stream=True, decode=True,
+                                     **({"auth_config": auth} if auth else {})):
             if event.get("error"):
-                raise MissingEnvironmentError(f"the registry {registry} refused the push: {scrub(event['error'])}; check "
-                                              "that it runs and that the engine may push there (plain HTTP only on loopback "
-                                              "or with --insecure-registry on the engine)")
+                error = str(event["error"])
+                hint = registry_hint(registry, error, login=login, credentials=credentials) or (
+                    "check that it runs and that the engine may push there (plain HTTP only on loopback or with "
+                    "--insecure-registry on the engine)")
+                raise MissingEnvironmentError(f"the registry {registry} refused the push: {scrub(error)}; {hint}")
             aux = event.get("aux") or {}
             digest = str(aux.get("Digest") or digest)
     except MissingEnvironmentError:
         raise
     except Exception as exc:  # noqa: BLE001 - the engine's connection errors, said plainly
-        raise MissingEnvironmentError(f"pushing to {registry} failed ({type(exc).__name__}: {scrub(exc)}); check the "
-                                      "registry and the engine, then rerun") from exc
+        hint = registry_hint(registry, str(exc), login=login, credentials=credentials) or \
+            "check the registry and the engine, then rerun"
+        raise MissingEnvironmentError(f"pushing to {registry} failed ({type(exc).__name__}: {scrub(exc)}); "
+                                      f"{hint}") from exc
     if not digest.startswith("sha256:"):
         raise MissingEnvironmentError(f"the push to {registry} reported no manifest digest; check the registry's log")
-    manifest = _manifest(registry, repository, digest, platform=str(image.body.get("platform") or ""))
+    manifest = _manifest(registry, repository, digest, platform=str(image.body.get("platform") or ""), login=login)
     body = {
         "image": image.id, "image_id": image.body["image_id"], "registry": registry, "repository": repository,
         "tag": tag, "digest": digest, "reference": f"{remote}@{digest}",
@@ -128,11 +187,13 @@ def push_image(workspace: Workspace, client: Any, image: Record, registry: str) 
     return record
 
 
-def _manifest(registry: str, repository: str, digest: str, *, platform: str = "") -> dict[str, Any]:
+def _manifest(registry: str, repository: str, digest: str, *, platform: str = "",
+              login: RegistryCredential | None = None) -> dict[str, Any]:
     """The manifest's size and its blobs' sizes, read back from the registry by digest.
 
     Args:
         platform: The image's ``os/architecture[/variant]``; picks the manifest when the digest is an index.
+        login: The registry's login and CA from the credentials file (before ``docker login``'s).
 
     Returns:
         ``manifest_size`` (the index's bytes plus the platform manifest's, what a unit fetches), ``config_size``,
@@ -147,7 +208,7 @@ def _manifest(registry: str, repository: str, digest: str, *, platform: str = ""
     """
     import requests
 
-    reader = _Reader(registry, repository)
+    reader = _Reader(registry, repository, login)
     try:
         data = reader.manifest(digest)
         manifest = _json_object(data, registry, digest)
@@ -170,7 +231,10 @@ def _manifest(registry: str, repository: str, digest: str, *, platform: str = ""
         return {"manifest_size": total, **sizes}
     except (requests.RequestException, _Unread) as exc:
         why = str(exc) if isinstance(exc, _Unread) else \
-            f"could not reach {registry_url(registry)} from this machine ({type(exc).__name__})"
+            f"could not reach {reader.base} from this machine ({type(exc).__name__})"
+        if isinstance(exc, requests.exceptions.SSLError):
+            why = (f"this machine does not accept the TLS certificate of {reader.base} ({scrub(exc)[-200:]}): give "
+                   f"the registry's CA as ca in the credentials file's [registries.\"{registry}\"] table")
         return {"manifest_size": 0, "config_size": 0, "layers": [],
                 "manifest_note": f"the manifest was not read back: {why}; deploy counts the bytes from the pull's "
                                  "progress instead"}
@@ -231,29 +295,47 @@ class _Unread(Exception):
 class _Reader:
     """GETs from one repository of a registry, answering its authentication challenge once with Docker's credentials."""
 
-    def __init__(self, registry: str, repository: str) -> None:
+    def __init__(self, registry: str, repository: str, login: RegistryCredential | None = None) -> None:
         import requests
 
-        self.registry, self.repository = registry, repository
-        self.base = registry_url(registry)
+        self.registry, self.repository, self.login = registry, repository, login
+        self.base = registry_url(registry, tls=bool(login is not None and login.ca_pem))
         self.session = requests.Session()
         self.authorization: str | None = None
         self.challenged = False
         self.used = False  # whether stored credentials were offered (the error then says they were refused)
+        self._ca_file = ""
+        # Given with every request: requests lets $REQUESTS_CA_BUNDLE override a session's own `verify`.
+        self.verify: bool | str = True
+        if login is not None and login.ca_pem:
+            handle, self._ca_file = tempfile.mkstemp(prefix="toolchain-registry-ca-", suffix=".pem")
+            with os.fdopen(handle, "w") as out:
+                out.write(login.ca_pem)
+            self.verify = self._ca_file
+        elif (CERTS_D / registry / "ca.crt").is_file():  # what this machine's engine trusts for it
+            self.verify = str(CERTS_D / registry / "ca.crt")
 
     def close(self) -> None:
         self.session.close()
+        if self._ca_file:
+            Path(self._ca_file).unlink(missing_ok=True)
 
     def manifest(self, digest: str) -> bytes:
         """The manifest ``digest`` names, after checking its bytes hash to it."""
         url = f"{self.base}/v2/{self.repository}/manifests/{digest}"
         response = self.get(url, {"Accept": _ACCEPT})
         if response.status_code in (401, 403):
-            offered = ", with the credentials `docker login` stored for it" if self.used else ""
+            from_file = self.login is not None and bool(self.login.username)
+            offered = (", with the login of the credentials file" if from_file else
+                       ", with the credentials `docker login` stored for it" if self.used else "")
+            fix = (f"give the credentials file's [registries.\"{self.registry}\"] an account that may pull "
+                   f"{self.repository}" if from_file else
+                   f"run `docker login {self.registry}` here (or give its login in a credentials file's "
+                   f"[registries.\"{self.registry}\"] table, --credentials FILE) with an account that may pull "
+                   f"{self.repository}")
             raise MissingEnvironmentError(
                 f"the registry {self.registry} refused to let this machine read {self.repository}@{digest[:19]} back "
-                f"(HTTP {response.status_code}{offered}); "
-                f"run `docker login {self.registry}` here with an account that may pull {self.repository}, then rerun "
+                f"(HTTP {response.status_code}{offered}); {fix}, then rerun "
                 "the push (the image is already in the registry; nothing is pushed twice)")
         if response.status_code >= 400:
             raise _Unread(f"{self.base} answered HTTP {response.status_code} for {self.repository}@{digest[:19]} right "
@@ -288,14 +370,17 @@ class _Reader:
 
     def _get(self, url: str, headers: dict[str, str]) -> Any:
         extra = {"Authorization": self.authorization} if self.authorization else {}
-        return self.session.get(url, headers={**headers, **extra}, timeout=30, stream=True)
+        return self.session.get(url, headers={**headers, **extra}, timeout=30, stream=True, verify=self.verify)
 
     def _answer(self, challenge: str) -> str | None:
         """The Authorization header for the registry's challenge, from Docker's stored credentials; None without them."""
         scheme, _, rest = challenge.strip().partition(" ")
         params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
                   for m in _CHALLENGE_PARAM.finditer(rest)}
-        credentials = _docker_credentials(self.registry)
+        if self.login is not None and self.login.username:
+            credentials: dict[str, str] | None = {"username": self.login.username, "password": self.login.password}
+        else:
+            credentials = _docker_credentials(self.registry)
         self.used = credentials is not None
         if scheme.lower() == "basic":
             if credentials is None or "password" not in credentials:
@@ -330,7 +415,7 @@ class _Reader:
             auth = (credentials["username"], credentials["password"])
         elif credentials is not None and "identitytoken" in credentials:
             return self._refresh(realm, query, credentials["identitytoken"])
-        response = self.session.get(realm, params=query, auth=auth, timeout=30)
+        response = self.session.get(realm, params=query, auth=auth, timeout=30, verify=self.verify)
         if response.status_code in (401, 403):
             return None  # anonymous (or refused) access: the manifest GET then says what to do
         response.raise_for_status()
@@ -348,7 +433,7 @@ class _Reader:
     def _refresh(self, realm: str, query: dict[str, str], refresh_token: str) -> str | None:
         """OAuth2 refresh-token grant, for a `docker login` that stored an identity token."""
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": "toolchain", **query}
-        response = self.session.post(realm, data=form, timeout=30)
+        response = self.session.post(realm, data=form, timeout=30, verify=self.verify)
         if response.status_code in (400, 401, 403):
             return None
         response.raise_for_status()

@@ -14,6 +14,11 @@ their credentials in the query string). The camera's ``--source NAME=URL`` stays
 ``docker inspect``, ``ps`` and every log show only it. Every secret read is registered with
 :func:`toolchain.redaction.register_secret`, so it is masked in any text that still quotes it.
 
+On the workstation the same file may also hold image registries' logins, by the registry's ``HOST[:PORT]``:
+``[registries."registry.example.org:5000"]`` with ``username``, ``password`` and optionally ``ca`` (the PEM
+of a private CA) (:func:`load_registry_credentials`): ``package --push`` logs in with them, and ``deploy``
+hands them to a unit's engine in the pull request alone. They never go into a unit's own file (:func:`to_json`).
+
 Standard library only, Python 3.8 compatible (the roadside runtime).
 """
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 import time
 from dataclasses import dataclass
@@ -36,6 +42,8 @@ CONTAINER_DIR = "/run/secrets/toolchain"
 CONTAINER_PATH = CONTAINER_DIR + "/cameras.json"
 ENV = "TOOLCHAIN_CAMERA_CREDENTIALS"
 _FIELDS = {"username", "password", "url"}
+_REGISTRY_FIELDS = ("username", "password", "ca")
+_REGISTRY_KEY = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9a-fA-F:]+\](:[0-9]{1,5})?$")
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,82 @@ class CameraCredential:
         return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, parts.fragment))
 
 
+@dataclass(frozen=True)
+class RegistryCredential:
+    """An image registry's login (basic username/password, as ``docker login`` takes it) and, for a registry with
+    a private CA, that CA's certificate (PEM text). Neither secret shows in ``repr``."""
+
+    username: str = ""
+    password: str = ""
+    ca_pem: str = ""
+
+    def auth_config(self) -> Optional[Dict[str, str]]:
+        """What the Engine API takes as ``X-Registry-Auth`` (the Docker SDK's ``auth_config``); None without a login."""
+        if not self.username:
+            return None
+        return {"username": self.username, "password": self.password}
+
+    def __repr__(self) -> str:
+        user = "***" if self.username else "''"
+        password = "***" if self.password else "''"
+        ca = "<{} characters>".format(len(self.ca_pem)) if self.ca_pem else "''"
+        return "RegistryCredential(username={}, password={}, ca_pem={})".format(user, password, ca)
+
+    __str__ = __repr__
+
+
+def registry_credentials_from(document: Any) -> Dict[str, RegistryCredential]:
+    """The ``registries`` table of a credentials document: ``{HOST[:PORT]: RegistryCredential}`` (``{}`` without one).
+
+    Every password is registered with :func:`toolchain.redaction.register_secret`.
+
+    Raises:
+        BadInputError: ``registries`` is not a table of tables, a registry is not named ``HOST[:PORT]``, a key is
+            unknown (named, its value never shown), a value is not a string, a password without a username (or a
+            username without a password), or a ``ca`` that is not a PEM certificate.
+    """
+    if not isinstance(document, dict):
+        raise BadInputError("the credentials document is not a table/object: check the credentials file")
+    table = document.get("registries")
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise BadInputError('the credentials file\'s \'registries\' entry must be a table of registries by HOST[:PORT], '
+                            'e.g. [registries."registry.example.org:5000"] with username, password and ca')
+    found: Dict[str, RegistryCredential] = {}
+    for name, entry in table.items():
+        where = "registries.{}".format(json.dumps(str(name)))
+        if not isinstance(name, str) or not _REGISTRY_KEY.match(name):
+            raise BadInputError("{} in the credentials file: name the registry as HOST[:PORT], as `package --push` "
+                                "and the fleet's `registry` do (no scheme, path or credentials)".format(
+                                    "a registry" if "@" in str(name) else where))
+        if not isinstance(entry, dict):
+            raise BadInputError("{} in the credentials file must be a table with username, password and ca".format(where))
+        unknown = sorted(str(key) for key in entry if key not in _REGISTRY_FIELDS)
+        if unknown:
+            raise BadInputError("unknown key(s) {} in {} of the credentials file: it takes only {}".format(
+                ", ".join(repr(k) for k in unknown), where, ", ".join(_REGISTRY_FIELDS)))
+        values = {}
+        for key in _REGISTRY_FIELDS:
+            value = entry.get(key, "")
+            if not isinstance(value, str):
+                raise BadInputError("{}.{} in the credentials file must be a string".format(where, key))
+            values[key] = value
+        register_secret(values["password"])
+        if bool(values["password"]) != bool(values["username"]):
+            raise BadInputError("{} in the credentials file has a {} but no {}: a registry login takes both".format(
+                where, *(("password", "username") if values["password"] else ("username", "password"))))
+        ca = values["ca"].strip()
+        if ca and "-----BEGIN CERTIFICATE-----" not in ca:
+            raise BadInputError("{}.ca in the credentials file is not a PEM certificate: paste the CA certificate "
+                                "text, from -----BEGIN CERTIFICATE----- to -----END CERTIFICATE-----".format(where))
+        if not values["username"] and not ca:
+            raise BadInputError("{} in the credentials file is empty: give username and password, or ca".format(where))
+        found[name] = RegistryCredential(username=values["username"], password=values["password"],
+                                         ca_pem=ca + "\n" if ca else "")
+    return found
+
+
 def _parse(path: Path, text: str) -> Any:
     if path.suffix.lower() == ".toml":
         try:
@@ -78,17 +162,20 @@ def _parse(path: Path, text: str) -> Any:
 
 
 def parse_credentials(data: Any, source: str) -> Dict[str, CameraCredential]:
-    """Validate ``{"cameras": {NAME: {...}}, "broker": {...}}`` and register every secret in it for redaction;
-    the cameras' credentials (the ``broker`` table, checked here too, is :func:`load_broker_credentials`'s).
+    """Validate ``{"cameras": {NAME: {...}}, "broker": {...}, "registries": {HOST: {...}}}`` and register every secret
+    in it for redaction; the cameras' credentials (the ``broker`` and ``registries`` tables, checked here too, are
+    :func:`load_broker_credentials`'s and :func:`load_registry_credentials`').
 
     Error messages never quote a value, only names.
     """
-    if not isinstance(data, dict) or set(data) - {"cameras", "broker"} or \
+    if not isinstance(data, dict) or set(data) - {"cameras", "broker", "registries"} or \
             not isinstance(data.get("cameras", {}), dict):
         raise BadInputError(f"{source}: expected a table 'cameras' of camera names, e.g. [cameras.north] with "
-                            "username/password or url, and optionally a table 'broker' (username, password, ca)")
+                            "username/password or url, and optionally a table 'broker' (username, password, ca) and "
+                            "a table 'registries' of registry logins by HOST[:PORT]")
     try:
         broker_credentials_from(data)
+        registry_credentials_from(data)
     except BadInputError as exc:
         raise BadInputError(f"{source}: {exc}") from None
     credentials: Dict[str, CameraCredential] = {}
@@ -149,6 +236,19 @@ def load_broker_credentials(path: Optional[Path]) -> Optional[BrokerCredentials]
     if path is None:
         return None
     return broker_credentials_from(_document(Path(path)))
+
+
+def load_registry_credentials(path: Optional[Path]) -> Dict[str, RegistryCredential]:
+    """The image registries' logins (and private CAs) from the file's ``registries`` table, by ``HOST[:PORT]``;
+    ``{}`` for None or a file without one.
+
+    Raises:
+        InputNotFoundError: the file is missing or unreadable.
+        BadInputError: it is malformed (the message names the table, never the secret).
+    """
+    if path is None:
+        return {}
+    return registry_credentials_from(_document(Path(path)))
 
 
 def to_json(credentials: Dict[str, CameraCredential], broker: Optional[BrokerCredentials] = None) -> str:
