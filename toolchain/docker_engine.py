@@ -20,6 +20,10 @@ from urllib.parse import urlparse
 from toolchain.errors import MissingEnvironmentError, UsageError, missing_extra
 
 SCHEMES = ("unix", "ssh", "tcp", "https", "npipe")
+PING_TIMEOUT_S = 30.0
+"""How long an engine has to answer its first requests (version, ping) before it is judged unreachable: an
+engine whose socket accepts but never answers (a hung dockerd, a half-open link) fails in this time, not
+``timeout`` (which later requests, such as a long load, keep)."""
 
 
 def engine_url(url: str | None) -> str:
@@ -34,8 +38,10 @@ def redact(url: str) -> str:
     return redact_url(url)
 
 
-def connect(url: str | None = None, *, insecure: bool = False, timeout: float = 120.0) -> Any:
-    """A ``docker.DockerClient`` for ``url`` that has answered a ping.
+def connect(url: str | None = None, *, insecure: bool = False, timeout: float = 120.0,
+            ping_timeout: float | None = None) -> Any:
+    """A ``docker.DockerClient`` for ``url`` that has answered a ping within ``ping_timeout`` seconds (default
+    :data:`PING_TIMEOUT_S`, at most ``timeout``; ssh:// units are bounded by ssh's ConnectTimeout instead).
 
     Raises:
         UsageError: An unknown scheme, or plain tcp:// without TLS and without ``insecure``.
@@ -52,7 +58,8 @@ def connect(url: str | None = None, *, insecure: bool = False, timeout: float = 
     scheme = urlparse(url).scheme
     if scheme not in SCHEMES:
         raise UsageError(f"unsupported Docker Engine URL {redact(url)!r}: use unix://, ssh://user@host or tcp:// with TLS")
-    kwargs: dict[str, Any] = {"base_url": url, "timeout": timeout}
+    first_s = min(timeout, PING_TIMEOUT_S if ping_timeout is None else ping_timeout)
+    kwargs: dict[str, Any] = {"base_url": url, "timeout": first_s}
     if scheme == "ssh":
         _check_ssh_support()
     if scheme in ("tcp", "https"):
@@ -76,10 +83,13 @@ def connect(url: str | None = None, *, insecure: bool = False, timeout: float = 
         else:
             client = docker.DockerClient(**kwargs)
         client.ping()
+        client.api.timeout = timeout
     except (docker.errors.DockerException, OSError) as exc:
         from toolchain.redaction import scrub
 
         why = scrub(exc)
+        if scheme != "ssh" and "timed out" in why.lower():
+            why = f"no answer within {first_s:g} s (the engine accepts connections but does not answer)"
         if scheme == "ssh":
             said, host_key = _ssh_diagnosis(url, timeout=min(timeout, 20.0))
             if host_key:  # not a link problem: ssh refused the unit, and says which known_hosts entry to fix

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,11 +13,85 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from toolchain.cli.output import app, emit, json_option, progress_for, safe
+from toolchain.cli.output import app, console, emit, json_option, safe
 from toolchain.errors import MissingEnvironmentError, QualityGateError
+
+DEFAULT_PARALLEL = 8  # toolchain.deploy.rollout.DEFAULT_PARALLEL (not imported here: the CLI loads it lazily)
 
 _STYLE = {"deployed": "green", "unchanged": "green", "rolled-back": "yellow", "failed": "red", "refused": "red",
           "unreachable": "magenta", "skipped": "dim"}
+
+
+class UnitBoard:
+    """The rollout as it runs, one row per unit (state, seconds, what it sent or why it failed), on stderr.
+
+    On a terminal: a live table, replaced by the summary table when the rollout ends. Off one (CI logs,
+    pipes): one line per unit as it finishes. Nothing with ``--json`` off a terminal. Also a
+    :class:`toolchain.progress.Progress` (its phases are the units' states, so those calls do nothing).
+    """
+
+    def __init__(self, ctx: click.Context) -> None:
+        self.enabled = console.is_terminal or not app(ctx).json
+        self.live_table = console.is_terminal
+        self._lock = threading.Lock()
+        self._rows: dict[str, list[Any]] = {}  # unit -> [state, detail, started, seconds]
+        self._live: Any = None
+        self._title = ""
+
+    def __enter__(self) -> UnitBoard:
+        if self.enabled and self.live_table:
+            from rich.live import Live
+
+            self._live = Live(get_renderable=self._table, console=console, refresh_per_second=4, transient=True)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def start(self, description: str, total: int | None) -> None:
+        self._title = description
+
+    def advance(self, amount: int = 1) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def state(self, unit: str, state: str, detail: str = "") -> None:
+        with self._lock:
+            row = self._rows.setdefault(unit, [state, detail, None, None])
+            row[0], row[1] = state, detail
+            if state == "deploying":
+                row[2] = time.monotonic()
+            elif state != "queued" and row[2] is not None:
+                row[3] = time.monotonic() - row[2]
+            done = sum(1 for r in self._rows.values() if r[0] not in ("queued", "deploying"))
+            total = len(self._rows)
+        if self.enabled and not self.live_table and state not in ("queued", "deploying"):
+            style = _STYLE.get(state, "default")
+            console.print(f"\\[{done}/{total}] {escape(unit)}: [{style}]{state}[/{style}]"
+                          + (f" {safe(detail[:200])}" if detail else ""), highlight=False)
+
+    def _table(self) -> Table:
+        with self._lock:
+            rows = [(unit, *row) for unit, row in self._rows.items()]
+        done = sum(1 for r in rows if r[1] not in ("queued", "deploying"))
+        table = Table(title=f"{escape(self._title)}: {done}/{len(rows)} done")
+        for column in ("unit", "state", "seconds", "detail"):
+            table.add_column(column)
+        now = time.monotonic()
+        for unit, state, detail, started, seconds in rows:
+            style = _STYLE.get(state, "cyan" if state == "deploying" else "dim")
+            took = seconds if seconds is not None else (now - started if started is not None else None)
+            table.add_row(escape(unit), f"[{style}]{state}[/{style}]", f"{took:.0f}" if took is not None else "",
+                          safe(detail[:120]))
+        return table
 
 
 class DeployGroup(click.Group):
@@ -47,7 +123,8 @@ def deploy() -> None:
               help="fleet.toml: units with name, url, target, cameras.")
 @click.option("--canary", type=int, default=0, show_default=True,
               help="The first N units go first (plus units with canary = true); a failed canary stops the rollout.")
-@click.option("--parallel", type=int, default=1, show_default=True, help="Units deployed at once.")
+@click.option("--parallel", type=int, default=DEFAULT_PARALLEL, show_default=True,
+              help="Units deployed at once (each mostly waits on its link, engine and health check).")
 @click.option("--unit", "units", multiple=True, help="Only this unit (repeatable).")
 @click.option("--insecure", is_flag=True, help="Allow plain, unencrypted tcp:// engine URLs (closed test networks).")
 @click.option("--image-tar", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
@@ -67,8 +144,9 @@ def rollout(ctx: click.Context, ref: str, fleet: Path, canary: int, parallel: in
     load through the Engine API of a partial archive, or a pull by digest from the registry `package
     --push` filled; a dropped link is retried), start the new container (NVIDIA runtime on Jetson) next to the old one, wait for its
     HEALTHCHECK, then stop the old one (kept as toolchain-MODEL-previous). A release that does not become
-    healthy is removed and the old container keeps serving (rolled-back). Unreachable units are reported;
-    the others go on. Each unit's outcome is a `deployment` record. Rerunning finishes an interrupted
+    healthy is removed and the old container keeps serving (rolled-back). Unreachable units (nothing
+    listens, or the engine does not answer within 30 s) are reported; the others go on. While it runs,
+    each unit's state is shown (queued, deploying, then its result); a summary table follows. Each unit's outcome is a `deployment` record. Rerunning finishes an interrupted
     rollout. Exit 0 when every unit runs the release, 3 when one failed or was rolled back, 5 when the
     only problem is unreachable units.
     """
@@ -76,8 +154,8 @@ def rollout(ctx: click.Context, ref: str, fleet: Path, canary: int, parallel: in
 
     config = DeployConfig(ref=ref, fleet=fleet, canary=canary, parallel=parallel, units=units, insecure=insecure,
                           image_tar=image_tar, source_host=source_host, health_timeout_s=health_timeout_s)
-    with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:
-        report = run_deploy(workspace, config, progress)
+    with app(ctx).open_workspace() as workspace, UnitBoard(ctx) as board:
+        report = run_deploy(workspace, config, board, on_state=board.state)
 
     emit(ctx, report.to_json(), _render(report))
     _exit_for(report, ref)
@@ -131,7 +209,7 @@ def _exit_for(report: Any, ref: str) -> None:
 @click.option("--fleet", "fleet", type=click.Path(dir_okay=False, path_type=Path), required=True, help="fleet.toml.")
 @click.option("--unit", "units", multiple=True, help="Only this unit (repeatable).")
 @click.option("--model", default=None, help="The model to roll back (default: the one each unit serves).")
-@click.option("--parallel", type=int, default=1, show_default=True, help="Units at once.")
+@click.option("--parallel", type=int, default=DEFAULT_PARALLEL, show_default=True, help="Units at once.")
 @click.option("--insecure", is_flag=True, help="Allow plain, unencrypted tcp:// engine URLs.")
 @click.option("--health-timeout", "health_timeout_s", type=float, default=None,
               help="Seconds the restored container may take to become healthy (default: per unit).")
@@ -151,8 +229,8 @@ def rollback_command(ctx: click.Context, fleet: Path, units: tuple[str, ...], mo
 
     config = RollbackConfig(fleet=fleet, units=units, model=model, parallel=parallel, insecure=insecure,
                             health_timeout_s=health_timeout_s)
-    with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:
-        report = rollback(workspace, config, progress)
+    with app(ctx).open_workspace() as workspace, UnitBoard(ctx) as board:
+        report = rollback(workspace, config, board, on_state=board.state)
     emit(ctx, report.to_json(), _render(report))
     _exit_for(report, "the previous release")
 

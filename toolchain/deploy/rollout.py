@@ -2,7 +2,9 @@
 
 Order: canary units first (``canary = true`` in the fleet file, plus the first ``--canary N`` units);
 when a canary fails, or no canary could be reached, the rest are skipped. Then the other units,
-``--parallel K`` at a time. A unit that cannot be reached is reported and the others go on. Every
+``--parallel K`` at a time (default :data:`DEFAULT_PARALLEL`). A unit that cannot be reached (nothing
+listens, or its engine accepts but does not answer within ``docker_engine.PING_TIMEOUT_S``), refuses, or
+whose release never gets healthy is reported and the others go on. Every
 unit's outcome is committed as a ``deployment`` record (unit, image digest, artifact, result, time)
 linked to the image and the build.
 """
@@ -26,7 +28,7 @@ from typing import Any
 from toolchain.deploy.fleet import Fleet, Unit, load_fleet
 from toolchain.deploy.transfer import PushedImage
 from toolchain.deploy.unit import (
-    SKIPPED, UNREACHABLE, Release, UnitResult, deploy_unit, rollback_unit, serving_containers,
+    FAILED, SKIPPED, UNREACHABLE, Release, UnitResult, deploy_unit, rollback_unit, serving_containers,
 )
 from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
 from toolchain.progress import NullProgress, Progress
@@ -34,6 +36,19 @@ from toolchain.redaction import redact_url, scrub
 from toolchain.registry import NewRecord, Record
 from toolchain.targets.profile import load_target
 from toolchain.workspace import Workspace
+
+DEFAULT_PARALLEL = 8
+"""Units deployed at once by default. Each unit costs the workstation one thread and one engine connection
+and mostly waits (on the unit's link, its engine, its health check: tens of seconds), so 8 keeps 50 units
+to about 7 rounds without 50 transfers at once sharing the workstation's own uplink (``load``) or the
+registry's (``pull``); a hung unit holds one of the 8 for at most the connect timeout."""
+
+QUEUED, STARTED = "queued", "deploying"
+"""The live states of a unit before its result (``on_state``): waiting for a slot, and connecting /
+transferring / waiting for health; then its result (``deployed``, ``rolled-back``, ``unreachable``...)."""
+
+StateHook = Callable[[str, str, str], None]
+"""``on_state(unit, state, detail)``: called from worker threads as a unit moves (see :data:`QUEUED`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +71,7 @@ class DeployConfig:
     ref: str
     fleet: Path
     canary: int = 0
-    parallel: int = 1
+    parallel: int = DEFAULT_PARALLEL
     units: tuple[str, ...] = ()
     insecure: bool = False
     image_tar: Path | None = None
@@ -449,12 +464,45 @@ def write_pending_records(workspace: Workspace) -> list[str]:
     return written
 
 
+def _summary(result: UnitResult) -> str:
+    """A unit's result in a few words for the live view: what it sent, or why it failed."""
+    if result.ok:
+        moved = result.transfer
+        return f"{moved.bytes_sent / 1e6:.2f} MB {moved.transport}" if moved.transport != "none" else "nothing sent"
+    return result.message.split(". Check that")[0][:200]
+
+
+def _state(on_state: StateHook | None, unit: str, state: str, detail: str = "") -> None:
+    if on_state is not None:
+        try:
+            on_state(unit, state, detail)
+        except Exception:  # noqa: BLE001 - a display that fails never stops a rollout
+            pass
+
+
 def _run_units(report: DeployReport, batch: list[Unit], parallel: int, one: Callable[[Unit], UnitResult],
-               progress: Progress, on_unit: Callable[[UnitResult], None] | None) -> list[UnitResult]:
-    """Run ``one`` on each unit, ``parallel`` at a time; each result goes into ``report`` (recorded afterwards)."""
+               progress: Progress, on_unit: Callable[[UnitResult], None] | None,
+               on_state: StateHook | None = None) -> list[UnitResult]:
+    """Run ``one`` on each unit, ``parallel`` at a time; each result goes into ``report`` (recorded afterwards).
+
+    A unit's own problems are its result (``deploy_unit`` never raises for them); should ``one`` raise all
+    the same, that unit fails with the error and the others go on.
+    """
     done = []
+
+    def guarded(unit: Unit) -> UnitResult:
+        _state(on_state, unit.name, STARTED)
+        started = time.monotonic()
+        try:
+            result = one(unit)
+        except Exception as exc:  # noqa: BLE001 - one unit's surprise is that unit's failure, not the fleet's
+            result = UnitResult(unit=unit.name, url=redact_url(unit.url), target=unit.target, result=FAILED,
+                                message=f"{type(exc).__name__}: {scrub(exc)}", seconds=time.monotonic() - started)
+        _state(on_state, unit.name, result.result, _summary(result))
+        return result
+
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="deploy") as pool:
-        futures = {pool.submit(one, unit): unit for unit in batch}
+        futures = {pool.submit(guarded, unit): unit for unit in batch}
         for future in as_completed(futures):
             result = future.result()
             report.units.append(result)
@@ -468,8 +516,11 @@ def _run_units(report: DeployReport, batch: list[Unit], parallel: int, one: Call
 
 
 def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None = None,
-           on_unit: Callable[[UnitResult], None] | None = None) -> DeployReport:
-    """Roll ``config.ref`` out to the fleet; returns every unit's result (see :class:`DeployReport`)."""
+           on_unit: Callable[[UnitResult], None] | None = None, on_state: StateHook | None = None) -> DeployReport:
+    """Roll ``config.ref`` out to the fleet; returns every unit's result (see :class:`DeployReport`).
+
+    ``on_state(unit, state, detail)`` follows each unit live: ``queued``, ``deploying``, then its result.
+    """
     progress = progress or NullProgress()
     fleet = load_fleet(config.fleet)
     units = _select(fleet, config.units)
@@ -480,6 +531,8 @@ def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None
         report = DeployReport(deployment=uuid.uuid4().hex[:16], ref=config.ref, fleet=str(fleet.path), releases=described)
         key = credentials_key(workspace) if any(u.credentials is not None for u in units) else b""
         progress.start(f"deploy {config.ref} to {len(units)} unit(s)", len(units))
+        for unit in units:
+            _state(on_state, unit.name, QUEUED, "canary" if unit.name in canaries else "")
 
         def one(unit: Unit) -> UnitResult:
             return deploy_unit(unit, releases[unit.target], deployment=report.deployment, insecure=config.insecure,
@@ -487,7 +540,7 @@ def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None
                                credentials_key=key)
 
         def run(batch: list[Unit]) -> list[UnitResult]:
-            return _run_units(report, batch, config.parallel, one, progress, on_unit)
+            return _run_units(report, batch, config.parallel, one, progress, on_unit, on_state)
 
         first = [u for u in units if u.name in canaries]
         rest = [u for u in units if u.name not in canaries]
@@ -502,6 +555,7 @@ def deploy(workspace: Workspace, config: DeployConfig, progress: Progress | None
                     skipped = UnitResult(unit=unit.name, url=redact_url(unit.url), target=unit.target, result=SKIPPED,
                                          message=report.stopped)
                     report.units.append(skipped)
+                    _state(on_state, unit.name, SKIPPED, report.stopped)
                     if on_unit is not None:
                         on_unit(skipped)
                 rest = []
@@ -530,7 +584,7 @@ class RollbackConfig:
     fleet: Path
     units: tuple[str, ...] = ()
     model: str | None = None
-    parallel: int = 1
+    parallel: int = DEFAULT_PARALLEL
     insecure: bool = False
     health_timeout_s: float | None = None
 
@@ -542,7 +596,7 @@ class RollbackConfig:
 
 
 def rollback(workspace: Workspace, config: RollbackConfig, progress: Progress | None = None,
-             on_unit: Callable[[UnitResult], None] | None = None) -> DeployReport:
+             on_unit: Callable[[UnitResult], None] | None = None, on_state: StateHook | None = None) -> DeployReport:
     """Switch each unit back to the release it served before, from the images it kept: nothing is sent."""
     progress = progress or NullProgress()
     fleet = load_fleet(config.fleet)
@@ -552,12 +606,14 @@ def rollback(workspace: Workspace, config: RollbackConfig, progress: Progress | 
                           action="rollback")
     key = credentials_key(workspace) if any(u.credentials is not None for u in units) else b""
     progress.start(f"roll back {len(units)} unit(s)", len(units))
+    for unit in units:
+        _state(on_state, unit.name, QUEUED)
 
     def one(unit: Unit) -> UnitResult:
         return rollback_unit(unit, deployment=report.deployment, model=config.model, insecure=config.insecure,
                              health_timeout_s=config.health_timeout_s, credentials_key=key)
 
-    _run_units(report, units, config.parallel, one, progress, on_unit)
+    _run_units(report, units, config.parallel, one, progress, on_unit, on_state)
     progress.finish()
     order = {u.name: i for i, u in enumerate(units)}
     report.units.sort(key=lambda r: order[r.unit])
@@ -602,7 +658,7 @@ def fleet_status(workspace: Workspace | None, fleet_path: Path, *, units: tuple[
 
     def one(unit: Unit) -> dict[str, Any]:
         row: dict[str, Any] = {"unit": unit.name, "url": redact(unit.url), "target": unit.target, "reachable": False,
-                               "containers": [], "error": ""}
+                               "architecture": "", "containers": [], "error": ""}
         try:
             client = connect(unit.url, insecure=insecure, timeout=30)
         except Exception as exc:  # noqa: BLE001 - an unreachable unit is a row, not a failure of the command

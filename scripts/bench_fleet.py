@@ -1,0 +1,174 @@
+"""Fleet-size benchmark: a model-only release pulled by 10, 25 and 50 simulated units, ``--parallel K``.
+
+Every unit is a real dockerd on this machine (tests/docker/fleet_sim.py); the registry is Debian's
+docker-registry on loopback; units pull by digest (``transfer = "pull"``). For each fleet size N:
+
+1. untimed: the units new at this size get a first release (the whole image: each engine must fetch the
+   ~600 MB base layers once), pulled in parallel;
+2. timed: a new model-only release (only the model layer differs) to all N units in one ``toolchain
+   deploy --parallel K``: wall time, the deploy process's CPU time (user + system, its children
+   included) and peak RSS (``wait4``), each unit's own seconds (mean, max) and wall time per unit.
+
+Releases are the tiny test ONNX model with different weights (v1, v2, ...): what is timed is the rollout
+machinery (connect, inspect, pull of one small layer, start, health check, switch), not the image size.
+
+Usage: python scripts/bench_fleet.py [--sizes 10,25,50] [--parallel 8] [--out /tmp/bench_fleet_section.md]
+Needs root, dockerd, docker-registry and ``toolchain/runtime-base:bookworm`` on $DOCKER_HOST.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.docker.fleet_sim import (  # noqa: E402 - the repository root is on the path only now
+    Registry, can_start_engines, start_engines, stop_engines, unit_ports,
+)
+
+BASE_IMAGE = os.environ.get("TOOLCHAIN_TEST_BASE_IMAGE", "toolchain/runtime-base:bookworm")
+
+
+def tc(workspace: Path, *args: str, check: bool = True) -> dict[str, Any]:
+    """``toolchain --json ARGS`` as a measured child: its JSON, plus wall, CPU seconds and peak RSS (wait4)."""
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        child = subprocess.Popen([sys.executable, "-m", "toolchain", "--workspace", str(workspace), "--json", *args],
+                                 stdout=out_f, stderr=err_f, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage (its children included)
+        child.returncode = code = os.waitstatus_to_exitcode(status)
+        wall = time.monotonic() - started
+        out_f.seek(0)
+        err_f.seek(0)
+        out, err = out_f.read(), err_f.read()
+    if check and code != 0:
+        raise SystemExit(f"toolchain {' '.join(args)} failed ({code}):\n{err.decode()[-3000:]}")
+    payload = json.loads(out) if out.strip() else {}
+    payload["_wall_s"], payload["_exit"] = wall, code
+    payload["_cpu_s"], payload["_rss_mb"] = usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return payload
+
+
+def write_fleet(path: Path, engines: dict[str, str], ports: dict[str, int], registry: str) -> Path:
+    text = (f'[defaults]\ntarget = "x86-64-cpu"\ncameras = ["synthetic:64x64@2"]\nhealth_timeout_s = 300\n'
+            f'transfer = "pull"\nregistry = "{registry}"\n')
+    for name, url in engines.items():
+        text += f'\n[[unit]]\nname = "{name}"\nurl = "{url}"\nhttp_port = {ports[name]}\n'
+    path.write_text(text)
+    return path
+
+
+def write_section(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
+    """The Markdown section of the rows so far, written to ``--out`` (after each fleet size: a cut run keeps them)."""
+    machine = args.machine or f"{os.cpu_count()}-core {platform.machine()}"
+    lines = ["## A fleet of 50 (`scripts/bench_fleet`, issue 26)", "",
+             f"`scripts/bench_fleet --sizes {args.sizes} --parallel {args.parallel}`, {machine}, "
+             f"{dt.date.today().isoformat()}. Every unit a real dockerd on this machine, `transfer = \"pull\"` by digest "
+             "from a loopback docker-registry; each unit first got release v1 (untimed: the whole image), then the timed "
+             "model-only release (only the model layer differs) went to the whole fleet in one `toolchain deploy`. CPU "
+             "and peak RSS are the deploy process's own (wait4: user + system, children included); the units' engines "
+             "and containers run on the same machine and compete with it for the cores.", "",
+             "| units | --parallel | result | wall time | per unit (wall / N) | a unit's own time (mean / max) | "
+             "workstation CPU | peak RSS | bytes per unit | layers sent / kept |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        result = ", ".join(f"{n} {k}" for k, n in sorted(r["counts"].items()))
+        cpu, rss = f"{r['cpu_s']:.1f} s", f"{r['rss_mb']:.0f} MB"
+        lines.append(f"| {r['units']} | {r['parallel']} | {result} (exit {r['exit']}) | {r['wall_s']:.1f} s | "
+                     f"{r['wall_s'] / r['units']:.2f} s | {r['unit_s_mean']:.1f} / {r['unit_s_max']:.1f} s | {cpu} | {rss} | "
+                     f"{r['bytes_per_unit'] / 1e3:.1f} kB | {r['layers']} |")
+    text = "\n".join(lines) + "\n"
+    args.out.write_text(text)
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10,25,50")
+    parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--install-parallel", type=int, default=4, help="Units at once for the untimed first installs.")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/bench_fleet_section.md"))
+    parser.add_argument("--machine", default="", help="How to describe this machine in the table's heading.")
+    args = parser.parse_args()
+    why = can_start_engines() or Registry.missing()
+    if why:
+        raise SystemExit(why)
+    sizes = sorted(int(s) for s in args.sizes.split(",") if s)
+    from tests.onnx_fixtures import register_tiny_onnx
+    from toolchain.workspace import Workspace
+
+    tmp = Path(tempfile.mkdtemp(prefix="tbf", dir="/tmp"))
+    ws = tmp / "ws"
+    versions = [f"v{i}" for i in range(1, len(sizes) + 2)]
+    with Workspace(ws) as workspace:
+        for seed in range(len(versions)):
+            register_tiny_onnx(workspace, tmp / f"m{seed}", seed=seed)
+    registry = Registry(tmp / "registry")
+    (tmp / "registry").mkdir()
+    registry.start()
+    names = [f"u{i:02d}" for i in range(1, sizes[-1] + 1)]
+    ports = unit_ports(names)
+    engines: dict[str, str] = {}
+    rows: list[dict[str, Any]] = []
+    images: list[str] = []
+    try:
+        for version in versions:
+            tc(ws, "build", f"tiny-onnx@{version}", "--target", "x86-64-cpu")
+            image = tc(ws, "package", f"tiny-onnx@{version}", "--target", "x86-64-cpu", "--base-image", BASE_IMAGE,
+                       "--push", registry.address)
+            images.append(image["image_id"])
+            print(f"packaged tiny-onnx@{version}: {image['image_id'][:19]}", file=sys.stderr)
+        for step, size in enumerate(sizes):
+            new = [n for n in names[:size] if n not in engines]
+            started = time.monotonic()
+            engines.update(start_engines(tmp / "units", new))
+            print(f"[{size}] started {len(new)} engines in {time.monotonic() - started:.0f} s", file=sys.stderr)
+            fleet = write_fleet(tmp / f"fleet-{size}.toml", {n: engines[n] for n in names[:size]}, ports,
+                                registry.address)
+            first = tc(ws, "deploy", "tiny-onnx@v1", "--fleet", str(fleet), "--parallel", str(args.install_parallel),
+                       *[a for n in new for a in ("--unit", n)])
+            print(f"[{size}] first install of {len(new)} units (untimed): {first['_wall_s']:.0f} s", file=sys.stderr)
+            release = versions[step + 1]
+            timed = tc(ws, "deploy", f"tiny-onnx@{release}", "--fleet", str(fleet), "--parallel", str(args.parallel),
+                       check=False)
+            units = timed["units"]
+            seconds = [u["seconds"] for u in units]
+            row = {"units": size, "parallel": args.parallel, "release": release, "exit": timed["_exit"],
+                   "counts": timed["counts"], "wall_s": timed["_wall_s"], "cpu_s": timed.get("_cpu_s"),
+                   "rss_mb": timed.get("_rss_mb"), "unit_s_mean": statistics.mean(seconds), "unit_s_max": max(seconds),
+                   "bytes_per_unit": max(u["bytes_sent"] for u in units),
+                   "layers": f"{max(u['layers_sent'] for u in units)} / {min(u['layers_reused'] for u in units)}"}
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+            write_section(args, rows)
+    finally:
+        registry.stop()
+        stop_engines(tmp / "units", list(engines))
+        shutil.rmtree(tmp, ignore_errors=True)
+        import docker
+
+        client = docker.DockerClient(base_url=os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+        for image_id in images:
+            try:
+                client.images.remove(image_id, force=True)
+            except docker.errors.DockerException:
+                pass
+    print(write_section(args, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
