@@ -159,3 +159,38 @@ def test_a_lake_generation_killed_halfway_is_discarded_and_redone(tmp_path: Path
         assert not (lake / "car" / "half-written.jpg").exists()
         again = PipelineRunner(ws, config)
         assert Path(again._lake()) == lake and again.outcomes[0].skipped
+
+
+def test_train_seeds_key_defaults_to_one_is_checked_and_reaches_train(tmp_path: Path, monkeypatch) -> None:
+    from toolchain.pipeline.config import parse_pipeline
+    from toolchain.pipeline.run import PipelineRunner
+    from toolchain.train import search
+    from toolchain.train.loop import RunResult
+    from toolchain.workspace import Workspace
+
+    assert load_pipeline(None).train.seeds == 1
+    path = tmp_path / "bad.toml"
+    path.write_text("[train]\nseeds = 0\n")
+    with pytest.raises(BadInputError, match="seeds must be at least 1"):
+        load_pipeline(path)
+    config = parse_pipeline({"train": {"seeds": 3}}, base=tmp_path, source="test")
+    assert config.train.seeds == 3 and config.section("train")["seeds"] == 3  # part of the stage's cache key
+
+    seen = []
+
+    def fake_train(workspace, train_config, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen.append(train_config)
+        final = RunResult(run="r" * 64, cached=False, resumed_from_epoch=0, best_epoch=0, val_accuracy=0.9,
+                          val_loss=0.1, history=(), model_id="m" * 64, model_ref="highway-edgenet@v1")
+        summary = {"count": 3, "picked_seed": 1, "test_accuracy": {"min": 0.9, "max": 0.95, "mean": 0.93, "std": 0.02,
+                                                                   "spread": 0.05}}
+        return search.TrainResult(final=final, trials=(), best_params={}, dataset="d", dataset_ref="d@v1",
+                                  seed_summary=summary)
+
+    monkeypatch.setattr(search, "train", fake_train)
+    monkeypatch.setattr("toolchain.pipeline.run.save_stage", lambda *a, **k: "stage")
+    with Workspace(tmp_path / "ws") as ws:
+        runner = PipelineRunner(ws, config)
+        assert runner._train("d" * 64) == "m" * 64
+    assert seen[0].seeds == 3
+    assert runner.outcomes[0].outputs["seeds"]["picked_seed"] == 1

@@ -90,9 +90,23 @@ def test_killed_run_resumes_to_the_same_weights(tiny_workspace: Path, tmp_path: 
     timing = ("images_per_second", "seconds")
     strip = lambda history: [{k: v for k, v in h.items() if k not in timing} for h in history]  # noqa: E731
     assert strip(straight["history"]) == strip(resumed["history"])
-    a = load_checkpoint(tiny_workspace / "runs" / run_id / "checkpoint.pt")["model"]
-    b = load_checkpoint(clean / "runs" / run_id / "checkpoint.pt")["model"]
-    assert all((a[k] == b[k]).all() for k in a)
+    a = load_checkpoint(tiny_workspace / "runs" / run_id / "checkpoint.pt")
+    b = load_checkpoint(clean / "runs" / run_id / "checkpoint.pt")
+    assert all((a["model"][k] == b["model"][k]).all() for k in a["model"])
+    # the EMA of the weights (on by default) is checkpointed and resumes to the same average
+    assert a["ema"].keys() == b["ema"].keys() and int(a["ema"]["n_averaged"]) > 0
+    assert all((a["ema"][k] == b["ema"][k]).all() for k in a["ema"])
+    assert any("ema_val_accuracy" in h for h in resumed["history"])
+    assert (resumed["selected_weights"], resumed["best_epoch"]) == (straight["selected_weights"], straight["best_epoch"])
+    assert resumed["smoothed_val_accuracy"] == straight["smoothed_val_accuracy"]
+    kept = [load_checkpoint(_weights(ws, out["model_id"])) for ws, out in ((tiny_workspace, resumed), (clean, straight))]
+    assert kept[0].keys() == kept[1].keys() and all((kept[0][k] == kept[1][k]).all() for k in kept[0])
+
+
+def _weights(workspace: Path, model_id: str) -> bytes:
+    with open_store(str(workspace / "registry.db")) as store:
+        sha = store.get(model_id).body["weights"]
+    return (workspace / "objects" / sha[:2] / sha[2:]).read_bytes()
 
 
 def test_grid_search_records_every_trial_then_trains_the_best(tiny_workspace: Path) -> None:
@@ -147,3 +161,47 @@ def test_fine_tune_from_a_local_weights_file(tiny_workspace: Path, tmp_path: Pat
     assert tuned["model"] == "tuned@v1" and tuned["run"] != first["run"]
     with open_store(str(tiny_workspace / "registry.db")) as store:
         assert store.get(tuned["run"]).body["spec"]["weights"] is not None
+
+
+def test_seeds_trains_k_seeds_picks_on_validation_and_records_the_spread(tiny_workspace: Path) -> None:
+    out = json.loads(_toolchain(tiny_workspace, *_train_args(1, "--seeds", "3", "--seed", "4")).stdout)
+    seeds = out["seeds"]
+    assert seeds["count"] == 3 and seeds["seeds"] == [4, 5, 6] and len({r["run"] for r in seeds["runs"]}) == 3
+    best = max(seeds["runs"], key=lambda r: (r["smoothed_val_accuracy"], -r["smoothed_val_loss"], -r["seed"]))
+    assert seeds["picked_seed"] == best["seed"] == out["seed"] and seeds["picked_run"] == out["run"] == best["run"]
+    tests = [r["test_accuracy"] for r in seeds["runs"]]
+    spread = seeds["test_accuracy"]
+    assert spread["min"] == min(tests) and spread["max"] == max(tests)
+    assert spread["spread"] == pytest.approx(max(tests) - min(tests), abs=1e-6)
+    assert spread["mean"] == pytest.approx(sum(tests) / 3, abs=1e-6) and spread["std"] >= 0
+    assert seeds["test_images"] > 0 and out["model"] == "cls@v1"
+    with open_store(str(tiny_workspace / "registry.db")) as store:
+        model = store.get(out["model_id"])
+        assert model.body["seeds"] == seeds
+        links = {(link.input_id, link.role) for link in store.links_from(model.id)}
+        assert (out["run"], "run") in links
+        assert {i for i, role in links if role == "seed_run"} == {r["run"] for r in seeds["runs"]} - {out["run"]}
+        assert len(store.find(kind="model")) == 1  # only the pick is registered
+
+    again = json.loads(_toolchain(tiny_workspace, *_train_args(1, "--seeds", "3", "--seed", "4")).stdout)
+    assert again["cached"] and again["model_id"] == out["model_id"] and again["model"] == "cls@v1"
+
+    report = _toolchain(tiny_workspace, "evaluate", "cls@v1")
+    assert json.loads(report.stdout)["seeds"]["test_accuracy"] == spread
+    human = subprocess.run([sys.executable, "-m", "toolchain", "--workspace", str(tiny_workspace), "evaluate", "cls@v1"],
+                           capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    text = " ".join(human.stderr.split())  # rich wraps long lines
+    assert "over 3 seeds" in text and f"seed {seeds['picked_seed']} picked on validation" in text
+
+    # one of those seeds trained alone is the same run, now registered as a plain model
+    other = next(r for r in seeds["runs"] if r["seed"] != seeds["picked_seed"])
+    single = json.loads(_toolchain(tiny_workspace, *_train_args(1, "--seed", str(other["seed"]))).stdout)
+    assert single["cached"] and single["run"] == other["run"] and single["model"] == "cls@v2"
+    assert "seeds" not in single
+    rerun = json.loads(_toolchain(tiny_workspace, *_train_args(1, "--seeds", "3", "--seed", "4")).stdout)
+    assert rerun["model"] == "cls@v1"  # the seeds' own plain models are not re-registered under the name
+    with open_store(str(tiny_workspace / "registry.db")) as store:
+        assert [v.number for v in store.versions("model", "cls")] == [1, 2]
+
+    refused = _toolchain(tiny_workspace, "train", "--resume", out["run"][:10], "--seeds", "3", check=False)
+    assert refused.returncode == 2 and "same `train --seeds` command again" in refused.stderr

@@ -38,6 +38,10 @@ def _parse_set(values: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
 @click.option("--trial-epochs", type=click.IntRange(min=1), default=None, help="Epochs per trial (default: a third of --epochs).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same data order, same result.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train seeds SEED..SEED+K-1 of the final configuration (after any search), register the one "
+                   "with the best validation score, and record every seed's validation and test accuracy and "
+                   "their spread.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Local weights file to fine-tune from.")
 @click.option("--resume", default=None, metavar="RUN", help="Continue a killed run (its id or a prefix) exactly where it stopped.")
 @click.option("--mlflow", is_flag=True, help="Then mirror the run, its trials and the model into MLflow at $MLFLOW_TRACKING_URI.")
@@ -45,12 +49,15 @@ def _parse_set(values: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
 @click.pass_context
 def train(ctx: click.Context, data_ref: str | None, recipe: str | None, name: str | None, epochs: int | None,
           sets: tuple[str, ...], search: str | None, trials: int, trial_epochs: int | None, device: str, seed: int,
-          weights: str | None, resume: str | None, mlflow: bool) -> None:
+          seeds: int, weights: str | None, resume: str | None, mlflow: bool) -> None:
     """Train a classifier on a dataset version, optionally after a hyper-parameter search, and
     register the best checkpoint as NAME@vN.
 
     Reads the uint8 shards directly; checkpoints every epoch; rerunning the same command returns
-    the finished run, or resumes it after a crash. Under `torchrun --nproc_per_node N -m toolchain
+    the finished run, or resumes it after a crash. Keeps the better of the raw weights and their
+    EMA on a smoothed validation score (recipe keys ema_decay, val_window). With --seeds K the
+    search (if any) runs once, then K seeds of the best configuration train; rerun the command
+    (not --resume) to continue a killed --seeds run. Under `torchrun --nproc_per_node N -m toolchain
     train ...` it trains with DistributedDataParallel (gloo on CPU, NCCL on CUDA).
     """
     from toolchain.models.recipe import DEFAULT_RECIPE
@@ -63,6 +70,7 @@ def train(ctx: click.Context, data_ref: str | None, recipe: str | None, name: st
     config = TrainConfig(
         data=data_ref or "", recipe=recipe or DEFAULT_RECIPE, name=name, epochs=epochs, overrides=_parse_set(sets),
         search=search, trials=trials, trial_epochs=trial_epochs, device=device, seed=seed, weights=weights,
+        seeds=seeds,
     )
     is_main = detect_world().is_main
     tracking_uri = _mlflow_uri() if mlflow and is_main else None
@@ -71,8 +79,14 @@ def train(ctx: click.Context, data_ref: str | None, recipe: str | None, name: st
         if is_main and not app(ctx).json:
             console.print(f"trial {trial.params}: val acc {trial.run.val_accuracy:.4f} (run {trial.run.run[:12]})")
 
+    def on_seed(run: Any) -> None:
+        if is_main and not app(ctx).json:
+            console.print(f"seed {run.seed}: smoothed val acc {run.smoothed_val_accuracy:.4f} ({run.selected_weights} "
+                          f"weights, epoch {run.best_epoch + 1}, run {run.run[:12]})")
+
     with app(ctx).open_workspace() as workspace, progress_for(ctx) as progress:
-        result = run_training(workspace, config, resume=resume, progress=progress if is_main else None, on_trial=on_trial)
+        result = run_training(workspace, config, resume=resume, progress=progress if is_main else None, on_trial=on_trial,
+                              on_seed=on_seed)
         mirrored = _mirror(workspace, tracking_uri, result.final.model_id, "model", f"model {result.final.model_ref}")
     if not is_main:
         return
@@ -86,15 +100,20 @@ def train(ctx: click.Context, data_ref: str | None, recipe: str | None, name: st
         "resumed_from_epoch": final.resumed_from_epoch,
         "val_accuracy": final.val_accuracy,
         "val_loss": final.val_loss,
+        "smoothed_val_accuracy": final.smoothed_val_accuracy,
+        "smoothed_val_loss": final.smoothed_val_loss,
+        "selected_weights": final.selected_weights,
         "best_epoch": final.best_epoch,
+        "seed": final.seed,
         "params": final.params,
         "best_params": result.best_params,
         "world_size": final.world_size,
         "ranks_agree": final.ranks_agree,
         "seconds": round(final.seconds, 2),
         "history": list(final.history),
-        "trials": [{"params": t.params, "run": t.run.run, "val_accuracy": t.run.val_accuracy, "val_loss": t.run.val_loss}
-                   for t in result.trials],
+        "trials": [{"params": t.params, "run": t.run.run, "val_accuracy": t.run.val_accuracy, "val_loss": t.run.val_loss,
+                    "smoothed_val_accuracy": t.run.smoothed_val_accuracy} for t in result.trials],
+        **({"seeds": result.seed_summary} if result.seed_summary else {}),
         **({"mlflow": mirrored.to_json()} if mirrored else {}),
     }
 
@@ -103,7 +122,7 @@ def train(ctx: click.Context, data_ref: str | None, recipe: str | None, name: st
             table = Table(title="search trials (validation split)")
             for column in ("#", "params", "val acc", "val loss", "run"):
                 table.add_column(column)
-            best = max(result.trials, key=lambda t: (t.run.val_accuracy, -t.run.val_loss))
+            best = max(result.trials, key=lambda t: t.run.score)
             for i, t in enumerate(result.trials, start=1):
                 mark = " *" if t is best else ""
                 table.add_row(f"{i}{mark}", escape(json.dumps(t.params)), f"{t.run.val_accuracy:.4f}",
@@ -111,15 +130,22 @@ def train(ctx: click.Context, data_ref: str | None, recipe: str | None, name: st
             out.print(table)
         if final.history:
             table = Table(title=f"run {final.run[:12]}" + (" (cached)" if final.cached else ""))
-            for column in ("epoch", "train loss", "train acc", "val loss", "val acc", "img/s", "s"):
+            has_ema = any("ema_val_accuracy" in h for h in final.history)
+            columns = ("epoch", "train loss", "train acc", "val loss", "val acc",
+                       *(("EMA val loss", "EMA val acc") if has_ema else ()), "img/s", "s")
+            for column in columns:
                 table.add_column(column, justify="right")
             for h in final.history:
+                ema = (f"{h['ema_val_loss']:.4f}", f"{h['ema_val_accuracy']:.4f}") if "ema_val_accuracy" in h else ()
                 table.add_row(str(h["epoch"] + 1), f"{h['train_loss']:.4f}", f"{h['train_accuracy']:.4f}",
-                              f"{h['val_loss']:.4f}", f"{h['val_accuracy']:.4f}", f"{h['images_per_second']:,.0f}",
-                              f"{h['seconds']:.1f}")
+                              f"{h['val_loss']:.4f}", f"{h['val_accuracy']:.4f}", *(ema if has_ema else ()),
+                              f"{h['images_per_second']:,.0f}", f"{h['seconds']:.1f}")
             out.print(table)
-        out.print(f"[bold]{final.model_ref}[/bold]: best val accuracy {final.val_accuracy:.4f} at epoch "
-                  f"{final.best_epoch + 1}; evaluate it with `toolchain evaluate {final.model_ref}`")
+        if result.seed_summary:
+            _render_seeds(out, result.seed_summary)
+        out.print(f"[bold]{final.model_ref}[/bold]: kept the {final.selected_weights} weights of epoch "
+                  f"{final.best_epoch + 1} (val accuracy {final.val_accuracy:.4f}, mean of the last readings "
+                  f"{final.smoothed_val_accuracy:.4f}); evaluate it with `toolchain evaluate {final.model_ref}`")
         _render_mirrored(out, mirrored)
 
     emit(ctx, payload, render)
@@ -180,6 +206,8 @@ def evaluate(ctx: click.Context, model: str, split: str, data_ref: str | None, m
         for c, row in zip(m.classes, m.confusion_matrix):
             cm.add_row(c, *[str(v) for v in row])
         out.print(cm)
+        if report.seeds:
+            out.print(f"training seeds ({escape(report.seeds.get('scope', ''))}): {seed_spread_line(report.seeds)}")
         out.print(("[green]gates passed[/green]: " if report.gates.passed else "[red]gates failed[/red]: ")
                   + report.gates.message())
         out.print(f"evaluation {report.evaluation[:12]} recorded; plots:")
@@ -191,6 +219,28 @@ def evaluate(ctx: click.Context, model: str, split: str, data_ref: str | None, m
     if not report.gates.passed:  # the report above is the one JSON document; the reason goes to stderr
         console.print(f"[bold red]quality gate not met:[/bold red] {escape(report.gates.message())}")
         ctx.exit(QualityGateError.exit_code)
+
+
+def _render_seeds(out: Console, summary: dict[str, Any]) -> None:
+    table = Table(title=f"{summary['count']} seeds, picked on validation only")
+    for column in ("seed", "weights", "epoch", "val acc", "val acc (smoothed)", "test acc", "run"):
+        table.add_column(column, justify="right")
+    for r in summary["runs"]:
+        mark = " *" if r["seed"] == summary["picked_seed"] else ""
+        table.add_row(f"{r['seed']}{mark}", r["selected_weights"], str(r["best_epoch"] + 1), f"{r['val_accuracy']:.4f}",
+                      f"{r['smoothed_val_accuracy']:.4f}", f"{r['test_accuracy']:.4f}", r["run"][:12])
+    out.print(table)
+    out.print(seed_spread_line(summary))
+
+
+def seed_spread_line(summary: dict[str, Any]) -> str:
+    """One line on the spread of test accuracy over a model's training seeds (train and evaluate print it)."""
+    t = summary.get("test_accuracy")
+    if not t:
+        return f"{summary['count']} seeds; no test split to measure their spread on"
+    return (f"test accuracy over {summary['count']} seeds: mean {t['mean']:.4f} (std {t['std']:.4f}), min {t['min']:.4f}, "
+            f"max {t['max']:.4f}, spread {100 * t['spread']:.1f} points; seed {summary['picked_seed']} picked on "
+            f"validation")
 
 
 def _mlflow_uri() -> str:

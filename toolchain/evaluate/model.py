@@ -47,6 +47,7 @@ class EvaluationReport:
     gates: GateResult
     plots: dict[str, str] = field(default_factory=dict)  # name -> blob sha256
     plot_paths: dict[str, str] = field(default_factory=dict)  # name -> file in the blob store
+    seeds: dict[str, Any] | None = None  # the model's `train --seeds` summary: test accuracy per seed and its spread
 
     def to_json(self) -> dict[str, Any]:
         metrics = self.metrics.to_json()
@@ -67,6 +68,7 @@ class EvaluationReport:
             "plots": self.plots,
             "plot_paths": self.plot_paths,
             "metrics": metrics,
+            **({"seeds": self.seeds} if self.seeds else {}),
         }
 
 
@@ -129,7 +131,16 @@ def evaluate_model(workspace: Workspace, config: EvaluateConfig) -> EvaluationRe
         evaluation=evaluation.id, model=record.id, model_ref=model_ref, dataset=dataset.id, split=config.split,
         metrics=metrics, gates=gates, plots=plots,
         plot_paths={name: str(workspace.blobs.path(sha)) for name, sha in plots.items()},
+        seeds=_seed_spread(subject.seeds, dataset),
     )
+
+
+def _seed_spread(summary: dict[str, Any] | None, dataset: Any) -> dict[str, Any] | None:
+    """The model's seed summary (``train --seeds``), with where its test figures were measured."""
+    if not summary:
+        return None
+    where = dataset.ref if summary.get("dataset") == dataset.id else str(summary.get("dataset", ""))[:12]
+    return {**summary, "scope": f"test split of {where}, {summary.get('test_images')} images"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +153,7 @@ class _Subject:
     classes: list[str]
     dataset: str
     predict: Any  # (dataset, split) -> (labels, probabilities)
+    seeds: dict[str, Any] | None = None  # the model record's seed summary, if it was trained with --seeds
 
 
 def _torch_subject(workspace: Workspace, config: EvaluateConfig) -> _Subject:
@@ -158,7 +170,7 @@ def _torch_subject(workspace: Workspace, config: EvaluateConfig) -> _Subject:
         return predict_split(module, dataset, workspace.blobs, split, loaded.recipe, device)
 
     return _Subject(record=loaded.record, ref=loaded.ref, recipe=loaded.recipe, classes=list(loaded.classes),
-                    dataset=loaded.dataset, predict=predict)
+                    dataset=loaded.dataset, predict=predict, seeds=loaded.record.body.get("seeds"))
 
 
 def _onnx_subject(workspace: Workspace, config: EvaluateConfig) -> _Subject:
@@ -177,7 +189,7 @@ def _onnx_subject(workspace: Workspace, config: EvaluateConfig) -> _Subject:
         return predict_split_onnx(artifact.path, layout, dataset, workspace, split, recipe)
 
     return _Subject(record=artifact.record, ref=artifact.ref, recipe=recipe, classes=list(model.body["classes"]),
-                    dataset=model.body["dataset"], predict=predict)
+                    dataset=model.body["dataset"], predict=predict, seeds=model.body.get("seeds"))
 
 
 def predict_split_onnx(

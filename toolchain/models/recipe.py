@@ -23,6 +23,8 @@ A recipe looks like this (every table and most keys are optional; see the built-
     label_smoothing = 0.05
     warmup_epochs = 2
     early_stopping_patience = 6       # epochs without improvement; 0 turns it off
+    ema_decay = 0.99                  # per-step decay of an EMA of the weights; 0 turns it off
+    val_window = 3                    # select/early-stop on the mean of the last N validation readings
 
     [training.augmentation]
     scale = [0.6, 1.0]                # random-resized-crop area range
@@ -128,6 +130,11 @@ class TrainingDefaults:
         label_smoothing: Cross-entropy label smoothing in [0, 1).
         warmup_epochs: Epochs of linear learning-rate warm-up.
         early_stopping_patience: Stop after this many epochs without a better validation score; 0 never stops early.
+        ema_decay: Per-step decay of an exponential moving average of the weights (BatchNorm buffers
+            averaged alongside); each epoch both the raw and the EMA weights are validated and the better
+            one can be selected. 0 turns the EMA off (raw weights only).
+        val_window: Checkpoint selection and early stopping compare the mean of the last ``val_window``
+            validation readings of each set of weights, not one noisy reading; 1 is a single reading.
         augmentation: Training-time augmentation.
     """
 
@@ -140,6 +147,8 @@ class TrainingDefaults:
     label_smoothing: float = 0.05
     warmup_epochs: int = 2
     early_stopping_patience: int = 6
+    ema_decay: float = 0.99
+    val_window: int = 3
     augmentation: Augmentation = field(default_factory=Augmentation)
 
 
@@ -301,6 +310,8 @@ _PARAM_LOCATIONS: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "label_smoothing": (("training",), _float_range(0.0, 1.0, high_open=True)),
     "warmup_epochs": (("training",), _int_range(0, 10_000)),
     "early_stopping_patience": (("training",), _int_range(0, 10_000)),
+    "ema_decay": (("training",), _float_range(0.0, 1.0, high_open=True)),
+    "val_window": (("training",), _int_range(1, 1_000)),
     "scale": (("training", "augmentation"), _scale),
     "hflip": (("training", "augmentation"), _unit),
     "brightness": (("training", "augmentation"), _non_negative),

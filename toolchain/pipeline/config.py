@@ -35,6 +35,7 @@ class TrainSection:
     epochs: int = 0
     device: str = "auto"
     seed: int = 0
+    seeds: int = 1  # like `train --seeds`: K seeds of the final configuration, one picked on validation
     overrides: tuple[tuple[str, Any], ...] = ()  # [train.overrides] recipe parameters, like `train --set`
 
 
@@ -210,6 +211,8 @@ def _check(config: PipelineConfig) -> None:
         raise BadInputError('[gates] on_fail must be "stop" or "continue"')
     if config.train.search not in ("", "random", "grid"):
         raise BadInputError('[train] search must be "random", "grid" or ""')
+    if config.train.seeds < 1:
+        raise BadInputError("[train] seeds must be at least 1 (1 trains one seed; K > 1 picks one of K on validation)")
     if config.bench.pace not in ("realtime", "max"):
         raise BadInputError('[bench] pace must be "realtime" or "max"')
     for target in config.targets:

@@ -210,13 +210,16 @@ class PipelineRunner:
             result = train(self.workspace, TrainConfig(
                 data=dataset, recipe=t.recipe, name=f"{self.config.name}-{t.recipe}", epochs=t.epochs or None,
                 search=t.search or None, trials=t.trials, trial_epochs=t.trial_epochs, device=t.device, seed=t.seed,
-                overrides=t.overrides,
+                overrides=t.overrides, seeds=t.seeds,
             ), progress=self.progress)
             final = result.final
             assert final.model_id is not None
+            seeds = result.seed_summary
             return {"model": final.model_id, "ref": final.model_ref, "run": final.run,
                     "val_accuracy": final.val_accuracy, "params": result.best_params,
-                    "resumed_from_epoch": final.resumed_from_epoch}, [final.model_id, final.run]
+                    "resumed_from_epoch": final.resumed_from_epoch,
+                    **({"seeds": {"count": seeds["count"], "picked_seed": seeds["picked_seed"],
+                                  "test_accuracy": seeds["test_accuracy"]}} if seeds else {})}, [final.model_id, final.run]
 
         return str(self.stage("train", self.config.section("train"), {"dataset": dataset}, ("train", "models"), work)["model"])
 

@@ -4,6 +4,12 @@ A run's id is the digest of everything that determines its result (dataset versi
 after overrides, seed, weights, device type, code version). Running the same command again returns
 the finished run (a cache hit); after a crash it resumes from the last checkpoint and reaches the
 same result as an uninterrupted run.
+
+The weights kept are the better of the raw weights and their EMA (``toolchain.train.ema``) on a
+smoothed validation score (``toolchain.train.selection``); the EMA's state is checkpointed with the
+model, so a resumed run keeps the same average. A final run stores the kept weights (a plain state
+dict of the architecture) as a blob named in its run record; the model registered from it points at
+the same blob.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from toolchain.train import distributed
 from toolchain.train.batches import SplitArrays, batch_order, epoch_generator, iterate_batches, train_transform
 from toolchain.train.checkpoint import load_checkpoint, save_checkpoint, state_dict_bytes
 from toolchain.train.predict import predict_split
+from toolchain.train.selection import Choice, better, candidates
 from toolchain.workspace import Workspace
 
 CHECKPOINT = "checkpoint.pt"
@@ -74,6 +81,12 @@ class EpochStats:
     lr: float
     images_per_second: float
     seconds: float
+    ema_val_loss: float | None = None  # the EMA weights' validation figures (None when the EMA is off)
+    ema_val_accuracy: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The history entry (without the EMA's keys when there is no EMA, as before it existed)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +106,16 @@ class RunResult:
     world_size: int = 1
     ranks_agree: bool | None = None
     seconds: float = 0.0
+    selected_weights: str = "raw"  # raw | ema: which weights were kept
+    smoothed_val_accuracy: float = 0.0  # the selection score of the kept weights (mean of val_window readings)
+    smoothed_val_loss: float = 0.0
+    weights: str | None = None  # blob sha256 of the kept weights (final runs)
+    seed: int = 0
+
+    @property
+    def score(self) -> tuple[float, float]:
+        """What selection compares (within a run, across seeds and across search trials)."""
+        return (self.smoothed_val_accuracy, -self.smoothed_val_loss)
 
 
 def resolve_device(requested: str) -> str:
@@ -148,10 +171,18 @@ def run_dir(workspace: Workspace, run_id: str) -> Path:
     return workspace.root / "runs" / run_id
 
 
-def train_run(workspace: Workspace, spec: RunSpec, *, progress: Progress | None = None) -> RunResult:
+def train_run(workspace: Workspace, spec: RunSpec, *, progress: Progress | None = None,
+              register_model: bool = True) -> RunResult:
     """Train (or resume, or return the cached result of) one run.
 
     Under torchrun every rank calls this; rank 0 alone writes checkpoints and the registry.
+
+    Args:
+        workspace: Where the dataset lives and the run is recorded.
+        spec: What to train.
+        progress: Progress display.
+        register_model: For a final run, also register its weights as ``model_name@vN`` (``train --seeds``
+            registers only the seed it picks, with the spread, so it passes False).
     """
     torch = _torch()
     progress = progress or NullProgress()
@@ -160,7 +191,8 @@ def train_run(workspace: Workspace, spec: RunSpec, *, progress: Progress | None 
     run_id = spec.run_id
     existing = workspace.registry.get(run_id)
     if existing is not None:
-        return _cached_result(workspace, existing, spec.model_name if spec.role == "final" else "")
+        return _cached_result(workspace, existing, spec.model_name if spec.role == "final" else "",
+                              register=register_model and spec.role == "final")
 
     dataset = load_dataset(workspace, spec.dataset)
     recipe = spec.recipe
@@ -194,6 +226,9 @@ def train_run(workspace: Workspace, spec: RunSpec, *, progress: Progress | None 
         optimizer, _lr_lambda(steps_per_epoch * recipe.training.warmup_epochs, total_steps)
     )
     scaler = torch.amp.GradScaler("cuda", enabled=device_type == "cuda")
+    from toolchain.train.ema import make_ema
+
+    ema = make_ema(model, recipe.training.ema_decay)  # after channels_last: the copy keeps the memory format
     criterion = torch.nn.CrossEntropyLoss(
         weight=_class_weights(torch, train_split, len(classes)).to(device), label_smoothing=recipe.training.label_smoothing
     )
@@ -204,7 +239,7 @@ def train_run(workspace: Workspace, spec: RunSpec, *, progress: Progress | None 
     directory = run_dir(workspace, run_id)
     checkpoint_path = directory / CHECKPOINT
     history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": -1, "val_accuracy": -1.0, "val_loss": float("inf")}
+    best: Choice | None = None
     best_state: dict[str, Any] | None = None
     start_epoch = 0
     if checkpoint_path.exists():
@@ -214,8 +249,10 @@ def train_run(workspace: Workspace, spec: RunSpec, *, progress: Progress | None 
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         history = json.loads(state["history"])
-        best = json.loads(state["best"])
+        best = Choice.from_json(json.loads(state["best"]))
         best_state = state["best_model"]
         start_epoch = int(state["epoch"]) + 1
     elif world.is_main:
@@ -225,28 +262,32 @@ def train_run(workspace: Workspace, spec: RunSpec, *, progress: Progress | None 
         }))
 
     patience = recipe.training.early_stopping_patience
+    window = recipe.training.val_window
     stopped_early = False
     for epoch in range(start_epoch, recipe.training.epochs):
-        if patience and best["epoch"] >= 0 and epoch - best["epoch"] > patience:
+        if patience and best is not None and epoch - best.epoch > patience:
             stopped_early = True
             break
         stats = _train_epoch(
-            torch, net, model, dataset, workspace, train_split, val_split, recipe, optimizer, scheduler, scaler, criterion,
-            device, epoch, spec.seed, world, channels_last, progress,
+            torch, net, model, ema, dataset, workspace, train_split, val_split, recipe, optimizer, scheduler, scaler,
+            criterion, device, epoch, spec.seed, world, channels_last, progress,
         )
-        history.append(stats.__dict__)
-        if (stats.val_accuracy, -stats.val_loss) > (best["val_accuracy"], -best["val_loss"]):
-            best = {"epoch": epoch, "val_accuracy": stats.val_accuracy, "val_loss": stats.val_loss}
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        history.append(stats.to_json())
+        for choice in candidates(history, window):
+            if better(choice, best):
+                best = choice
+                kept = ema.module if choice.weights == "ema" else model
+                best_state = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
         if world.is_main:
             save_checkpoint({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch,
-                "history": json.dumps(history), "best": json.dumps(best), "best_model": best_state,
+                "history": json.dumps(history), "best": json.dumps(best.to_json() if best else None),
+                "best_model": best_state, **({"ema": ema.state_dict()} if ema is not None else {}),
             }, checkpoint_path)
         distributed.barrier(world)
 
-    assert best_state is not None, "at least one epoch ran"
+    assert best is not None and best_state is not None, "at least one epoch ran"
     ranks_agree = None
     if world.distributed:
         checksum = float(sum(float(v.double().sum()) for v in model.state_dict().values()))
@@ -254,19 +295,21 @@ def train_run(workspace: Workspace, spec: RunSpec, *, progress: Progress | None 
         ranks_agree = all(abs(s - sums[0]) <= 1e-9 * max(1.0, abs(sums[0])) for s in sums)
 
     result = RunResult(
-        run=run_id, cached=False, resumed_from_epoch=start_epoch, best_epoch=best["epoch"],
-        val_accuracy=best["val_accuracy"], val_loss=best["val_loss"], history=tuple(history),
+        run=run_id, cached=False, resumed_from_epoch=start_epoch, best_epoch=best.epoch,
+        val_accuracy=best.val_accuracy, val_loss=best.val_loss, history=tuple(history),
         params=recipe.params(), world_size=world.size, ranks_agree=ranks_agree, seconds=time.perf_counter() - started,
+        selected_weights=best.weights, smoothed_val_accuracy=best.smoothed_val_accuracy,
+        smoothed_val_loss=best.smoothed_val_loss, seed=spec.seed,
     )
     if world.is_main:
-        result = _register(workspace, spec, dataset, result, best_state, classes, stopped_early)
+        result = _register(workspace, spec, dataset, result, best_state, classes, stopped_early, register_model)
     distributed.barrier(world)
     result = distributed.broadcast_object(world, result)
     return result
 
 
 def _train_epoch(
-    torch: Any, net: Any, model: Any, dataset: DatasetVersion, workspace: Workspace, train_split: SplitArrays,
+    torch: Any, net: Any, model: Any, ema: Any, dataset: DatasetVersion, workspace: Workspace, train_split: SplitArrays,
     val_split: SplitArrays, recipe: Recipe, optimizer: Any, scheduler: Any, scaler: Any, criterion: Any, device: Any,
     epoch: int, seed: int, world: distributed.World, channels_last: bool, progress: Progress,
 ) -> EpochStats:
@@ -294,6 +337,8 @@ def _train_epoch(
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         seen += len(labels)
         correct += int((logits.argmax(1) == y).sum())
         loss_sum += float(loss.detach()) * len(labels)
@@ -302,24 +347,42 @@ def _train_epoch(
         progress.note(f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f} {seen * world.size / max(elapsed, 1e-9):,.0f} img/s")
     train_seconds = time.perf_counter() - started
     distributed.sync_buffers(world, model)
-    val_labels, val_probs = predict_split(model, dataset, workspace.blobs, val_split, recipe, device, channels_last=channels_last)
-    val_loss = float(-np.mean(np.log(np.clip(val_probs[np.arange(len(val_labels)), val_labels], 1e-12, 1.0))))
-    val_accuracy = float(np.mean(val_probs.argmax(1) == val_labels))
-    progress.note(f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f} | val loss {val_loss:.3f} acc {val_accuracy:.4f}")
+    val_loss, val_accuracy = _validate("raw", model, dataset, workspace, val_split, recipe, device, channels_last)
+    note = f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f} | val loss {val_loss:.3f} acc {val_accuracy:.4f}"
+    ema_val_loss = ema_val_accuracy = None
+    if ema is not None:
+        distributed.sync_buffers(world, ema)  # each rank averaged its own BatchNorm statistics
+        ema_val_loss, ema_val_accuracy = _validate("ema", ema.module, dataset, workspace, val_split, recipe, device,
+                                                   channels_last)
+        note += f" | EMA val loss {ema_val_loss:.3f} acc {ema_val_accuracy:.4f}"
+    progress.note(note)
     progress.finish()
     return EpochStats(
         epoch=epoch, train_loss=round(loss_sum / seen, 6), train_accuracy=round(correct / seen, 6),
         val_loss=round(val_loss, 6), val_accuracy=round(val_accuracy, 6), lr=float(scheduler.get_last_lr()[0]),
         images_per_second=round(seen * world.size / max(train_seconds, 1e-9), 1),
         seconds=round(time.perf_counter() - started, 3),
+        ema_val_loss=None if ema_val_loss is None else round(ema_val_loss, 6),
+        ema_val_accuracy=None if ema_val_accuracy is None else round(ema_val_accuracy, 6),
     )
+
+
+def _validate(
+    weights: str, module: Any, dataset: DatasetVersion, workspace: Workspace, val_split: SplitArrays, recipe: Recipe,
+    device: Any, channels_last: bool,
+) -> tuple[float, float]:
+    """``(loss, accuracy)`` of ``module`` on the validation split; ``weights`` (raw | ema) names which weights they are."""
+    labels, probs = predict_split(module, dataset, workspace.blobs, val_split, recipe, device, channels_last=channels_last)
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))))
+    return loss, float(np.mean(probs.argmax(1) == labels))
 
 
 def _register(
     workspace: Workspace, spec: RunSpec, dataset: DatasetVersion, result: RunResult, best_state: dict[str, Any],
-    classes: list[str], stopped_early: bool,
+    classes: list[str], stopped_early: bool, register_model: bool,
 ) -> RunResult:
     recipe = spec.recipe
+    weights_sha = workspace.blobs.put_bytes(state_dict_bytes(best_state)) if spec.role == "final" else None
     run_body = {
         "role": spec.role,
         "spec": spec.identity(),
@@ -330,23 +393,53 @@ def _register(
         "best_epoch": result.best_epoch,
         "val_accuracy": result.val_accuracy,
         "val_loss": result.val_loss,
+        "selected_weights": result.selected_weights,
+        "smoothed_val_accuracy": result.smoothed_val_accuracy,
+        "smoothed_val_loss": result.smoothed_val_loss,
         "stopped_early": stopped_early,
         "world_size": result.world_size,
         "ranks_agree": result.ranks_agree,
+        "classes": classes,
+        **({"weights": weights_sha} if weights_sha else {}),
     }
-    workspace.registry.commit(NewRecord(
+    record, _, _ = workspace.registry.commit(NewRecord(
         kind="run", name=spec.model_name or recipe.name, id=result.run, body=run_body,
         links=((dataset.id, "train_data"), *((trial, "trial") for trial in spec.trials)),
+        blobs=((weights_sha, "weights"),) if weights_sha else (),
     ))
-    if spec.role != "final":
+    result = RunResult(**{**result.__dict__, "weights": weights_sha})
+    if spec.role != "final" or not register_model:
         return result
-    weights_sha = workspace.blobs.put_bytes(state_dict_bytes(best_state))
-    from toolchain.models.zoo import count_parameters, build_model
+    model_id, model_ref = register_run_model(workspace, record, spec.model_name)
+    return RunResult(**{**result.__dict__, "model_id": model_id, "model_ref": model_ref})
 
+
+def register_run_model(
+    workspace: Workspace, run: Any, model_name: str, *, seeds: dict[str, Any] | None = None,
+    seed_runs: tuple[str, ...] = (),
+) -> tuple[str, str]:
+    """Register a final run's kept weights as ``model_name@vN``; returns ``(model id, NAME@vN)``.
+
+    The model's weights are the blob the run stored: a plain state dict of the architecture, whether
+    the run kept its raw or its EMA weights, so evaluate, export and quantize read it as any other.
+
+    Args:
+        workspace: The registry.
+        run: The final run's record.
+        model_name: Name to register under.
+        seeds: ``train --seeds``: the seed summary (every seed's validation and test figures, the spread).
+        seed_runs: ``train --seeds``: the other seeds' runs, linked as ``seed_run``.
+    """
+    from toolchain.models.recipe import parse_recipe
+    from toolchain.models.zoo import build_model, count_parameters
+
+    body = run.body
+    recipe = parse_recipe(body["spec"]["recipe"], source=f"run {run.id[:12]}")
+    classes = list(body["classes"])
     model_body = {
-        "run": result.run,
-        "dataset": dataset.id,
-        "weights": weights_sha,
+        "run": run.id,
+        "dataset": body["dataset"],
+        "weights": body["weights"],
         "architecture": recipe.architecture,
         "recipe": recipe.to_dict(),
         "classes": classes,
@@ -354,34 +447,45 @@ def _register(
         "mean": list(recipe.mean),
         "std": list(recipe.std),
         "parameters": count_parameters(build_model(recipe, len(classes))),
-        "val_accuracy": result.val_accuracy,
+        "val_accuracy": body["val_accuracy"],
+        "selected_weights": body["selected_weights"],
+        **({"seeds": seeds} if seeds is not None else {}),
     }
     record, version, _ = workspace.registry.commit(NewRecord(
-        kind="model", name=spec.model_name, body=model_body, version=True,
-        links=((result.run, "run"), (dataset.id, "train_data")), blobs=((weights_sha, "weights"),),
+        kind="model", name=model_name, body=model_body, version=True,
+        links=((run.id, "run"), (body["dataset"], "train_data"), *((r, "seed_run") for r in seed_runs)),
+        blobs=((body["weights"], "weights"),),
     ))
     assert version is not None
-    return RunResult(**{**result.__dict__, "model_id": record.id, "model_ref": f"{version.name}@v{version.number}"})
+    return record.id, f"{version.name}@v{version.number}"
 
 
-def _cached_result(workspace: Workspace, record: Any, model_name: str) -> RunResult:
-    """The finished run; its model is also registered under ``model_name`` if asked for by another name."""
+def _cached_result(workspace: Workspace, record: Any, model_name: str, *, register: bool) -> RunResult:
+    """The finished run and its model (a plain one, not a ``--seeds`` pick), registered under ``model_name``
+    when asked for by another name, or for the first time when the run was trained as one of several seeds.
+    Without ``register`` (a trial, or one of ``--seeds``) no model is looked up or registered."""
     body = record.body
     model_id = model_ref = None
-    for link in workspace.registry.links_to(record.id):
+    for link in workspace.registry.links_to(record.id) if register else ():
         if link.role == "run":
             model = workspace.registry.get(link.record_id)
-            if model is not None and model.kind == "model":
+            if model is not None and model.kind == "model" and "seeds" not in model.body:
                 model_id = model.id
                 name = model_name or model.name
                 version = workspace.registry.version_of("model", name, model.id)
                 if version is None:  # same training, new name: the same record gets NAME@vN there too
                     _, version, _ = workspace.registry.commit(NewRecord(kind="model", name=name, body=model.body, version=True))
                 model_ref = f"{version.name}@v{version.number}" if version else None
+    if model_id is None and register and model_name and body.get("weights") and distributed.detect_world().is_main:
+        model_id, model_ref = register_run_model(workspace, record, model_name)
     return RunResult(
         run=record.id, cached=True, resumed_from_epoch=0, best_epoch=body["best_epoch"], val_accuracy=body["val_accuracy"],
         val_loss=body["val_loss"], history=tuple(body["history"]), model_id=model_id, model_ref=model_ref,
         params=body["params"], world_size=body["world_size"], ranks_agree=body["ranks_agree"],
+        selected_weights=body.get("selected_weights", "raw"),
+        smoothed_val_accuracy=body.get("smoothed_val_accuracy", body["val_accuracy"]),
+        smoothed_val_loss=body.get("smoothed_val_loss", body["val_loss"]), weights=body.get("weights"),
+        seed=int(body.get("spec", {}).get("seed", 0)),
     )
 
 

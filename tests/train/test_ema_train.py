@@ -1,0 +1,68 @@
+"""Training with the EMA of the weights: the kept EMA weights are registered as a plain state dict of the
+architecture and export to ONNX like any model; the old behaviour stays reachable through the recipe."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from toolchain.train import loop  # noqa: E402
+from toolchain.train.checkpoint import load_checkpoint  # noqa: E402
+from toolchain.train.search import TrainConfig, train  # noqa: E402
+from toolchain.workspace import Workspace  # noqa: E402
+
+TINY = (("input_size", 32), ("batch_size", 16), ("width", 0.5))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_ema_selected_weights_register_as_a_plain_state_dict_and_export(tiny_workspace: Path, monkeypatch) -> None:
+    pytest.importorskip("onnx")
+    real = loop._validate
+
+    def ema_always_better(weights, module, *args):  # noqa: ANN001, ANN202
+        loss, accuracy = real(weights, module, *args)
+        return (loss, 1.0) if weights == "ema" else (loss, accuracy)
+
+    monkeypatch.setattr(loop, "_validate", ema_always_better)
+    with Workspace(tiny_workspace) as ws:
+        result = train(ws, TrainConfig(data="tiny", name="emacls", epochs=1, overrides=TINY, device="cpu")).final
+        assert result.selected_weights == "ema" and result.val_accuracy == 1.0
+        assert "ema_val_accuracy" in result.history[0]
+        checkpoint = load_checkpoint(ws.root / "runs" / result.run / "checkpoint.pt")
+        ema_module = {k.removeprefix("module."): v for k, v in checkpoint["ema"].items() if k != "n_averaged"}
+        model = ws.resolve(result.model_ref, kind="model").record
+        assert model.body["selected_weights"] == "ema"
+        stored = load_checkpoint(ws.blobs.read_bytes(model.body["weights"]))
+        assert stored.keys() == checkpoint["model"].keys() == ema_module.keys()  # no "module." prefix, no n_averaged
+        assert all(torch.equal(stored[k], ema_module[k]) for k in stored)
+        assert any(not torch.equal(stored[k], checkpoint["model"][k]) for k in stored)  # not the raw weights
+        assert ws.registry.get(result.run).body["weights"] == model.body["weights"]
+
+        from toolchain.export import ExportConfig, export_model
+        from toolchain.models.registered import load_registered_model
+
+        assert load_registered_model(ws, result.model_ref).module is not None  # strict load_state_dict
+        exported = export_model(ws, ExportConfig(model=result.model_ref))
+        assert exported.parity.passed and exported.parity.top1_agreement == 1.0
+
+
+def test_ema_off_and_one_reading_is_the_old_recipe(tiny_workspace: Path) -> None:
+    old = (*TINY, ("ema_decay", 0.0), ("val_window", 1))
+    with Workspace(tiny_workspace) as ws:
+        result = train(ws, TrainConfig(data="tiny", name="old", epochs=2, overrides=old, device="cpu")).final
+        assert result.selected_weights == "raw"
+        assert all("ema_val_accuracy" not in h for h in result.history)
+        best = max(result.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+        assert result.best_epoch == best["epoch"] and result.smoothed_val_accuracy == result.val_accuracy
+        assert "ema" not in load_checkpoint(ws.root / "runs" / result.run / "checkpoint.pt")

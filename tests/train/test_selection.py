@@ -1,0 +1,74 @@
+"""Checkpoint selection (raw vs EMA weights, smoothed validation score) and the EMA itself, without training."""
+
+from __future__ import annotations
+
+import pytest
+
+from toolchain.train.selection import select
+
+
+def _history(raw: list[tuple[float, float]], ema: list[tuple[float, float]] | None = None) -> list[dict]:
+    out = []
+    for epoch, (acc, loss) in enumerate(raw):
+        entry = {"epoch": epoch, "val_accuracy": acc, "val_loss": loss}
+        if ema is not None:
+            entry.update(ema_val_accuracy=ema[epoch][0], ema_val_loss=ema[epoch][1])
+        out.append(entry)
+    return out
+
+
+def test_window_1_without_ema_is_the_single_reading_rule_of_before() -> None:
+    history = _history([(0.70, 0.6), (0.80, 0.5), (0.80, 0.4), (0.75, 0.3), (0.80, 0.4)])
+    best = select(history, window=1)
+    # highest accuracy, lower loss breaks the tie, an equal later reading does not replace it
+    assert best is not None and (best.epoch, best.weights, best.val_accuracy) == (2, "raw", 0.80)
+    assert best.smoothed_val_accuracy == best.val_accuracy and best.smoothed_val_loss == best.val_loss
+
+
+def test_a_single_lucky_reading_does_not_pick_the_checkpoint_when_smoothed() -> None:
+    accuracies = [0.70, 0.95, 0.72, 0.84, 0.85, 0.86, 0.86]  # epoch 1 is a spike
+    history = _history([(a, 0.5) for a in accuracies])
+    assert select(history, window=1).epoch == 1
+    best = select(history, window=3)
+    assert best.epoch == 6 and best.smoothed_val_accuracy == pytest.approx((0.85 + 0.86 + 0.86) / 3, abs=1e-6)
+    assert best.val_accuracy == 0.86  # the kept weights' own reading is recorded beside the score
+
+
+def test_the_better_of_raw_and_ema_is_kept_and_ema_wins_a_tie() -> None:
+    raw = [(0.70, 0.6), (0.80, 0.5), (0.78, 0.5)]
+    ema = [(0.60, 0.7), (0.80, 0.5), (0.83, 0.4)]
+    best = select(_history(raw, ema), window=1)
+    assert (best.epoch, best.weights) == (2, "ema")
+    best = select(_history(raw[:2], ema[:2]), window=1)
+    assert (best.epoch, best.weights) == (1, "ema")  # equal scores at epoch 1: the steadier EMA
+    worse_ema = [(0.50, 0.9)] * 3
+    assert select(_history(raw, worse_ema), window=2).weights == "raw"
+
+
+def test_ema_averages_parameters_and_batchnorm_buffers_with_a_warm_up() -> None:
+    torch = pytest.importorskip("torch")
+    from toolchain.train.ema import make_ema
+
+    assert make_ema(torch.nn.Linear(2, 2), 0.0) is None
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1, bias=False), torch.nn.BatchNorm2d(2))
+    ema = make_ema(model, 0.9)
+    weight, bn = model[0].weight, model[1]
+    with torch.no_grad():
+        weight.fill_(1.0)
+        bn.running_mean.fill_(1.0)
+        bn.num_batches_tracked.fill_(5)
+    ema.update_parameters(model)  # the first update copies
+    assert torch.equal(ema.module[0].weight, weight) and torch.equal(ema.module[1].running_mean, bn.running_mean)
+    with torch.no_grad():
+        weight.fill_(3.0)
+        bn.running_mean.fill_(3.0)
+        bn.num_batches_tracked.fill_(6)
+    ema.update_parameters(model)  # n = 1: decay min(0.9, 2/11)
+    decay = 2 / 11
+    expected = 1.0 * decay + 3.0 * (1 - decay)
+    assert torch.allclose(ema.module[0].weight, torch.full_like(weight, expected))
+    assert torch.allclose(ema.module[1].running_mean, torch.full_like(bn.running_mean, expected))
+    assert int(ema.module[1].num_batches_tracked) == 6  # a counter is copied, not averaged
+    # what a registered model stores: exactly the architecture's keys
+    assert ema.module.state_dict().keys() == model.state_dict().keys()
+    assert "n_averaged" in ema.state_dict()  # what the checkpoint stores, to resume the same average
