@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.ports import free_port, free_ports
+from tests.tls import new_ca, pem, server_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -193,59 +194,6 @@ class Registry:
         return ""
 
     # -- TLS material ---------------------------------------------------------------------------------------------
-    @staticmethod
-    def _new_ca(name: str) -> tuple[Any, Any]:
-        import datetime as dt
-
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        now = dt.datetime.now(dt.timezone.utc)
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=30))
-                .not_valid_after(now + dt.timedelta(days=2))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                             content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                             key_agreement=False, encipher_only=False, decipher_only=False),
-                               critical=True)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-                .sign(key, hashes.SHA256()))
-        return key, cert
-
-    def _server_certificate(self, ca: tuple[Any, Any], *, expired: bool) -> tuple[bytes, bytes]:
-        """``(certificate, key)`` PEM for this registry's address, signed by ``ca``; ``expired``: it ended yesterday."""
-        import datetime as dt
-        import ipaddress
-
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-        ca_key, ca_cert = ca
-        now = dt.datetime.now(dt.timezone.utc)
-        start, end = (now - dt.timedelta(days=20), now - dt.timedelta(days=1)) if expired else \
-            (now - dt.timedelta(minutes=5), now + dt.timedelta(days=1))
-        key = ec.generate_private_key(ec.SECP256R1())
-        names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(self.host))] \
-            if self.host.replace(".", "").isdigit() else [x509.DNSName(self.host)]
-        cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.host)]))
-                .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(start).not_valid_after(end)
-                .add_extension(x509.SubjectAlternativeName(names), critical=False)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        pem = serialization.Encoding.PEM
-        return cert.public_bytes(pem), key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption())
-
     def install_ca(self) -> Path:
         """Put the CA where every dockerd here trusts it for this registry (read per connection: no restart)."""
         directory = self.CERTS_D / self.address
@@ -265,13 +213,11 @@ class Registry:
         extra_http = ""
         extra = ""
         if self.tls:
-            from cryptography.hazmat.primitives import serialization
-
             if self._ca is None:
-                self._ca = self._new_ca("toolchain test registry CA")
-                self.ca_pem = self._ca[1].public_bytes(serialization.Encoding.PEM).decode()
-            ca = self._ca if self.certificate != "unknown-ca" else self._new_ca("a CA nobody trusts")
-            cert, key = self._server_certificate(ca, expired=self.certificate == "expired")
+                self._ca = new_ca("toolchain test registry CA")
+                self.ca_pem = pem(self._ca[1]).decode()
+            ca = self._ca if self.certificate != "unknown-ca" else new_ca("a CA nobody trusts")
+            cert, key = server_certificate(ca, [self.host], expired=self.certificate == "expired")
             (self.directory / "server.crt").write_bytes(cert)
             (self.directory / "server.key").write_bytes(key)
             extra_http = (f"  tls:\n    certificate: {self.directory / 'server.crt'}\n"
