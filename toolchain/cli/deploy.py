@@ -15,6 +15,7 @@ from rich.table import Table
 
 from toolchain.cli.output import app, console, emit, json_option, safe
 from toolchain.errors import MissingEnvironmentError, QualityGateError
+from toolchain.progress import NullProgress
 
 DEFAULT_PARALLEL = 8  # toolchain.deploy.rollout.DEFAULT_PARALLEL (not imported here: the CLI loads it lazily)
 
@@ -22,12 +23,13 @@ _STYLE = {"deployed": "green", "unchanged": "green", "rolled-back": "yellow", "f
           "unreachable": "magenta", "skipped": "dim"}
 
 
-class UnitBoard:
+class UnitBoard(NullProgress):
     """The rollout as it runs, one row per unit (state, seconds, what it sent or why it failed), on stderr.
 
     On a terminal: a live table, replaced by the summary table when the rollout ends. Off one (CI logs,
     pipes): one line per unit as it finishes. Nothing with ``--json`` off a terminal. Also a
-    :class:`toolchain.progress.Progress` (its phases are the units' states, so those calls do nothing).
+    :class:`toolchain.progress.Progress` (its phases are the units' states, so those calls do nothing: the
+    :class:`~toolchain.progress.NullProgress` ones, except that ``start`` keeps the title).
     """
 
     def __init__(self, ctx: click.Context) -> None:
@@ -53,15 +55,6 @@ class UnitBoard:
 
     def start(self, description: str, total: int | None) -> None:
         self._title = description
-
-    def advance(self, amount: int = 1) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
     def state(self, unit: str, state: str, detail: str = "") -> None:
         with self._lock:
