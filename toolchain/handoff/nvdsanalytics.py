@@ -252,7 +252,7 @@ class AnalyticsOptions:
             labels: set[str] = set()
             for line in shared + own:
                 whole = _whole(line)
-                for direction in (line.direction,) if line.direction else line.directions:
+                for direction in line.counted:
                     crossing = Crossing(stream=stream, camera=camera, line=whole, direction=direction,
                                         vector=direction_vector(whole, direction, self.frame_size))
                     if crossing.label in labels:

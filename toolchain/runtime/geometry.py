@@ -115,6 +115,11 @@ class Line:
         """The two directions a crossing of this line can have."""
         return ("up", "down") if self.horizontal else ("left", "right")
 
+    @property
+    def counted(self) -> Tuple[str, ...]:
+        """The directions this line counts: its one ``direction``, else both."""
+        return (self.direction,) if self.direction else self.directions
+
     @classmethod
     def parse(cls, text: str) -> Line:
         """``NAME=x1,y1,x2,y2[:DIRECTION]`` (pixels of the full frame), e.g. ``UP=0,150,235,150:up``."""

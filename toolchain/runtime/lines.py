@@ -128,7 +128,7 @@ class LineCounter:
         self.frame_size = frame_size
         self._counts: Dict[Tuple[str, str], int] = {
             (line.name, d): 0
-            for line in self.lines for d in ((line.direction,) if line.direction else line.directions)}
+            for line in self.lines for d in line.counted}
         self._follows: Dict[int, _Follow] = {}
 
     @property

@@ -291,7 +291,7 @@ def _start_publishing(config: ServeConfig, names: Sequence[str], classes: Sequen
     if config.vehicles is not None:
         for camera in names:
             for line in config.vehicles.lines_for(camera):
-                keys += [(camera, line.name, d) for d in ((line.direction,) if line.direction else line.directions)]
+                keys += [(camera, line.name, d) for d in line.counted]
     return UnitPublishing(config.publish, unit=config.unit, spool_dir=config.spool_dir,
                           credentials=load_broker_credentials(config.credentials), keys=keys,
                           classes=list(classes) if config.vehicles is not None else []).start()
