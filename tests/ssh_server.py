@@ -248,6 +248,19 @@ Host *
 {_STRICT}"""), bastion, unit)
 
 
+def fleet_client(root: Path, units: dict[str, SshServer]) -> SshClient:
+    """One client for many units: ``ssh://ALIAS`` reaches ``units[ALIAS]`` with its own key, every host key pinned
+    (an operator's ~/.ssh/config with a ``Host`` block per roadside unit)."""
+    blocks = "".join(f"""Host {alias}
+    HostName 127.0.0.1
+    Port {server.port}
+    User {server.user}
+    IdentityFile {server.user_key}
+
+""" for alias, server in units.items())
+    return _pinned(write_client(root, f"{blocks}Host *\n{_STRICT}"), *units.values())
+
+
 def _pinned(client: SshClient, *servers: SshServer) -> SshClient:
     for server in servers:
         client.pin("127.0.0.1", server.port, server.host_key)

@@ -88,6 +88,27 @@ def remove_deployed(client: Any, model: str, image_id: str) -> None:
     remove_images(client, [image_id])
 
 
+def mute_socket(path: Path) -> tuple[socket.socket, list[socket.socket]]:
+    """A unix socket at ``path`` that accepts every connection and never says a word (a hung engine, a half-open
+    link): the listening socket and the connections it holds, for the caller to close."""
+    import threading
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(sock.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    return sock, held
+
+
 def unit_ports(names: list[str]) -> dict[str, int]:
     """A service port per unit such that no two units' ``port`` and ``port + 1`` overlap and both are free now
     (units on one host share its network: a rollout's new container takes ``port + 1`` while the old one serves)."""

@@ -10,9 +10,7 @@ on, exit 3 (a unit failed), and ``--json`` has one row per unit.
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.docker.fleet_sim import (
-    can_start_engines, packaged_tiny_model, remove_images, start_engines, stop_engines, unit_ports,
+    can_start_engines, mute_socket, packaged_tiny_model, remove_images, start_engines, stop_engines, unit_ports,
 )
 from tests.docker.fleet_sim import health as _health
 from tests.docker.fleet_sim import toolchain_json as _tc
@@ -48,29 +46,11 @@ def engines() -> Iterator[tuple[Path, dict[str, str]]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _mute(path: Path) -> tuple[socket.socket, list[socket.socket]]:
-    """A unix socket that accepts every connection and never says a word."""
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(path))
-    sock.listen(16)
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                held.append(sock.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    return sock, held
-
-
 def test_a_hung_a_gone_and_an_unhealthy_unit_are_reported_and_the_healthy_ones_deployed(
         engines: tuple[Path, dict[str, str]], tmp_path: Path, docker_url: str, base_image: str, docker_client: Any) -> None:
     base, urls = engines
     ws, _, image = packaged_tiny_model(tmp_path, "tiny-faults", docker_url, base_image)
-    mute, held = _mute(base / "hung.sock")
+    mute, held = mute_socket(base / "hung.sock")
     ports = unit_ports([*HEALTHY, "sick", "hung", "gone"])
     units = {**{name: urls[name] for name in HEALTHY}, "sick": urls["sick"], "hung": f"unix://{base}/hung.sock",
              "gone": f"unix://{base}/gone.sock"}
