@@ -65,9 +65,14 @@ def tc(workspace: Path, *args: str, check: bool = True, env: dict[str, str] | No
         out_f.seek(0)
         err_f.seek(0)
         out, err = out_f.read(), err_f.read()
+    try:
+        payload = json.loads(out) if out.strip() else {}
+    except ValueError:
+        payload = {}
     if check and code != 0:
-        raise SystemExit(f"toolchain {' '.join(args)} failed ({code}):\n{err.decode()[-3000:]}")
-    payload = json.loads(out) if out.strip() else {}
+        failed = [f"{u.get('unit')}: {u.get('result')}: {u.get('message')}" for u in payload.get("units", [])
+                  if u.get("result") not in ("deployed", "unchanged")]
+        raise SystemExit(f"toolchain {' '.join(args)} failed ({code}):\n{err.decode()[-3000:]}\n" + "\n".join(failed))
     payload["_wall_s"], payload["_exit"] = wall, code
     payload["_cpu_s"], payload["_rss_mb"] = usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
     return payload
@@ -178,9 +183,17 @@ def main() -> int:
                   f"({len(sshd)} behind sshd)", file=sys.stderr)
             install = write_fleet(tmp / f"fleet-{size}-install.toml", {n: urls[n] for n in members}, ports,
                                   registry.address)
-            first = tc(ws, "deploy", "tiny-onnx@v1", "--fleet", str(install), "--parallel", str(args.install_parallel),
-                       *[a for n in new for a in ("--unit", n)], env=client.env())
-            print(f"[{size}] first install of {len(new)} units (untimed): {first['_wall_s']:.0f} s", file=sys.stderr)
+            for attempt in (1, 2, 3):  # untimed set-up: a rerun finishes what a crowded machine left undone
+                first = tc(ws, "deploy", "tiny-onnx@v1", "--fleet", str(install), "--parallel",
+                           str(args.install_parallel), *[a for n in new for a in ("--unit", n)], env=client.env(),
+                           check=attempt == 3)
+                print(f"[{size}] first install of {len(new)} units (untimed, try {attempt}): {first['_wall_s']:.0f} s, "
+                      f"{first.get('counts')}", file=sys.stderr)
+                if first["_exit"] == 0:
+                    break
+                for unit in first.get("units", []):
+                    if unit.get("result") not in ("deployed", "unchanged"):
+                        print(f"  {unit.get('unit')}: {unit.get('result')}: {unit.get('message')}", file=sys.stderr)
             fleet_units = {n: urls[n] for n in members}
             if args.faults:
                 fleet_units |= {"hung": f"unix://{tmp}/hung.sock", "gone": f"unix://{tmp}/gone.sock"}
