@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -204,11 +205,15 @@ def _explain_ssh(stderr: str, config: dict[str, list[str]]) -> tuple[str, bool]:
     return " / ".join(lines[-3:]), False
 
 
-def engine_architecture(client: Any) -> str:
-    """The engine host's CPU architecture in target terms (``x86_64`` / ``aarch64``)."""
+def engine_architecture(client: Any, info: Mapping[str, Any] | None = None) -> str:
+    """The engine host's CPU architecture in target terms (``x86_64`` / ``aarch64``).
+
+    Args:
+        info: The engine's ``/info`` when the caller already asked for it (each ask is a round trip to the unit).
+    """
     from toolchain.targets.profile import normalize_architecture
 
-    return normalize_architecture(str(client.info().get("Architecture", "")))
+    return normalize_architecture(str((client.info() if info is None else info).get("Architecture", "")))
 
 
 def runs_as(client: Any, image_id: str) -> str:

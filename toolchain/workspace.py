@@ -25,7 +25,7 @@ from pathlib import Path
 from toolchain.blobs import BlobStore, blob_dir
 from toolchain.errors import InputNotFoundError, UsageError
 from toolchain.hashing import is_hex_prefix
-from toolchain.registry import Record, RegistryStore, Version, open_store
+from toolchain.registry import Record, RegistryStore, Resolved, open_store
 
 DEFAULT_DIRNAME = ".toolchain"
 _VERSION_RE = re.compile(r"^v?(\d+)$")
@@ -67,14 +67,6 @@ class WorkspaceLocation:
     def has_registry(self) -> bool:
         """Whether there is a registry to open without creating one: a named store, or an existing registry.db."""
         return not self.default_registry or (self.root / "registry.db").exists()
-
-
-@dataclass(frozen=True, kw_only=True)
-class Resolved:
-    """A reference resolved to a record (and the version it was named by, if any)."""
-
-    record: Record
-    version: Version | None
 
 
 class Workspace:

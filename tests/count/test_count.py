@@ -78,7 +78,7 @@ def test_denser_roads_count_every_vehicle_once_per_direction(workspace: tuple[Pa
     the motion finder's waist split parts them, so each is counted once, in its direction. On the 4-lane road a
     stack of three trucks side by side is parted a few frames late: 2 of its crossings fall outside the
     2-frame tolerance, though none is missed or counted twice."""
-    from toolchain.synth.video import SceneRenderer
+    from toolchain.runtime.scene import SceneRenderer
 
     assert SceneRenderer(640, 352, 15, seed=seed).lanes == 2 * lanes
     ws, build = workspace

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from toolchain.deploy.fleet import load_fleet
-from toolchain.deploy.unit import container_names, slug
+from toolchain.deploy.unit import container_names
+from toolchain.images.tags import slug
 from toolchain.errors import BadInputError, InputNotFoundError
 
 GOOD = """

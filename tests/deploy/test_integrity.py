@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from toolchain.deploy.imagetar import ImageTarballError, check_image_tarball, familiar_ref
+from toolchain.images.tarball import ImageTarballError, check_image_tarball, familiar_ref
 from toolchain.deploy.rollout import DeployConfig, _checked_tar, _Archive
 from toolchain.errors import CorruptStoreError, InputNotFoundError
 from toolchain.registry import Record

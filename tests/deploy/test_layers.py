@@ -14,8 +14,8 @@ import pytest
 
 from tests.deploy.test_integrity import _classic, _config, _layer, _oci, _sha, _write
 from toolchain.deploy.fleet import load_fleet
-from toolchain.deploy.imagetar import ImageTarballError, check_image_tarball
-from toolchain.deploy.layers import read_layers, reusable, write_partial
+from toolchain.images.layers import read_layers, reusable, write_partial
+from toolchain.images.tarball import ImageTarballError, check_image_tarball
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "toolchain/tiny:x86-64-cpu-0123456789ab"
@@ -207,7 +207,7 @@ def test_fleet_transfer_fields(tmp_path: Path) -> None:
 
 def test_push_refuses_a_registry_with_a_scheme_or_credentials() -> None:
     from toolchain.errors import BadInputError
-    from toolchain.package.push import check_registry
+    from toolchain.images.registries import check_registry
 
     assert check_registry("127.0.0.1:5000") == "127.0.0.1:5000" and check_registry("registry.example.org")
     for bad in ("http://127.0.0.1:5000", "user:secret@registry:5000", "registry/path", ""):
@@ -255,7 +255,7 @@ def test_a_real_engine_loads_a_gzipped_docker_save_in_full_and_as_a_partial_arch
     import io
     import shutil
 
-    from toolchain.deploy.transfer import transfer_image
+    from toolchain.images.transfer import transfer_image
 
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as archive:

@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 
 from tests.deploy.test_integrity import _classic, _config, _image_record, _layer, _sha, _write
-from toolchain.deploy import transfer as transfer_module
-from toolchain.deploy.transfer import PushedImage, TransferError, transfer_image
+from toolchain.images import transfer as transfer_module
+from toolchain.images.outcome import TransferError
+from toolchain.images.pull import PushedImage
+from toolchain.images.transfer import transfer_image
 
 IMAGE_ID = "sha256:" + "e" * 64
 DIGEST = "sha256:" + "d" * 64
@@ -165,7 +167,7 @@ def test_every_refusal_status_stops_at_once_in_either_form(status: int) -> None:
 
 
 def test_what_is_not_recognised_is_retried_until_the_attempts_run_out() -> None:
-    from toolchain.deploy.transfer import refused_status
+    from toolchain.images.outcome import refused_status
 
     engine = _Engine([_fails_with(_http_error(429, "toomanyrequests")), _fails_with(_http_error(503, "unknown")),
                       _streams({"error": "unknown: not found in this mirror"})])

@@ -86,7 +86,7 @@ class _OneFile:
         return self.path
 
     def layers(self) -> Any:
-        from toolchain.deploy.layers import read_layers
+        from toolchain.images.layers import read_layers
 
         return read_layers(self.path)
 

@@ -284,8 +284,8 @@ def test_an_engine_that_will_not_load_a_partial_archive_gets_the_full_one(
         tmp_path: Path, docker_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fallback path, on a real engine: the partial archive claims a layer the engine lacks, which is what an
     engine that opens every listed layer would make of any partial archive; it refuses it, the full one loads."""
-    from toolchain.deploy import layers as layers_module
-    from toolchain.deploy.transfer import transfer_image
+    from toolchain.images import layers as layers_module
+    from toolchain.images.transfer import transfer_image
 
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as archive:

@@ -31,7 +31,7 @@ def _register_recalibrated(ws: Workspace, source: str, name: str) -> None:
     from toolchain.models.registered import load_registered_model
     from toolchain.registry import NewRecord
     from toolchain.train.batches import eval_transform
-    from toolchain.train.checkpoint import state_dict_bytes
+    from toolchain.models.checkpoint import state_dict_bytes
 
     loaded = load_registered_model(ws, source)
     images, _ = load_dataset(ws, loaded.dataset).load_split(ws, "train")

@@ -13,10 +13,10 @@ import pytest
 
 from tests.serve.fixtures import tiny_build
 from toolchain.errors import CorruptStoreError, InputNotFoundError, MissingEnvironmentError
-from toolchain.package.image import (
-    REPO_ROOT, PackageConfig, copy_runtime, image_labels, package, resolve_build, split_tag, vendor_dependencies,
-)
+from toolchain.images.tags import split_tag
+from toolchain.package.image import REPO_ROOT, PackageConfig, copy_runtime, image_labels, package, vendor_dependencies
 from toolchain.registry.aliases import AliasConfig, set_alias
+from toolchain.release import resolve_build
 from toolchain.serve.bundle import build_info
 from toolchain.targets.profile import load_target
 from toolchain.workspace import Workspace
@@ -171,7 +171,7 @@ def test_a_failed_docker_save_is_a_toolchain_error_and_leaves_no_partial_file(tm
     import docker.errors
 
     from toolchain.errors import ToolchainError
-    from toolchain.package.image import save_image
+    from toolchain.images.save import save_image
 
     class _Image:
         def save(self, named: str):  # noqa: ANN202 - a stand-in for docker's Image

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from toolchain.errors import BadInputError, CorruptStoreError, MissingEnvironmentError
-from toolchain.package import push as push_module
-from toolchain.package.push import _is_loopback, _manifest
+from toolchain.images import push as push_module
+from toolchain.images.manifest import manifest_sizes
+from toolchain.images.registries import is_loopback, registry_url
 
 REPOSITORY = "toolchain/tiny"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -131,18 +132,18 @@ def _login(tmp_path: Path, address: str) -> None:
 def test_only_a_loopback_address_or_localhost_gets_plain_http() -> None:
     for loopback in ("127.0.0.1:5000", "127.8.9.10", "localhost:5000", "LOCALHOST", "[::1]:5000",
                      "[::ffff:127.0.0.1]:5000"):
-        assert _is_loopback(loopback), loopback
-        assert push_module.registry_url(loopback).startswith("http://")
+        assert is_loopback(loopback), loopback
+        assert registry_url(loopback).startswith("http://")
     for remote in ("127.attacker.example:5000", "127.0.0.1.nip.io:5000", "localhost.attacker.example", "10.0.0.2:5000",
                    "registry.example.org", "[2001:db8::1]:5000", "128.0.0.1"):
-        assert not _is_loopback(remote), remote
-        assert push_module.registry_url(remote).startswith("https://")
+        assert not is_loopback(remote), remote
+        assert registry_url(remote).startswith("https://")
 
 
 def test_the_sizes_come_from_the_manifest_the_digest_names(registry: _Registry) -> None:
     data = _image_manifest("amd64")
     digest = registry.add(data)
-    sizes = _manifest(registry.address, REPOSITORY, digest)
+    sizes = manifest_sizes(registry.address, REPOSITORY, digest)
     assert sizes == {"manifest_size": len(data), "config_size": 1005,
                      "layers": [[_digest(b"amd64-0"), 100], [_digest(b"amd64-1"), 200]]}
     accept = registry.requests[-1][1]["Accept"]
@@ -155,12 +156,12 @@ def test_a_manifest_that_does_not_hash_to_its_digest_is_refused(registry: _Regis
     digest = registry.add(_image_manifest("amd64"))
     registry.served[digest] = _image_manifest("amd64", layers=1)  # smaller sizes, another image: an altered registry
     with pytest.raises(CorruptStoreError, match="not the manifest the digest names.*push again"):
-        _manifest(registry.address, REPOSITORY, digest)
+        manifest_sizes(registry.address, REPOSITORY, digest)
     # the bytes are right but the registry states another digest for them
     honest = registry.add(_image_manifest("arm64"))
     registry.stated[honest] = "sha256:" + "0" * 64
     with pytest.raises(CorruptStoreError, match="stated sha256:000000000000"):
-        _manifest(registry.address, REPOSITORY, honest)
+        manifest_sizes(registry.address, REPOSITORY, honest)
 
 
 @pytest.mark.parametrize("media_type", [OCI_INDEX, LIST])
@@ -178,22 +179,22 @@ def test_an_index_is_followed_to_the_images_platform(registry: _Registry, media_
          "platform": platform, **({"annotations": annotations} if annotations else {})}
         for data, platform, annotations in children]}).encode()
     digest = registry.add(index, media_type)
-    sizes = _manifest(registry.address, REPOSITORY, digest, platform="linux/arm64")
+    sizes = manifest_sizes(registry.address, REPOSITORY, digest, platform="linux/arm64")
     assert sizes["platform_manifest"] == _digest(arm64) and sizes["manifest_size"] == len(index) + len(arm64)
     assert [size for _, size in sizes["layers"]] == [100, 200, 300] and sizes["config_size"] == 1005
     # a platform the index does not hold is said plainly, with what it does hold
     with pytest.raises(BadInputError, match=r"0 manifests for linux/riscv64 \(it lists: linux/amd64, linux/arm64/v8\)"):
-        _manifest(registry.address, REPOSITORY, digest, platform="linux/riscv64")
+        manifest_sizes(registry.address, REPOSITORY, digest, platform="linux/riscv64")
 
 
 def test_a_registry_that_wants_credentials_is_an_error_that_says_docker_login(registry: _Registry) -> None:
     registry.auth = "bearer"
     digest = registry.add(_image_manifest("amd64"))
     with pytest.raises(MissingEnvironmentError, match=f"HTTP 401.*docker login {registry.address}"):
-        _manifest(registry.address, REPOSITORY, digest)
+        manifest_sizes(registry.address, REPOSITORY, digest)
     registry.auth = "basic"
     with pytest.raises(MissingEnvironmentError, match="HTTP 401"):
-        _manifest(registry.address, REPOSITORY, digest)
+        manifest_sizes(registry.address, REPOSITORY, digest)
 
 
 @pytest.mark.parametrize("scheme", ["bearer", "basic"])
@@ -203,7 +204,7 @@ def test_the_credentials_docker_login_stored_answer_the_registry(
     data = _image_manifest("amd64")
     digest = registry.add(data)
     _login(tmp_path, registry.address)
-    sizes = _manifest(registry.address, REPOSITORY, digest)
+    sizes = manifest_sizes(registry.address, REPOSITORY, digest)
     assert sizes["manifest_size"] == len(data) and len(sizes["layers"]) == 2
     if scheme == "bearer":  # the token service was asked for pull access to this repository only
         token_request = next(path for path, _ in registry.requests if path.startswith("/token"))
@@ -213,7 +214,7 @@ def test_the_credentials_docker_login_stored_answer_the_registry(
     (tmp_path / "docker-config" / "config.json").write_text(json.dumps({"auths": {registry.address: {
         "auth": base64.b64encode(b"ci:wrong-password-1").decode()}}}))
     with pytest.raises(MissingEnvironmentError, match="with the credentials `docker login` stored") as caught:
-        _manifest(registry.address, REPOSITORY, digest)
+        manifest_sizes(registry.address, REPOSITORY, digest)
     assert PASSWORD not in str(caught.value) and "wrong-password-1" not in str(caught.value)
 
 
@@ -223,17 +224,17 @@ def test_credentials_never_go_to_a_token_service_over_plain_http_off_loopback(re
     digest = registry.add(_image_manifest("amd64"))
     _login(tmp_path, registry.address)
     with pytest.raises(MissingEnvironmentError, match="only sent over HTTPS") as caught:
-        _manifest(registry.address, REPOSITORY, digest)
+        manifest_sizes(registry.address, REPOSITORY, digest)
     assert PASSWORD not in str(caught.value)
     assert not any(path.startswith("/token") for path, _ in registry.requests)
 
 
 def test_a_registry_this_machine_cannot_reach_leaves_a_note_not_an_error(registry: _Registry) -> None:
     """A remote engine's loopback registry is not this machine's: the push stands, deploy counts the pull's progress."""
-    sizes = _manifest(registry.address, REPOSITORY, "sha256:" + "1" * 64)  # this machine's registry lacks it
+    sizes = manifest_sizes(registry.address, REPOSITORY, "sha256:" + "1" * 64)  # this machine's registry lacks it
     assert sizes["layers"] == [] and "HTTP 404" in sizes["manifest_note"] and "progress" in sizes["manifest_note"]
     closed = registry.address.rsplit(":", 1)[0] + ":1"
-    sizes = _manifest(closed, REPOSITORY, "sha256:" + "1" * 64)
+    sizes = manifest_sizes(closed, REPOSITORY, "sha256:" + "1" * 64)
     assert sizes["layers"] == [] and "could not reach http://127.0.0.1:1" in sizes["manifest_note"]
 
 
@@ -281,10 +282,10 @@ def test_a_real_registry_serves_the_index_and_its_platform_manifest(tmp_path: Pa
     try:
         image = upload_image(real.address, REPOSITORY, "hello from a real registry")
         for digest in (image.oci_index, image.manifest_list):
-            sizes = _manifest(real.address, REPOSITORY, digest, platform="linux/amd64")
+            sizes = manifest_sizes(real.address, REPOSITORY, digest, platform="linux/amd64")
             assert sizes["platform_manifest"] == image.manifest and sizes["layers"] == [list(image.layer)]
             assert sizes["config_size"] == image.config_size and "manifest_note" not in sizes
-        plain = _manifest(real.address, REPOSITORY, image.manifest, platform="linux/amd64")
+        plain = manifest_sizes(real.address, REPOSITORY, image.manifest, platform="linux/amd64")
         assert plain["manifest_size"] == len(image.manifest_bytes) and "platform_manifest" not in plain
     finally:
         real.stop()

@@ -130,7 +130,7 @@ def _image(workspace: Any) -> Any:
 
 def test_push_gives_the_engine_the_files_login_and_reads_the_manifest_back_with_it(
         registry: _Registry, tmp_path: Path) -> None:  # noqa: F811 - the fixture
-    from toolchain.package import push as push_module
+    from toolchain.images import push as push_module
     from toolchain.workspace import Workspace
 
     data = _image_manifest("amd64")
@@ -154,7 +154,7 @@ def test_push_gives_the_engine_the_files_login_and_reads_the_manifest_back_with_
 ])
 def test_a_refused_push_says_what_to_fix(registry: _Registry, tmp_path: Path, error: str,  # noqa: F811
                                          expected: str) -> None:
-    from toolchain.package import push as push_module
+    from toolchain.images import push as push_module
     from toolchain.workspace import Workspace
 
     address = registry.address
@@ -175,7 +175,7 @@ def test_a_refused_push_says_what_to_fix(registry: _Registry, tmp_path: Path, er
 
 
 def test_the_read_back_trusts_the_files_ca_and_goes_https_even_on_loopback(tmp_path: Path) -> None:
-    from toolchain.package.push import _Reader
+    from toolchain.images.manifest import _Reader
 
     reader = _Reader("127.0.0.1:5000", REPOSITORY, RegistryCredential(ca_pem=CA + "\n"))
     try:
@@ -222,8 +222,10 @@ class _PullingEngine:
 ])
 def test_a_pull_gets_the_login_in_its_request_and_a_failure_says_what_to_fix(
         monkeypatch: pytest.MonkeyPatch, message: str, expected: str) -> None:
-    from toolchain.deploy import transfer as transfer_module
-    from toolchain.deploy.transfer import PushedImage, TransferError, transfer_image
+    from toolchain.images import transfer as transfer_module
+    from toolchain.images.outcome import TransferError
+    from toolchain.images.pull import PushedImage
+    from toolchain.images.transfer import transfer_image
 
     monkeypatch.setattr(transfer_module, "BACKOFF_S", 0.0)
     engine = _PullingEngine(message)
@@ -237,7 +239,7 @@ def test_a_pull_gets_the_login_in_its_request_and_a_failure_says_what_to_fix(
 
 
 def test_registry_login_prefers_the_address_the_unit_reaches(tmp_path: Path) -> None:
-    from toolchain.deploy.transfer import registry_login
+    from toolchain.deploy.unit import registry_login
 
     path = tmp_path / "secrets.json"
     path.write_text(json.dumps({"registries": {

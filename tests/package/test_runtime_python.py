@@ -8,6 +8,7 @@ accepts, and ``package`` refuses the targets below :data:`MIN_RUNTIME_PYTHON` wi
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import subprocess
 import sys
@@ -46,18 +47,87 @@ def test_the_image_ships_the_runtime_files_only(tmp_path: Path) -> None:
     assert sorted(str(p.relative_to(tmp_path / "toolchain")) for p in (tmp_path / "toolchain").rglob("*.py")) == sorted(files)
 
 
+def _module_of(relative: Path) -> str:
+    """``serve/__main__.py`` -> ``toolchain.serve.__main__``; a package's ``__init__.py`` -> the package."""
+    return ".".join(("toolchain", *relative.with_suffix("").parts)).removesuffix(".__init__")
+
+
+def _imports(relative: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """Every import of a runtime file, lazy ones included: (the module, the names taken from it), relative
+    imports resolved; ``import a.b`` is ``("a.b", ())``."""
+    package = _module_of(relative).split(".")
+    if relative.name != "__init__.py":
+        package = package[:-1]
+    found = []
+    for node in ast.walk(ast.parse((PACKAGE / relative).read_text())):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, ()) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found.append((module, tuple(alias.name for alias in node.names)))
+    return found
+
+
 def test_every_toolchain_import_of_the_runtime_stays_inside_it() -> None:
-    shipped = {".".join(("toolchain", *p.with_suffix("").parts)).removesuffix(".__init__") for p in runtime_files()}
+    shipped = {_module_of(p) for p in runtime_files()}
     outside = []
     for relative in runtime_files():
-        tree = ast.parse((PACKAGE / relative).read_text())
-        for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
-            for name in names:
-                if name.startswith("toolchain") and name not in shipped and name not in WORKSTATION_ONLY:
-                    outside.append(f"{relative}: {name}")
+        for name, _ in _imports(relative):
+            if name.startswith("toolchain") and name not in shipped and name not in WORKSTATION_ONLY:
+                outside.append(f"{relative}: {name}")
     assert not outside, f"runtime files import modules the image does not ship: {outside}"
+
+
+def _is_cli(name: str) -> bool:
+    return name == "toolchain.cli" or name.startswith("toolchain.cli.")
+
+
+def test_no_shipped_file_imports_the_cli() -> None:
+    """The image ships no CLI (the entry point runs :mod:`toolchain.serve.command`): no runtime file may import
+    it, lazily, relatively (``from toolchain import cli`` too) or by name (``importlib.import_module``)."""
+    assert not any(str(p).startswith("cli/") for p in runtime_files())
+    found = []
+    for relative in runtime_files():
+        for module, names in _imports(relative):
+            if _is_cli(module) or any(_is_cli(f"{module}.{name}") for name in names):
+                found.append(f"{relative}: from {module} import {', '.join(names)}" if names else f"{relative}: {module}")
+        for node in ast.walk(ast.parse((PACKAGE / relative).read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and _is_cli(node.value):
+                found.append(f"{relative}: {node.value!r}")
+    assert not found, f"runtime files import the CLI, which the image does not ship: {found}"
+
+
+# The entry point as ``python -m toolchain.serve ARGS`` runs it, with toolchain.cli hidden (tests/hide_modules.py);
+# the lookups refused (an ImportError caught and ignored included) are printed last.
+_WITHOUT_CLI = """
+import runpy, sys
+from tests.hide_modules import hide
+finder = hide({"toolchain.cli"})
+try:
+    runpy.run_module("toolchain.serve", run_name="__main__", alter_sys=True)
+finally:
+    print("refused:", finder.refused, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(("argv", "code", "expected"), [
+    (["--help"], 0, "Usage: toolchain serve [OPTIONS] ARTIFACT"),
+    ([], 2, "Missing argument 'ARTIFACT'"),
+    (["https://unit:s3cret@registry.example/m", "--source", "synthetic"], 2, "is not a bundle directory"),
+])
+def test_the_entry_point_runs_with_the_cli_unimportable(argv: list[str], code: int, expected: str) -> None:
+    """``python3 -m toolchain.serve`` imports nothing of ``toolchain.cli``: help, a usage error (2) and a bad
+    ARTIFACT (2, its password scrubbed) as with the CLI there, never an ImportError."""
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", _WITHOUT_CLI, *argv], cwd=root, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == code, run.stdout + run.stderr
+    assert expected in run.stdout + run.stderr
+    assert run.stderr.rstrip().endswith("refused: []"), run.stderr
+    assert "s3cret" not in run.stdout + run.stderr
+    if argv == ["--help"]:
+        assert all(option in run.stdout for option in ("--source", "--credentials", "--line", "--publish", "--json"))
 
 
 @pytest.mark.parametrize("python", sorted({t.python for t in list_targets() if t.python_version >= MIN_RUNTIME_PYTHON},
@@ -88,7 +158,6 @@ def test_serve_runs_from_the_shipped_files_alone(tmp_path: Path) -> None:
     """The image's entry point, with only the runtime files on the path (no workspace, registry or deploy
     modules): a lazy import of a workstation module in the serve path would crash every unit's container."""
     import json
-    import os
 
     from tests.serve.fixtures import tiny_build
     from toolchain.serve.bundle import model_from_registry, write_bundle

@@ -108,7 +108,7 @@ def test_small_pipeline_runs_then_skips_every_stage(tmp_path: Path) -> None:
 
 
 def test_pipeline_killed_mid_training_resumes_from_training(tmp_path: Path) -> None:
-    from toolchain.train.checkpoint import load_checkpoint
+    from toolchain.models.checkpoint import load_checkpoint
 
     config = _write(tmp_path, epochs=100)
     proc = _pipeline(tmp_path, config, start_new_session=True)

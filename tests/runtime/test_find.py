@@ -144,7 +144,7 @@ def _camouflaged(renderer, vehicle) -> bool:  # noqa: ANN001
 @pytest.mark.parametrize(("width", "height", "fps", "seed"), [(640, 352, 30, 5), (320, 240, 15, 1), (640, 352, 30, 0)],
                          ids=["640x352-4-lanes-each-way", "320x240-2-lanes-each-way", "640x352-3-lanes-each-way"])
 def test_motion_on_synthetic_traffic_finds_each_vehicle_once(width: int, height: int, fps: float, seed: int) -> None:
-    from toolchain.synth.video import SceneRenderer
+    from toolchain.runtime.scene import SceneRenderer
 
     renderer = SceneRenderer(width, height, fps, seed=seed)
     finder = MotionFinder()
@@ -174,7 +174,7 @@ def test_vehicles_in_adjacent_lanes_joined_by_h264_blur_are_split_apart(tmp_path
     mask joins them; the waist split parts them again. Without it (waist 0) the same frames join many more."""
     import av
 
-    from toolchain.synth.video import SceneRenderer
+    from toolchain.runtime.scene import SceneRenderer
 
     renderer = SceneRenderer(640, 352, 15, seed=5)
     clip = tmp_path / "road.mp4"

@@ -5,7 +5,8 @@ import pytest
 
 from toolchain.errors import BadInputError, InputNotFoundError, UsageError
 from toolchain.runtime.sources import ImageDirSource, PyAVSource, SyntheticSource, open_source
-from toolchain.synth.video import SceneRenderer, VideoConfig, write_video
+from toolchain.runtime.scene import SceneRenderer
+from toolchain.synth.video import VideoConfig, write_video
 
 av = pytest.importorskip("av")
 

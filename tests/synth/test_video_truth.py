@@ -18,10 +18,9 @@ from tests.helpers import run_main
 from toolchain.errors import UsageError
 from toolchain.evaluate.counts import read_crossings_csv, read_truth_csv
 from toolchain.runtime.geometry import Line
+from toolchain.runtime.scene import SCHEDULE_S, SceneRenderer
 from toolchain.synth.video import (
-    SCHEDULE_S,
     TRUTH_HEADER,
-    SceneRenderer,
     TruthCrossing,
     VideoConfig,
     crossing_direction,

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from toolchain.train import loop  # noqa: E402
-from toolchain.train.checkpoint import load_checkpoint  # noqa: E402
+from toolchain.models.checkpoint import load_checkpoint  # noqa: E402
 from toolchain.train.search import TrainConfig, train  # noqa: E402
 from toolchain.workspace import Workspace  # noqa: E402
 

@@ -17,7 +17,7 @@ pytest.importorskip("torch")
 
 from tests.train.conftest import TINY  # noqa: E402
 from toolchain.registry import open_store  # noqa: E402
-from toolchain.train.checkpoint import load_checkpoint  # noqa: E402
+from toolchain.models.checkpoint import load_checkpoint  # noqa: E402
 
 
 def _toolchain(workspace: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

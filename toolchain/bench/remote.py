@@ -148,7 +148,8 @@ def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image
     """
     from toolchain.bench.subject import resolve_subject
     from toolchain.build.remote import run_container
-    from toolchain.docker_engine import connect, engine_architecture, runs_as
+    from toolchain.docker_engine import connect
+    from toolchain.images.architecture import can_run
 
     if config.pure:
         raise UsageError("--pure is not available with --on; bench the stream path on the unit")
@@ -184,15 +185,16 @@ def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image
         from toolchain.targets.profile import load_target
 
         arch = load_target(target).architecture
-        ran = runs_as(client, image_obj.id)
-        engine_arch = engine_architecture(client)
-        if ran != arch:
+        # Probed on an engine of the target's CPU too: the image may be an --image given by hand.
+        fit = can_run(client, image_obj.id, arch, probe_native=True)
+        engine_arch = fit.engine_architecture
+        if not fit.runs:
             raise MissingEnvironmentError(
                 f"the engine at {redact_url(where)} ({engine_arch}) cannot run the {arch} image of {target} "
-                f"(uname -m gave {ran or 'nothing'}); bench on a unit of that target, or register qemu-user here "
+                f"(uname -m gave {fit.ran or 'nothing'}); bench on a unit of that target, or register qemu-user here "
                 "(`scripts/binfmt_up arm64`) for an emulated run"
             )
-        emulated = ran != engine_arch
+        emulated = fit.emulated
         archives = []
         if secrets is not None:
             from toolchain.serve.credentials import container_archive

@@ -23,6 +23,7 @@ from typing import Any
 
 from toolchain.errors import BadInputError, MissingEnvironmentError, QualityGateError
 from toolchain.hashing import sha256_file
+from toolchain.images.ensure import ensure_image
 
 WORKDIR = "/toolchain-build"
 # The most a build may send back from OUTDIR (the tar stream ``get_archive`` returns: engine, log, result,
@@ -131,36 +132,18 @@ def _size(n: int) -> str:
     return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"
 
 
-def ensure_image(client: Any, image: str) -> Any:
-    """The image on the engine, pulled if missing; a clear error when neither works."""
-    import docker.errors
-
-    try:
-        return client.images.get(image)
-    except docker.errors.ImageNotFound:
-        pass
-    try:
-        return client.images.pull(image)
-    except docker.errors.DockerException as exc:
-        raise MissingEnvironmentError(
-            f"the build image {image} is not on the engine and could not be pulled ({exc}). Load it there "
-            "(`docker load` / `docker pull` on the unit), or pass --build-image with an image the engine has"
-        ) from exc
-
-
 def check_architecture(client: Any, architecture: str, image_id: str | None = None) -> bool:
     """Refuse an engine that cannot run the target's CPU binaries; True when it runs them emulated.
 
     An engine of another architecture passes when ``image_id`` runs there as ``architecture`` (qemu-user:
-    ``uname -m`` in the image, :func:`toolchain.docker_engine.runs_as`).
+    ``uname -m`` in the image, :func:`toolchain.images.architecture.can_run`).
     """
-    from toolchain.docker_engine import engine_architecture, runs_as
+    from toolchain.images.architecture import can_run
 
-    arch = engine_architecture(client)
-    if arch == architecture:
-        return False
-    if image_id is not None and runs_as(client, image_id) == architecture:
-        return True
+    fit = can_run(client, image_id, architecture)
+    if fit.runs:
+        return fit.emulated
+    arch = fit.engine_architecture
     raise MissingEnvironmentError(
         f"the Docker engine runs on {arch}, the target needs {architecture}, and it cannot run {architecture} binaries: "
         "an engine or artifact built there would not run on the unit. Point --on at a unit of the target (or, for an "

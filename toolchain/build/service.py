@@ -133,8 +133,9 @@ def _build(workspace: Workspace, config: BuildConfig, progress: Progress, cleanu
     image = config.build_image or target.build_image
     client = None
     if config.on:
-        from toolchain.build.remote import check_architecture, ensure_image
+        from toolchain.build.remote import check_architecture
         from toolchain.docker_engine import connect, redact
+        from toolchain.images.ensure import ensure_image
 
         client = connect(config.on, insecure=config.insecure)
         cleanup.callback(client.close)

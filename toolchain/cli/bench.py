@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from toolchain.cli.output import app, emit, json_option
-from toolchain.cli.serve import credentials_option, vehicle_config, vehicle_options
+from toolchain.serve.options import credentials_option, vehicle_config, vehicle_options
 from toolchain.errors import UsageError
 
 

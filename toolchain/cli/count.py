@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from toolchain.cli.output import app, emit, json_option, progress_for
-from toolchain.cli.serve import vehicle_config, vehicle_options
+from toolchain.serve.options import vehicle_config, vehicle_options
 from toolchain.errors import UsageError
 
 

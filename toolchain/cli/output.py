@@ -1,11 +1,11 @@
-"""Output helpers: one JSON document on stdout with ``--json``; rich tables and progress on stderr."""
+"""Output helpers: one JSON document on stdout with ``--json``; rich tables and progress on stderr.
+
+The console and the JSON writer are :mod:`toolchain.console`'s, shared with the image's ``serve``.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,31 +16,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from toolchain.redaction import scrub, scrub_data
+from toolchain.console import console, print_json
+from toolchain.console import json_option as shared_json_option
+from toolchain.redaction import scrub
 
 if TYPE_CHECKING:
     from toolchain.workspace import Workspace
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-class _ScrubbedStderr:
-    """``sys.stderr`` (looked up at each write, so test captures work) with every line scrubbed of secrets.
-
-    Every console line goes through :func:`toolchain.redaction.scrub`: a URL with credentials that
-    reaches a message by any path is printed redacted.
-    """
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(scrub(text))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(sys.stderr, name)
-
-
-# Off a terminal (CI logs, pipes) rich would wrap everything at 80 columns; tables and trees read
-# better whole. $COLUMNS still wins.
-console = Console(file=_ScrubbedStderr(), width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 160)
 
 
 def safe(text: Any) -> str:
@@ -79,21 +62,13 @@ def app(ctx: click.Context) -> AppContext:
 
 def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--json`` accepted after the subcommand too (``toolchain data list --json``)."""
-
-    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-        if value:
-            app(ctx).json = True
-
-    return click.option(
-        "--json", "json_flag", is_flag=True, expose_value=False, callback=set_json, help="Print one JSON document on stdout."
-    )(func)
+    return shared_json_option(app)(func)
 
 
 def emit(ctx: click.Context, payload: Any, render: Callable[[Console], None]) -> None:
     """Print ``payload`` as JSON (``--json``) or call ``render`` for humans."""
     if app(ctx).json:
-        sys.stdout.write(json.dumps(scrub_data(payload), indent=2, default=str) + "\n")
-        sys.stdout.flush()
+        print_json(payload)
     else:
         render(console)
 

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.deploy.fleet import Fleet, Unit, load_fleet
-from toolchain.deploy.transfer import PushedImage
 from toolchain.deploy.unit import (
     FAILED, SKIPPED, UNREACHABLE, Release, UnitResult, deploy_unit, rollback_unit, serving_containers,
 )
 from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
+from toolchain.images.pull import PushedImage
 from toolchain.progress import NullProgress, Progress
 from toolchain.redaction import redact_url, scrub
 from toolchain.registry import NewRecord, Record
@@ -168,7 +168,7 @@ class _Archive:
     ``full()`` is a ``docker save`` tarball (``--image-tar``, the one ``package --save`` wrote, or one
     exported now), checked by :func:`_checked_tar` before any unit loads it; a tarball that fails is refused
     for every unit, once. ``partial(k)`` is the same image without its first ``k`` layer files
-    (:mod:`toolchain.deploy.layers`), written once per ``k`` for every unit that holds those layers.
+    (:mod:`toolchain.images.layers`), written once per ``k`` for every unit that holds those layers.
     """
 
     def __init__(self, image: Record, config: DeployConfig, work: Path) -> None:
@@ -193,7 +193,7 @@ class _Archive:
             return self._path
 
     def layers(self) -> Any:
-        from toolchain.deploy.layers import read_layers
+        from toolchain.images.layers import read_layers
 
         path = self.full()
         with self._lock:
@@ -218,7 +218,7 @@ class _Archive:
             return self._gzipped[path]
 
     def partial(self, skip: int) -> Path:
-        from toolchain.deploy.layers import write_partial
+        from toolchain.images.layers import write_partial
 
         layers = self.layers()
         with self._lock:
@@ -235,7 +235,7 @@ class _Archive:
         if saved.get("path") and Path(saved["path"]).is_file():
             return _checked_tar(Path(saved["path"]), saved.get("sha256"), self.image)
         from toolchain.docker_engine import connect
-        from toolchain.package.image import save_image
+        from toolchain.images.save import save_image
 
         host = self.config.source_host or self.image.body.get("docker_host") or None
         client = connect(host, insecure=self.config.insecure)
@@ -274,7 +274,7 @@ def _checked_tar(path: Path, sha256: str | None, image: Record) -> Path:
     tag inside may differ), not the immutable image record, so either digest is accepted. The digests
     catch a tarball cut short or altered after it was saved; with neither (a user's ``--image-tar``
     without its ``.sha256``), nothing of the whole file is known in advance. Either way its index files
-    are read next (:func:`toolchain.deploy.imagetar.check_image_tarball`): exactly one image, whose config
+    are read next (:func:`toolchain.images.tarball.check_image_tarball`): exactly one image, whose config
     hashes to the record's ``image_id``, tagged only with the record's tags, nothing else in it. (``docker
     load`` checks every layer against that config's diff ids, and the unit checks the loaded image's id.)
 
@@ -282,7 +282,7 @@ def _checked_tar(path: Path, sha256: str | None, image: Record) -> Path:
         InputNotFoundError: no such file.
         CorruptStoreError: a digest or the contents do not match the image record; the message says why.
     """
-    from toolchain.deploy.imagetar import check_image_tarball
+    from toolchain.images.tarball import check_image_tarball
     from toolchain.errors import CorruptStoreError
 
     if not path.is_file():
@@ -311,7 +311,7 @@ def _checked_tar(path: Path, sha256: str | None, image: Record) -> Path:
 def prepare_releases(workspace: Workspace, config: DeployConfig, targets: list[str], work: Path
                      ) -> tuple[dict[str, Release], dict[str, dict[str, Any]]]:
     """The release for each target, after blob verification; and a JSON description of each."""
-    from toolchain.package.image import resolve_build, verify_engine
+    from toolchain.release import resolve_build, verify_engine
 
     image_named = _image_ref(workspace, config.ref)
     releases: dict[str, Release] = {}

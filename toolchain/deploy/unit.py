@@ -21,13 +21,18 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from toolchain.deploy.fleet import Unit
-from toolchain.deploy.transfer import ImageArchive, PushedImage, TransferStats, registry_login, transfer_image
 from toolchain.errors import BadInputError, MissingEnvironmentError, ToolchainError
+from toolchain.images.load import ImageArchive
+from toolchain.images.outcome import TransferStats
+from toolchain.images.pull import PushedImage
+from toolchain.images.tags import slug
+from toolchain.images.transfer import transfer_image
 from toolchain.redaction import scrub_data
 
 # Results: ok ones first.
@@ -104,13 +109,6 @@ class UnitResult:
                 **self.transfer.to_json(), "pruned": list(self.pruned)})
 
 
-def slug(text: str) -> str:
-    """``text`` (a model name, without ``@version``) as a Docker container name part: ASCII letters, digits, ``_.-``."""
-    cleaned = "".join(c if (c.isascii() and c.isalnum()) or c in "_.-" else "-"
-                      for c in text.lower().split("@")[0]).strip("-._")
-    return cleaned or "model"
-
-
 def container_names(model: str) -> tuple[str, str, str]:
     """``(serving, previous, next)`` container names of ``model`` on a unit."""
     base = f"toolchain-{slug(model)}"
@@ -185,8 +183,23 @@ def _unit_lock(url: str) -> threading.Lock:
         return _LOAD_LOCKS.setdefault(url, threading.Lock())
 
 
+def registry_login(credentials: Path | None, *registries: str) -> Any:
+    """The login (a :class:`toolchain.serve.credentials.RegistryCredential`) the credentials file gives for the
+    first of ``registries`` it names (the registry as the unit reaches it, then as it was pushed to); or None.
+
+    Raises:
+        InputNotFoundError / BadInputError: the file is missing or malformed.
+    """
+    if credentials is None:
+        return None
+    from toolchain.serve.credentials import load_registry_credentials
+
+    logins = load_registry_credentials(credentials)
+    return next((logins[name] for name in registries if name and name in logins), None)
+
+
 def ensure_image(client: Any, unit: Unit, release: Release, note: Callable[[str], None] | None = None) -> TransferStats:
-    """Put the release's image on the unit, sending only what it lacks (:mod:`toolchain.deploy.transfer`).
+    """Put the release's image on the unit, sending only what it lacks (:mod:`toolchain.images.transfer`).
 
     Raises:
         MissingEnvironmentError: the transfer failed, or what arrived is not the packaged image.
@@ -325,17 +338,21 @@ def _config_of(container: Any | None) -> str:
     return str((container.attrs.get("Config", {}).get("Labels") or {}).get("org.toolchain.config", ""))
 
 
-def lockdown(client: Any, unit: Unit) -> dict[str, Any]:
+def lockdown(client: Any, unit: Unit, info: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The container options that lock the service down: no capabilities, no privilege gain, a read-only root
     (a small tmpfs /tmp), memory/CPU/pids limits (CPUs clamped to what the unit has) and a rotating log.
 
     The non-root user comes from the image (``USER`` in Dockerfile.jetson).
+
+    Args:
+        info: The engine's ``/info`` when the caller already asked for it (a deploy asks once per unit: each ask
+            is a round trip over the unit's link); else it is asked here.
     """
     from docker.types import LogConfig
 
     memory_mb, cpus, pids = unit.limits()
     try:
-        unit_cpus = float(client.info().get("NCPU") or cpus)
+        unit_cpus = float((client.info() if info is None else info).get("NCPU") or cpus)
     except Exception:  # noqa: BLE001 - the limit stays as asked
         unit_cpus = cpus
     return {
@@ -348,7 +365,7 @@ def lockdown(client: Any, unit: Unit) -> dict[str, Any]:
 
 
 def _create(client: Any, unit: Unit, release: Release, name: str, port: int, deployment: str,
-            credentials_volume: str = "") -> Any:
+            credentials_volume: str = "", info: Mapping[str, Any] | None = None) -> Any:
     from toolchain.serve.credentials import CONTAINER_DIR, CONTAINER_PATH, ENV
 
     labels = {
@@ -376,7 +393,7 @@ def _create(client: Any, unit: Unit, release: Release, name: str, port: int, dep
         # docker-init (tini) as PID 1: a SIGTERM that arrives before serve installs its handler (while it
         # imports or loads the model) still stops the container at once instead of after the stop timeout.
         init=True,
-        **lockdown(client, unit),
+        **lockdown(client, unit, info),
     )
 
 
@@ -482,7 +499,7 @@ def _on_unit(unit: Unit, work: Callable[[Any, UnitResult], None], *, insecure: b
 
 def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, deployment: str, health_timeout_s: float,
             credentials_key: bytes = b"") -> None:
-    from toolchain.docker_engine import engine_architecture
+    from toolchain.images.architecture import can_run
     from toolchain.targets.profile import load_target
 
     architecture = load_target(unit.target).architecture
@@ -490,9 +507,11 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
         result.result = REFUSED
         result.message = f"{unit.name} is a {unit.target} unit; the image is for {release.target}"
         return
-    arch = engine_architecture(client)
+    info = client.info()  # asked once per unit: the CPU here, the CPU count for the limits (each ask is a round trip)
+    fit = can_run(client, None, architecture, info=info)  # before the transfer: the image is not on the unit yet
+    arch = fit.engine_architecture
     result.architecture, result.emulated = arch, False
-    if arch != architecture and not _may_emulate(arch, architecture):
+    if fit.runs is False:
         result.result = REFUSED
         result.message = (f"{unit.name} says it is {unit.target} ({architecture}) but its engine runs on {arch} and "
                           f"cannot run {architecture} binaries; fix its target in the fleet file")
@@ -525,18 +544,16 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
                   f": {serving_name} ({result.previous_image[:19]}) was not touched, so it still serves"
                   if state == "unknown" else "")
         raise MissingEnvironmentError(f"{exc}; nothing was changed on {unit.name}{serves}") from exc
-    if arch != architecture:
+    if not fit.native:
         # Another CPU than the engine's: what the engine actually runs is read by running the image (qemu-user
         # on an x86-64 engine runs arm64 images, emulated), never taken from the fleet file.
-        from toolchain.docker_engine import runs_as
-
-        ran = runs_as(client, release.image_id)
-        if ran != architecture:
+        fit = can_run(client, release.image_id, architecture, info=info)
+        if not fit.runs:
             result.result = REFUSED
             result.message = (f"{unit.name}'s engine ({arch}) cannot run the {architecture} image (uname -m gave "
-                              f"{ran or 'nothing'}); nothing was changed")
+                              f"{fit.ran or 'nothing'}); nothing was changed")
             return
-        result.architecture, result.emulated = ran, True
+        result.architecture, result.emulated = architecture, fit.emulated
 
     candidate = _get(client, next_name)
     if candidate is not None:
@@ -550,7 +567,7 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
         port = unit.http_port + 1 if current_port == unit.http_port else unit.http_port
         if payload is not None:
             ensure_credentials_volume(client, release, volume, payload)
-        candidate = _create(client, unit, release, next_name, port, deployment, volume)
+        candidate = _create(client, unit, release, next_name, port, deployment, volume, info)
         candidate.start()
     result.http_port = _port_of(candidate)
     healthy, why = wait_healthy(candidate, health_timeout_s)
@@ -582,13 +599,6 @@ def _keep_history(client: Any, unit: Unit, release: Release, result: UnitResult)
                               model_label=release.model.split("@")[0])
     except Exception as exc:  # noqa: BLE001 - history is housekeeping; the rollout itself succeeded
         result.message += f"; the release history could not be updated ({type(exc).__name__}: {exc})"
-
-
-def _may_emulate(engine_arch: str, architecture: str) -> bool:
-    """Whether an engine on ``engine_arch`` might run ``architecture`` images (then a probe after the transfer
-    decides). Engines do not list the foreign CPUs qemu-user gives them; only an x86-64 one has qemu for arm64
-    in practice, so an arm64 unit (a Jetson) asked to run an x86-64 image is refused before any transfer."""
-    return not (engine_arch == "aarch64" and architecture == "x86_64")
 
 
 def _finish_interrupted_switch(client: Any, serving_name: str, previous_name: str, next_name: str) -> None:

@@ -10,7 +10,8 @@ from toolchain.models.recipe import Recipe, parse_recipe
 from toolchain.registry import Record, Version
 from toolchain.errors import InputNotFoundError
 from toolchain.hashing import sha256_file
-from toolchain.workspace import Resolved, Workspace
+from toolchain.registry import Resolved
+from toolchain.workspace import Workspace
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,7 +36,7 @@ class RegisteredModel:
 def load_registered_model(workspace: Workspace, ref: str) -> RegisteredModel:
     """Resolve ``ref`` (NAME, NAME@vN, NAME@ALIAS, id prefix) and build its module from the stored weights."""
     from toolchain.models.zoo import build_model
-    from toolchain.train.checkpoint import load_checkpoint
+    from toolchain.models.checkpoint import load_checkpoint
 
     resolved = _resolve(workspace, ref)
     body = resolved.record.body

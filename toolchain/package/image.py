@@ -35,12 +35,14 @@ from typing import TYPE_CHECKING, Any
 from toolchain import __version__
 from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
 from toolchain.codeversion import code_version
-from toolchain.fileio import atomic_output, write_atomic
 from toolchain.hashing import digest_json, sha256_file
+from toolchain.images.save import save_image
+from toolchain.images.tags import slug, split_tag
 from toolchain.progress import NullProgress, Progress
 from toolchain.registry import NewRecord, Record
 from toolchain.serve.bundle import build_info, model_from_build, write_bundle
 from toolchain.package.runtime_files import MIN_RUNTIME_PYTHON, PACKAGE, copy_runtime, runtime_files
+from toolchain.release import resolve_build, verify_engine
 from toolchain.targets.profile import Target, load_target
 from toolchain.workspace import Workspace
 
@@ -122,7 +124,7 @@ class PackageConfig:
 
     def __post_init__(self) -> None:
         if self.push is not None:
-            from toolchain.package.push import check_registry
+            from toolchain.images.registries import check_registry
 
             check_registry(self.push)
         for tag in self.tags:
@@ -156,38 +158,6 @@ class PackageResult:
                 "emulated": self.emulated, "push": self.push}
 
 
-def resolve_build(workspace: Workspace, ref: str, target: Target) -> tuple[Record, tuple[str, ...]]:
-    """The build ``ref`` stands for on ``target`` (per-target alias, version, or build id) and resolver warnings.
-
-    Raises:
-        InputNotFoundError: nothing of that name.
-        BadInputError / MissingEnvironmentError: found, but no build matches the target.
-    """
-    from toolchain.registry.aliases import resolve_for_target
-
-    errors: list[InputNotFoundError] = []
-    for kind in ("build", "model", "artifact"):
-        try:
-            resolution = resolve_for_target(workspace, ref, target, kind=kind)
-        except InputNotFoundError as exc:
-            errors.append(exc)
-            continue
-        return resolution.build, resolution.warnings
-    # The most useful message is the one about the kind that has aliases of that name.
-    raise next((e for e in errors if "aliases of" in str(e)), errors[-1])
-
-
-def verify_engine(workspace: Workspace, build: Record) -> Path:
-    """Re-hash the build's blobs; the engine's path, or CorruptStoreError (nothing is shipped from a bad blob)."""
-    from toolchain.registry.verify import verify_blobs
-
-    blobs = list(dict.fromkeys([build.body["blob"], *(b.sha256 for b in workspace.registry.blob_refs(build.id))]))
-    report = verify_blobs(workspace, blobs, scope=f"build {build.id[:12]}")
-    if not report.passed:
-        raise report.error()
-    return workspace.blobs.path(build.body["blob"])
-
-
 def lineage_label(workspace: Workspace, build: Record) -> list[dict[str, str]]:
     """The build's lineage as a compact list (kind, id, ref, role), for the image label."""
     from toolchain.registry.lineage import lineage_of
@@ -211,8 +181,6 @@ def image_labels(workspace: Workspace, build: Record, target: Target, info: dict
 
 
 def default_tag(model: str, target: Target, build: Record) -> str:
-    from toolchain.deploy.unit import slug
-
     name = slug(model)
     return f"toolchain/{name}:{target.name}-{build.id[:12]}"
 
@@ -365,30 +333,31 @@ def engine_runs(client: Any, base: Any, target: Target, base_image: str) -> dict
     """Whether the engine runs the target's CPU binaries, read by running ``uname -m`` in the base image.
 
     An x86-64 engine with qemu-user registered (``scripts/binfmt_up``) runs arm64 images, emulated: decided by
-    this probe, never by a flag. Returns ``{"architecture", "engine_architecture", "emulated"}``.
+    this probe (:func:`toolchain.images.architecture.can_run`, on an engine of the target's CPU too: the base
+    image is the user's), never by a flag. Returns ``{"architecture", "engine_architecture", "emulated"}``.
 
     Raises:
         BadInputError: the base image is for another architecture than the target's.
         MissingEnvironmentError: the engine cannot run the image's binaries.
     """
-    from toolchain.docker_engine import engine_architecture, runs_as
+    from toolchain.images.architecture import can_run
     from toolchain.runtime.machine import normalize_architecture
 
     image_arch = normalize_architecture(str(base.attrs.get("Architecture", "")))
     if image_arch and image_arch != target.architecture:
         raise BadInputError(f"the base image {base_image} is {image_arch}, target {target.name} is {target.architecture}: "
                             "pass --base-image with an image for the target's CPU")
-    engine_arch = engine_architecture(client)
-    ran = runs_as(client, base.id)
-    detail = f"uname -m in the base image gave {ran or 'nothing (exec format error?)'}"
-    if ran != target.architecture:
+    fit = can_run(client, base.id, target.architecture, probe_native=True)
+    detail = f"uname -m in the base image gave {fit.ran or 'nothing (exec format error?)'}"
+    if not fit.runs:
         how = ("register qemu-user for it here (`scripts/binfmt_up arm64`: qemu-user-static and binfmt-support), or "
                "build on an arm64 engine (--docker-host ssh://user@jetson)" if target.architecture == "aarch64"
                else "build on an engine of that architecture (--docker-host)")
         raise MissingEnvironmentError(
-            f"the Docker engine ({engine_arch}) cannot run {target.architecture} binaries ({detail[:200]}): {how}"
+            f"the Docker engine ({fit.engine_architecture}) cannot run {target.architecture} binaries "
+            f"({detail[:200]}): {how}"
         )
-    return {"architecture": ran, "engine_architecture": engine_arch, "emulated": engine_arch != ran}
+    return {"architecture": fit.ran, "engine_architecture": fit.engine_architecture, "emulated": fit.emulated}
 
 
 def _find_dockerfile(config: PackageConfig) -> Path:
@@ -427,7 +396,7 @@ def package(workspace: Workspace, config: PackageConfig, progress: Progress | No
     if config.push is None:
         return result
     from toolchain.docker_engine import connect
-    from toolchain.package.push import push_image
+    from toolchain.images.push import push_image
 
     client = connect(config.docker_host, insecure=config.insecure)
     try:
@@ -467,7 +436,7 @@ def _build_or_find(workspace: Workspace, config: PackageConfig, progress: Progre
     check_runtime_python(target, config)
     client = connect(config.docker_host, insecure=config.insecure)
     try:
-        from toolchain.build.remote import ensure_image
+        from toolchain.images.ensure import ensure_image
 
         base = ensure_image(client, base_image)
         runs = engine_runs(client, base, target, base_image)
@@ -574,14 +543,6 @@ def make_world_readable(context: Path) -> None:
             path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def split_tag(tag: str) -> tuple[str, str]:
-    """``(repository, tag)`` of ``REPOSITORY[:TAG]`` (a registry host's port is not a tag)."""
-    repository, sep, name = tag.rpartition(":")
-    if not sep or "/" in name:
-        return tag, "latest"
-    return repository, name
-
-
 def _record_name(model: str) -> str:
     return model.split("@")[0] or "model"
 
@@ -605,27 +566,3 @@ def _docker_build(client: Any, context: Path, tag: str, buildargs: dict[str, str
         raise MissingEnvironmentError(f"the Docker engine refused the build: {exc}") from exc
     log = "".join(str(c.get("stream", "")) for c in chunks if isinstance(c, dict))
     return image, log
-
-
-def save_image(image: Any, destination: Path, tag: str) -> dict[str, Any]:
-    """``docker save`` into ``destination`` (atomically) and ``destination.sha256``; returns path, sha256, size."""
-    import hashlib
-
-    import docker.errors
-
-    destination = Path(destination).absolute()
-    digest = hashlib.sha256()
-    sidecar = destination.with_name(destination.name + ".sha256")
-    try:
-        with atomic_output(destination) as out:
-            for chunk in image.save(named=tag):
-                out.write(chunk)
-                digest.update(chunk)
-            sha = digest.hexdigest()
-            write_atomic(sidecar, f"{sha}  {destination.name}\n")  # before the tarball appears beside it
-    except (docker.errors.DockerException, OSError) as exc:
-        raise MissingEnvironmentError(f"docker save of {tag} into {destination} failed: {exc}; check the engine and the "
-                                      "free space there, then rerun (the image is cached: only the save is redone)") from exc
-    return {"path": str(destination), "sha256": sha, "size": destination.stat().st_size, "sha256_file": str(sidecar)}
-
-

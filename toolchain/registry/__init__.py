@@ -15,13 +15,14 @@ from toolchain.registry.records import (
     Link,
     NewRecord,
     Record,
+    Resolved,
     Version,
 )
 from toolchain.registry.store import RegistryStore
 
 __all__ = [
     "POSTGRES_SCHEMES", "RECORD_KINDS", "Alias", "AliasChange", "BlobRef", "CachedImage", "Link", "NewRecord", "Record",
-    "RegistryStore", "Version", "open_store",
+    "RegistryStore", "Resolved", "Version", "open_store",
 ]
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")

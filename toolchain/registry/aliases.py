@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
 from toolchain.registry.ops import check_kind, record_ref, resolve_record, summarize
 from toolchain.registry.records import AliasChange, Record
 from toolchain.registry.sqlite_store import current_user
 from toolchain.targets.profile import Target, load_target
-from toolchain.workspace import Workspace
+
+if TYPE_CHECKING:  # the workspace sits above the registry: only its type is named here
+    from toolchain.workspace import Workspace
 
 _ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 _VERSION_RE = re.compile(r"^v?\d+$")

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from toolchain.blobs import BlobStore
 from toolchain.errors import CorruptStoreError, InputNotFoundError, UsageError
@@ -60,7 +60,9 @@ from toolchain.registry.store import (
     record_outcome,
     version_outcome,
 )
-from toolchain.workspace import Workspace
+
+if TYPE_CHECKING:  # the workspace sits above the registry: only its type is named here
+    from toolchain.workspace import Workspace
 
 T = TypeVar("T")
 

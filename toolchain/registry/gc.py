@@ -34,13 +34,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolchain.blobs import BlobStore
 from toolchain.errors import CorruptStoreError, UsageError
 from toolchain.hashing import is_sha256
 from toolchain.sharedfs import filesystem_now
-from toolchain.workspace import Workspace
+
+if TYPE_CHECKING:  # the workspace sits above the registry: only its type is named here
+    from toolchain.workspace import Workspace
 
 DEFAULT_GRACE_SECONDS = 3600.0
 REFS_REREAD_FRACTION = 0.25  # of the grace period: how old the references gc deletes by may get

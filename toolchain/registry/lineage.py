@@ -10,11 +10,13 @@ what they measured, so each node also lists the ones that measured it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolchain.registry.ops import record_ref, resolve_record, summarize
 from toolchain.registry.records import Record
-from toolchain.workspace import Workspace
+
+if TYPE_CHECKING:  # the workspace sits above the registry: only its type is named here
+    from toolchain.workspace import Workspace
 
 # Downstream records that judge a node rather than being made from it.
 MEASUREMENT_KINDS = ("evaluation", "benchmark")

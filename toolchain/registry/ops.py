@@ -8,11 +8,14 @@ named by ``NAME``, which then means the newest record of that name.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolchain.errors import InputNotFoundError, UsageError
 from toolchain.registry.records import RECORD_KINDS, Record
-from toolchain.workspace import Resolved, Workspace
+from toolchain.registry.records import Resolved
+
+if TYPE_CHECKING:  # the workspace sits above the registry: only its type is named here
+    from toolchain.workspace import Workspace
 
 _VERSION_RE = re.compile(r"^v?\d+$")
 

@@ -132,3 +132,11 @@ class NewRecord:
         # its credentials, whichever stage wrote it (toolchain.redaction's one rule).
         object.__setattr__(self, "body", scrub_data(self.body))
         object.__setattr__(self, "name", scrub(self.name))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resolved:
+    """A reference resolved to a record (and the version it was named by, if any)."""
+
+    record: Record
+    version: Version | None

@@ -12,11 +12,13 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolchain.errors import CorruptStoreError
 from toolchain.hashing import is_sha256, sha256_file
-from toolchain.workspace import Workspace
+
+if TYPE_CHECKING:  # the workspace sits above the registry: only its type is named here
+    from toolchain.workspace import Workspace
 
 
 @dataclass(frozen=True, kw_only=True)

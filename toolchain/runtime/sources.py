@@ -3,7 +3,7 @@
 * :class:`PyAVSource`: video files and network streams (``rtsp://``, ``http(s)://``...) through PyAV
   (FFmpeg), and camera devices (``/dev/video0`` through FFmpeg's ``v4l2`` input on Linux).
 * :class:`ImageDirSource`: a directory of images, played in name order at a given fps.
-* :class:`SyntheticSource`: the road scene of :mod:`toolchain.synth.video` rendered in memory (no
+* :class:`SyntheticSource`: the road scene of :mod:`toolchain.runtime.scene` rendered in memory (no
   decoder: used where PyAV is missing, e.g. a GPU box, and for controlled tests).
 
 A source yields RGB uint8 (H, W, 3) frames; :meth:`FrameSource.read` returns None at the end of the
@@ -221,7 +221,7 @@ class ImageDirSource(FrameSource):
 
 
 class SyntheticSource(FrameSource):
-    """Frames rendered in memory by :class:`toolchain.synth.video.SceneRenderer` (the "decode" is the render).
+    """Frames rendered in memory by :class:`toolchain.runtime.scene.SceneRenderer` (the "decode" is the render).
 
     Args:
         width, height, fps: Frame size and rate.
@@ -237,7 +237,7 @@ class SyntheticSource(FrameSource):
         self._next = 0
 
     def open(self) -> None:
-        from toolchain.synth.video import SceneRenderer
+        from toolchain.runtime.scene import SceneRenderer
 
         self._renderer = SceneRenderer(self.width, self.height, self.fps, seed=self.seed)
         self._next = 0

@@ -32,7 +32,7 @@ from toolchain.progress import NullProgress, Progress
 from toolchain.registry import NewRecord
 from toolchain.train import distributed
 from toolchain.train.batches import SplitArrays, batch_order, epoch_generator, iterate_batches, train_transform
-from toolchain.train.checkpoint import load_checkpoint, save_checkpoint, state_dict_bytes
+from toolchain.models.checkpoint import load_checkpoint, save_checkpoint, state_dict_bytes
 from toolchain.train.predict import predict_split
 from toolchain.train.selection import Choice, better, candidates
 from toolchain.workspace import Workspace

@@ -63,7 +63,7 @@ def test_figures(workspace: Workspace, dataset: DatasetVersion, run: RunResult, 
 
     from toolchain.models.zoo import build_model
     from toolchain.train.batches import SplitArrays
-    from toolchain.train.checkpoint import load_checkpoint
+    from toolchain.models.checkpoint import load_checkpoint
     from toolchain.train.predict import predict_split
 
     split = SplitArrays.of(dataset, "test")

@@ -9,9 +9,9 @@ only the files of the missing ones loads the image: the engine skips a layer who
 has without opening its file. Measured on Docker 20.10 (Debian's docker.io, what CI installs): a
 model-only release of the demo image is a ~1 MB archive instead of ~450 MB. Where an engine does not skip
 (it opens every listed layer), the load fails with "no such file" and nothing is loaded;
-:mod:`toolchain.deploy.transfer` then sends the full archive.
+:mod:`toolchain.images.load` then sends the full archive.
 
-The tarball is read by :mod:`toolchain.deploy.imagetar`, the same reader (and checks) that vets it before
+The tarball is read by :mod:`toolchain.images.tarball`, the same reader (and checks) that vets it before
 a rollout, so a tarball that passed the check gives a layer list here: plain or compressed, the classic
 ``docker save`` layout or newer Docker's OCI layout beside its ``manifest.json``.
 
@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from toolchain.deploy.imagetar import MAX_JSON_BYTES, ImageLayers, ImageTarballError, image_layers, normal_name
+from toolchain.images.tarball import MAX_JSON_BYTES, ImageLayers, ImageTarballError, image_layers, normal_name
 from toolchain.fileio import atomic_output
 
 __all__ = ["MAX_JSON_BYTES", "ImageLayers", "held_chains", "read_layers", "reusable", "write_partial"]
@@ -36,7 +36,7 @@ __all__ = ["MAX_JSON_BYTES", "ImageLayers", "held_chains", "read_layers", "reusa
 
 def read_layers(path: Path) -> ImageLayers:
     """The layers of the tarball at ``path``, from the reader that checks it
-    (:func:`toolchain.deploy.imagetar.check_image_tarball`); a tarball read once is not read again.
+    (:func:`toolchain.images.tarball.check_image_tarball`); a tarball read once is not read again.
 
     Raises:
         ImageTarballError: not a readable tarball, no single manifest.json entry, layers that do not match the

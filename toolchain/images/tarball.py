@@ -5,7 +5,7 @@ a second image, or the packaged image under a tag the release does not own, woul
 every unit of the fleet. One reader, :func:`read_image_tarball`, makes a single pass over the tarball
 (plain or compressed) and keeps only its small JSON files in memory (never the layers). From that one
 read come both the check before anything is loaded (:func:`check_image_tarball`) and the layer list that
-:mod:`toolchain.deploy.layers` builds partial archives from (:func:`image_layers`), so a tarball that
+:mod:`toolchain.images.layers` builds partial archives from (:func:`image_layers`), so a tarball that
 passes the check is one the units can be sent, and one the layer list cannot use is refused at the
 check, not on every unit. The check requires:
 
@@ -107,7 +107,7 @@ class ImageTarball:
         layout: ``docker`` (manifest.json only) or ``docker+oci`` (manifest.json and index.json).
         config_digest: ``sha256:...`` of the image config read from the tarball.
         tags: The tags loading it sets (familiar form, ``repo:tag``).
-        layers: Its layers, from the same read (what :mod:`toolchain.deploy.layers` sends).
+        layers: Its layers, from the same read (what :mod:`toolchain.images.layers` sends).
     """
 
     path: Path

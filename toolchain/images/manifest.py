@@ -1,14 +1,7 @@
-"""``package --push REGISTRY``: put the image in a registry and record its digest, which units pull.
-
-The engine that built the image pushes it (``REGISTRY/<repository>:<tag>``); the registry then holds it
-under the manifest digest the push reports. A ``push`` record linked to the image keeps the registry,
-the repository, that digest and the manifest's blob sizes, so ``deploy`` can have units pull by digest
-(never by a mutable tag) and count the bytes each one downloads.
-
-The sizes are read back from the registry's HTTP API (distribution spec v2):
+"""The sizes of a pushed image, read back from the registry's HTTP API (distribution spec v2), by digest.
 
 - plain HTTP only for a loopback registry (``localhost``, ``127.0.0.0/8``, ``::1``, judged by
-  :mod:`ipaddress`, as Docker itself allows), HTTPS otherwise;
+  :mod:`ipaddress`, as Docker itself allows), HTTPS otherwise (:mod:`toolchain.images.registries`);
 - by digest, and the bytes that come back must hash to that digest (and to the ``Docker-Content-Digest``
   the registry states), so a proxy or an altered registry cannot slip other sizes, or another image, in;
 - an image index or manifest list (what an engine with the containerd image store pushes) is followed to
@@ -24,171 +17,36 @@ The sizes are read back from the registry's HTTP API (distribution spec v2):
 - HTTPS is checked against the file's ``ca`` for the registry when it gives one, else against the CA this
   machine's Docker engine trusts for it (``/etc/docker/certs.d/HOST:PORT/ca.crt``), else the usual CAs; a
   loopback registry with a ``ca`` in the file is read over HTTPS too.
-
-The push itself is the engine's: it gets the file's login in the request's ``X-Registry-Auth`` header (never
-argv or the environment) and checks the registry's certificate against its own trust (the CA goes in
-``/etc/docker/certs.d/HOST:PORT/ca.crt`` on the engine's machine; Docker skips the check on loopback). A
-refused login or certificate is an error whose advice names the table or the CA file to fix.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
-import ipaddress
 import json
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from toolchain.errors import BadInputError, CorruptStoreError, MissingEnvironmentError
+from toolchain.images.registries import CERTS_D, is_loopback, registry_url
 from toolchain.redaction import register_secret, scrub
-from toolchain.registry import NewRecord, Record
-from toolchain.serve.credentials import RegistryCredential
-from toolchain.workspace import Workspace
 
-_REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9a-fA-F:]+\](:[0-9]{1,5})?$")
+if TYPE_CHECKING:
+    from toolchain.serve.credentials import RegistryCredential
+
 _MANIFEST_TYPES = ("application/vnd.docker.distribution.manifest.v2+json", "application/vnd.oci.image.manifest.v1+json")
 _INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 _ACCEPT = ", ".join((*_MANIFEST_TYPES, *_INDEX_TYPES))
 _MAX_MANIFEST_BYTES = 4 << 20  # the distribution spec's limit on a manifest
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
-CERTS_D = Path("/etc/docker/certs.d")
-"""Where a Docker engine looks for the CA of a registry (``CERTS_D/HOST:PORT/ca.crt``), read per connection."""
 
 
-def check_registry(registry: str) -> str:
-    """``registry`` as ``HOST[:PORT]``.
-
-    Raises:
-        BadInputError: a scheme, a path or credentials in it.
-    """
-    if not _REGISTRY_RE.match(registry or ""):
-        shown = "(not shown: it holds credentials)" if "@" in (registry or "") else repr(scrub(registry))
-        raise BadInputError(f"--push {shown}: give the registry as HOST[:PORT] (e.g. 127.0.0.1:5000 or "
-                            "registry.example.org), without scheme, path or credentials")
-    return registry
-
-
-def _host(registry: str) -> str:
-    """The host part of ``HOST[:PORT]`` (``[v6]:PORT`` included)."""
-    if registry.startswith("["):
-        return registry[1:registry.index("]")]
-    return registry.rsplit(":", 1)[0]
-
-
-def _is_loopback(registry: str) -> bool:
-    """Whether ``registry`` is this machine's loopback: ``localhost`` or a loopback address, never a name that starts
-    like one (``127.attacker.example``)."""
-    host = _host(registry)
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False  # a DNS name: it could point anywhere
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
-def registry_url(registry: str, *, tls: bool = False) -> str:
-    """``http://`` for a loopback registry (unless ``tls``: its CA was given), ``https://`` for every other one."""
-    return f"{'http' if _is_loopback(registry) and not tls else 'https'}://{registry}"
-
-
-def registry_hint(registry: str, message: str, *, login: RegistryCredential | None = None,
-                  credentials: str = "") -> str:
-    """What to do about a registry error the engine reported (its text only picks the advice, never a retry).
-
-    Args:
-        login: The login the request carried (None: none from a credentials file).
-        credentials: The credentials file's path, to name in the advice.
-    """
-    text = message.lower()
-    table = f'[registries."{registry}"]'
-    where = f"{credentials}'s {table}" if credentials else f"a credentials file's {table} (--credentials FILE)"
-    if "x509" in text or "certificate" in text or "tls:" in text:
-        ca_file = CERTS_D / registry / "ca.crt"
-        if "expired" in text or "not yet valid" in text:
-            return (f"the registry {registry}'s TLS certificate has expired (or is not valid yet): renew the "
-                    "registry's certificate (and check the engine's clock)")
-        return (f"the engine does not trust the registry {registry}'s TLS certificate: put the CA that signed it in "
-                f"{ca_file} on the engine's machine (no restart needed), or give the registry a certificate from a CA "
-                "the engine trusts")
-    if "unauthorized" in text or "authentication required" in text or "no basic auth credentials" in text:
-        if login is None or not login.username:
-            return f"the registry {registry} wants a login: give its username and password in {where}"
-        return (f"the registry {registry} refused the login (username/password of {where}): fix them, or check "
-                "that the account may push and pull there")
-    return ""
-
-
-def push_image(workspace: Workspace, client: Any, image: Record, registry: str,
-               login: RegistryCredential | None = None, credentials: str = "") -> Record:
-    """Push the image of record ``image`` from engine ``client`` to ``registry``; the ``push`` record.
-
-    Args:
-        login: The registry's login (and CA) from the credentials file: the engine's push gets it in the request's
-            ``X-Registry-Auth`` header, and reading the manifest back uses it (and the CA) too.
-        credentials: The credentials file's path (named in advice; never its content).
-
-    Raises:
-        MissingEnvironmentError: the registry cannot be reached, refused the push, or will not let this machine read
-            the manifest back (the message says why).
-        CorruptStoreError: what the registry serves under the pushed digest is not that manifest.
-        BadInputError: the pushed digest is an image index without exactly one manifest for the image's platform.
-    """
-    from toolchain.package.image import split_tag
-
-    registry = check_registry(registry)
-    repository, tag = split_tag(image.body["tag"])
-    repository = repository.split("/", 1)[1] if "." in repository.split("/")[0] or ":" in repository.split("/")[0] \
-        else repository  # a tag that already names a registry: keep only its path
-    remote = f"{registry}/{repository}"
-    client.api.tag(image.body["image_id"], remote, tag)
-    auth = login.auth_config() if login is not None else None
-    if login is not None:
-        register_secret(login.password)
-    digest = ""
-    try:
-        # The login goes in the request's X-Registry-Auth header, and only when the file gives one: without it the
-        # SDK sends what `docker login` stored on this machine.
-        for event in client.api.push(remote, tag=tag, stream=True, decode=True,
-                                     **({"auth_config": auth} if auth else {})):
-            if event.get("error"):
-                error = str(event["error"])
-                hint = registry_hint(registry, error, login=login, credentials=credentials) or (
-                    "check that it runs and that the engine may push there (plain HTTP only on loopback or with "
-                    "--insecure-registry on the engine)")
-                raise MissingEnvironmentError(f"the registry {registry} refused the push: {scrub(error)}; {hint}")
-            aux = event.get("aux") or {}
-            digest = str(aux.get("Digest") or digest)
-    except MissingEnvironmentError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the engine's connection errors, said plainly
-        hint = registry_hint(registry, str(exc), login=login, credentials=credentials) or \
-            "check the registry and the engine, then rerun"
-        raise MissingEnvironmentError(f"pushing to {registry} failed ({type(exc).__name__}: {scrub(exc)}); "
-                                      f"{hint}") from exc
-    if not digest.startswith("sha256:"):
-        raise MissingEnvironmentError(f"the push to {registry} reported no manifest digest; check the registry's log")
-    manifest = _manifest(registry, repository, digest, platform=str(image.body.get("platform") or ""), login=login)
-    body = {
-        "image": image.id, "image_id": image.body["image_id"], "registry": registry, "repository": repository,
-        "tag": tag, "digest": digest, "reference": f"{remote}@{digest}",
-        "pushed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **manifest,
-    }
-    record, _, _ = workspace.registry.commit(NewRecord(kind="push", name=remote, body=body, links=((image.id, "image"),)))
-    return record
-
-
-def _manifest(registry: str, repository: str, digest: str, *, platform: str = "",
-              login: RegistryCredential | None = None) -> dict[str, Any]:
+def manifest_sizes(registry: str, repository: str, digest: str, *, platform: str = "",
+                   login: RegistryCredential | None = None) -> dict[str, Any]:
     """The manifest's size and its blobs' sizes, read back from the registry by digest.
 
     Args:
@@ -403,7 +261,7 @@ class _Reader:
         """A bearer token from the registry's token service (Docker's token authentication), with pull scope."""
         realm = params["realm"]
         parts = urlsplit(realm)
-        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.netloc)):
+        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.netloc)):
             raise MissingEnvironmentError(
                 f"the registry {self.registry} sends this machine to {scrub(realm)} for a token over plain HTTP; "
                 "credentials are only sent over HTTPS (or to loopback): configure the registry's token service with TLS")

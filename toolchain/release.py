@@ -1,0 +1,49 @@
+"""The build that ships to a target: resolved from a reference, and re-hashed before anything leaves the workstation.
+
+``package`` builds its image from it and ``deploy`` rolls that image out; both ask here, so neither imports the
+other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from toolchain.errors import InputNotFoundError
+
+if TYPE_CHECKING:
+    from toolchain.registry import Record
+    from toolchain.targets.profile import Target
+    from toolchain.workspace import Workspace
+
+
+def resolve_build(workspace: Workspace, ref: str, target: Target) -> tuple[Record, tuple[str, ...]]:
+    """The build ``ref`` stands for on ``target`` (per-target alias, version, or build id) and resolver warnings.
+
+    Raises:
+        InputNotFoundError: nothing of that name.
+        BadInputError / MissingEnvironmentError: found, but no build matches the target.
+    """
+    from toolchain.registry.aliases import resolve_for_target
+
+    errors: list[InputNotFoundError] = []
+    for kind in ("build", "model", "artifact"):
+        try:
+            resolution = resolve_for_target(workspace, ref, target, kind=kind)
+        except InputNotFoundError as exc:
+            errors.append(exc)
+            continue
+        return resolution.build, resolution.warnings
+    # The most useful message is the one about the kind that has aliases of that name.
+    raise next((e for e in errors if "aliases of" in str(e)), errors[-1])
+
+
+def verify_engine(workspace: Workspace, build: Record) -> Path:
+    """Re-hash the build's blobs; the engine's path, or CorruptStoreError (nothing is shipped from a bad blob)."""
+    from toolchain.registry.verify import verify_blobs
+
+    blobs = list(dict.fromkeys([build.body["blob"], *(b.sha256 for b in workspace.registry.blob_refs(build.id))]))
+    report = verify_blobs(workspace, blobs, scope=f"build {build.id[:12]}")
+    if not report.passed:
+        raise report.error()
+    return workspace.blobs.path(build.body["blob"])
