@@ -152,7 +152,6 @@ def main() -> int:
     registry.start()
     healthy = sizes[-1] - (len(FAULTY) if args.faults else 0)
     names = [f"u{i:02d}" for i in range(1, healthy + 1)]
-    real = [*names, "sick"] if args.faults else names  # the units with an engine of their own
     ports = unit_ports([*names, *FAULTY])
     engines: dict[str, str] = {}  # name -> the engine's unix socket
     sshd: dict[str, SshServer] = {}  # alias -> the OpenSSH server in front of that unit's engine
