@@ -260,14 +260,14 @@ def unit_credentials(unit: Unit) -> str | None:
     """
     if unit.credentials is None:
         return None
-    from toolchain.serve.credentials import load_broker_credentials, load_credentials, load_registry_credentials, to_json
+    from toolchain.serve.credentials import load_credential_tables, to_json
     from toolchain.runtime.sources import camera_name
 
-    everything = load_credentials(unit.credentials)
-    broker = load_broker_credentials(unit.credentials) if unit.publish is not None else None
+    tables = load_credential_tables(unit.credentials)  # one read of the file for all three tables
+    broker = tables.broker if unit.publish is not None else None
     names = [camera_name(camera, i)[0] for i, camera in enumerate(unit.cameras)]
-    mine = {name: everything[name] for name in names if name in everything}
-    if not mine and broker is None and unit.transfer == "pull" and load_registry_credentials(unit.credentials):
+    mine = {name: tables.cameras[name] for name in names if name in tables.cameras}
+    if not mine and broker is None and unit.transfer == "pull" and tables.registries:
         return None  # the file only logs the unit's engine in to the registry (never given to the unit's service)
     if not mine and broker is None:
         raise BadInputError(f"{unit.credentials} has credentials for none of {unit.name}'s cameras ({', '.join(names)}); "

@@ -31,7 +31,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, NamedTuple, Optional
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from toolchain.errors import BadInputError, InputNotFoundError
@@ -208,15 +208,33 @@ def _register(credential: CameraCredential) -> None:
                 register_secret(value)
 
 
-def _document(path: Path) -> Any:
+class CredentialTables(NamedTuple):
+    """Every table of one credentials file, read and checked once."""
+
+    cameras: Dict[str, CameraCredential]
+    broker: Optional[BrokerCredentials]
+    registries: Dict[str, RegistryCredential]
+
+
+def load_credential_tables(path: Optional[Path]) -> CredentialTables:
+    """The cameras', the broker's and the registries' credentials in ``path`` (JSON, or TOML on Python 3.11+), from
+    one read of the file; empty tables for None. Every secret in it is registered for redaction.
+
+    Raises:
+        InputNotFoundError: the file is missing or unreadable.
+        BadInputError: it is malformed (the message names the camera or table, never the secret).
+    """
+    if path is None:
+        return CredentialTables({}, None, {})
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputNotFoundError(f"cannot read the credentials file {path}: {exc.strerror or exc}; check the "
                                  "path and that the service user may read it (mode 0400, owned by the service user)") from None
     data = _parse(path, text)
-    parse_credentials(data, str(path))  # checks the whole document and registers every secret in it
-    return data
+    cameras = parse_credentials(data, str(path))  # checks the whole document and registers every secret in it
+    return CredentialTables(cameras, broker_credentials_from(data), registry_credentials_from(data))
 
 
 def load_credentials(path: Optional[Path]) -> Dict[str, CameraCredential]:
@@ -226,16 +244,12 @@ def load_credentials(path: Optional[Path]) -> Dict[str, CameraCredential]:
         InputNotFoundError: the file is missing or unreadable.
         BadInputError: it is malformed (the message names the camera, never the secret).
     """
-    if path is None:
-        return {}
-    return parse_credentials(_document(Path(path)), str(path))
+    return load_credential_tables(path).cameras
 
 
 def load_broker_credentials(path: Optional[Path]) -> Optional[BrokerCredentials]:
     """The MQTT broker's login (and private CA) from the same file's ``broker`` table; None without one."""
-    if path is None:
-        return None
-    return broker_credentials_from(_document(Path(path)))
+    return load_credential_tables(path).broker
 
 
 def load_registry_credentials(path: Optional[Path]) -> Dict[str, RegistryCredential]:
@@ -246,9 +260,7 @@ def load_registry_credentials(path: Optional[Path]) -> Dict[str, RegistryCredent
         InputNotFoundError: the file is missing or unreadable.
         BadInputError: it is malformed (the message names the table, never the secret).
     """
-    if path is None:
-        return {}
-    return registry_credentials_from(_document(Path(path)))
+    return load_credential_tables(path).registries
 
 
 def to_json(credentials: Dict[str, CameraCredential], broker: Optional[BrokerCredentials] = None) -> str:
