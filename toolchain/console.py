@@ -54,3 +54,11 @@ def json_option(context: Callable[[click.Context], Any]) -> Callable[[Callable[.
     return click.option(
         "--json", "json_flag", is_flag=True, expose_value=False, callback=set_json, help="Print one JSON document on stdout."
     )
+
+
+def print_report(as_json: bool, payload: Any, render: Callable[[Console], None]) -> None:
+    """A command's report: ``payload`` as one JSON document (``--json``), else ``render`` called for humans."""
+    if as_json:
+        print_json(payload)
+    else:
+        render(console)

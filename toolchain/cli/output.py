@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from toolchain.console import console, print_json
+from toolchain.console import console, print_report
 from toolchain.console import json_option as shared_json_option
 from toolchain.redaction import scrub
 
@@ -67,10 +67,7 @@ def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def emit(ctx: click.Context, payload: Any, render: Callable[[Console], None]) -> None:
     """Print ``payload`` as JSON (``--json``) or call ``render`` for humans."""
-    if app(ctx).json:
-        print_json(payload)
-    else:
-        render(console)
+    print_report(app(ctx).json, payload, render)
 
 
 def emit_failure(ctx: click.Context, payload: Any, render: Callable[[Console], None], error: Exception) -> NoReturn:

@@ -16,7 +16,7 @@ from typing import Any, Protocol, cast
 import click
 from rich.console import Console
 
-from toolchain.console import console, print_json
+from toolchain.console import print_report
 from toolchain.console import json_option as shared_json_option
 from toolchain.errors import UsageError
 
@@ -62,7 +62,4 @@ def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def emit(ctx: click.Context, payload: Any, render: Callable[[Console], None]) -> None:
     """Print ``payload`` as JSON (``--json``) or call ``render`` for humans, as the CLI's commands do."""
-    if serve_context(ctx).json:
-        print_json(payload)
-    else:
-        render(console)
+    print_report(serve_context(ctx).json, payload, render)
