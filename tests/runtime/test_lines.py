@@ -158,6 +158,41 @@ def test_a_line_near_the_frame_edge_counts_vehicles_entering_and_leaving_there()
         count(path(straight((100, 200), (100, 60), 30)), LineCounter([MID]))
 
 
+def leftclipped(boxes: Sequence[Box]) -> List[List[Box]]:
+    """What a finder with a minimum width of 8 px sees of ``boxes`` cut by the left edge of the frame."""
+    out = []
+    for b in boxes:
+        c = Box(x1=max(b.x1, 0), y1=b.y1, x2=b.x2, y2=b.y2)
+        out.append([c] if c.width >= 8 else [])
+    return out
+
+
+def test_a_vehicle_coming_in_diagonally_through_an_edge_counts_on_a_line_drawn_to_that_edge() -> None:
+    # The real dev clip's left-edge lane: vehicles drive up and right into the picture, and the first box a finder
+    # gives has its (visible) centre already on or past a line that starts at the left edge.
+    line = Line.parse("UP=0,150,235,150:up")
+    entering = leftclipped([box_at(-30 + 6 * f, 179 - 10 * f, 40, 30) for f in range(20)])
+    first = next(f for f, boxes in enumerate(entering) if boxes)
+    assert abs(entering[first][0].anchor()[1] - 150) <= 3, "first seen inside the band"
+    crossings = count(entering, LineCounter([line], frame_size=(320, 240)), TrackerConfig())
+    assert [(c.direction, c.frame) for c in crossings] == [("up", first)]
+    # Its path followed back to the edge: level with its first anchor, it would have started inside the band.
+    assert count(entering, LineCounter([line]), TrackerConfig()) == []
+    # Leaving the same way, down and left, its last box's centre still inside the band: it counts once, down,
+    # when the track ends; judged level with its last anchor, it would not.
+    down = Line.parse("DOWN=0,150,235,150")
+    leaving = leftclipped([box_at(30 - 6 * f, 77 + 10 * f, 40, 30) for f in range(12)])
+    last = max(f for f, boxes in enumerate(leaving) if boxes)
+    assert abs(leaving[last][0].anchor()[1] - 150) <= 3, "last seen inside the band"
+    crossings = count(leaving, LineCounter([down], frame_size=(320, 240)), TrackerConfig(max_lost=2))
+    assert [c.direction for c in crossings] == ["down"]
+    assert count(leaving, LineCounter([down]), TrackerConfig(max_lost=2)) == []
+    # A vehicle creeping along the edge is followed back at most its own height: it never reaches a far line.
+    creeping = leftclipped([box_at(-10 + 1.2 * f, 100 - 4 * f, 40, 30) for f in range(20)])
+    assert count(creeping, LineCounter([Line.parse("FAR=0,130,235,130")], frame_size=(320, 240)),
+                 TrackerConfig()) == []
+
+
 def test_the_bottom_anchor_judges_where_the_vehicle_meets_the_road() -> None:
     # A 40 px tall vehicle that stops with its centre at 110 and its bottom at 130, past the line at 120.
     stops = path(straight((50, 40), (50, 110), 15) + [(50, 110)] * 10, h=40)

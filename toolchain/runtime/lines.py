@@ -15,9 +15,12 @@ The rules, each against a failure seen in the field (numbers: supervision's issu
 - **No minimum history.** One known-side anchor on each side suffices (#1838): a track born inside the band
   takes its side on leaving it; a track first seen on one side and next on the other counts.
 - **Frame edges.** Given ``frame_size``, a track whose first box touches an edge and then moves away from it
-  came in through that edge: it starts on that edge's side of each line. One whose last box touches an
-  edge, moving towards it, left through it: :meth:`LineCounter.end` counts it leaving. So a line a few
-  pixels from the edge still counts, although no finder sees the sliver of a vehicle beyond it.
+  came in through that edge: it starts at the point just beyond the edge where its path, followed back,
+  leaves the picture. One whose last box touches an edge, moving towards it, left through it:
+  :meth:`LineCounter.end` counts it leaving, on its path followed on. So a line a few pixels from the edge
+  still counts, although no finder sees the sliver of a vehicle beyond it, and so does a line drawn to the
+  edge that a vehicle coming in diagonally is first seen on (the real dev clip's left-edge lane: 2 of its 45
+  crossings).
 - **Observed positions only.** The counter reads a track's matched boxes (``Track.history``), never its
   predictions: a coasting track counts nothing until it is matched again, and then its crossing is judged
   on the straight move from its last known-side anchor. A prediction that drifts across a line after a
@@ -179,7 +182,7 @@ class LineCounter:
             follow = self._follows[track.id] = _Follow(len(self.lines))
             first_frame, first_box = track.history[0]
             if first_frame == track.first_frame:  # the whole life is there: did it come in through an edge?
-                entry = self._edge_point(first_box, [b for _, b in track.history], leaving=False)
+                entry = self._edge_point(first_box, [b for _, b in track.history][:4], leaving=False)
                 if entry is not None:
                     self._observe(follow, track.id, first_frame, entry, frame_index, crossings)
         fresh = []  # the matches not read yet, newest first (usually one: the latest)
@@ -226,22 +229,38 @@ class LineCounter:
                                       x=x, y=y))
 
     def _edge_point(self, box: Box, boxes: List[Box], leaving: bool) -> Optional[Point]:
-        """A point just outside the edge ``box`` touches, level with its anchor, if ``boxes`` (oldest first)
-        moved away from that edge (``leaving``: towards it); None otherwise or without ``frame_size``."""
+        """A point just beyond the edge ``box`` touches, on the track's path, if ``boxes`` (oldest first) moved
+        away from that edge (``leaving``: towards it); None otherwise or without ``frame_size``.
+
+        The path is the straight move from the first anchor of ``boxes`` to the last, followed back (entering)
+        or on (leaving) until it is ``hysteresis_px + 1`` beyond the edge. A vehicle coming in diagonally, its
+        anchor already on a line drawn to the frame's edge, thus starts on the side it came from. The shift along
+        the edge is at most the box's size that way, so a track moving almost parallel to the edge is not sent
+        far along it.
+        """
         if self.frame_size is None or len(boxes) < 2:
             return None
         width, height = self.frame_size
         (ax, ay), (bx, by) = boxes[0].anchor(self.anchor), boxes[-1].anchor(self.anchor)
         sign = -1 if leaving else 1
+        dx, dy = sign * (bx - ax), sign * (by - ay)  # the move away from where it came in (towards its exit)
         x, y = box.anchor(self.anchor)
         out = self.hysteresis_px + 1  # outside the band of any line drawn inside the frame along that edge
         candidates = []               # (distance of the anchor to the edge, point beyond the edge)
-        if box.y1 <= EDGE_PX and sign * (by - ay) >= MOVE_PX:
-            candidates.append((y, (x, -out)))
-        if box.y2 >= height - EDGE_PX and sign * (ay - by) >= MOVE_PX:
-            candidates.append((height - y, (x, height + out)))
-        if box.x1 <= EDGE_PX and sign * (bx - ax) >= MOVE_PX:
-            candidates.append((x, (-out, y)))
-        if box.x2 >= width - EDGE_PX and sign * (ax - bx) >= MOVE_PX:
-            candidates.append((width - x, (width + out, y)))
+        if box.y1 <= EDGE_PX and dy >= MOVE_PX:
+            shift = _capped(dx * (y + out) / dy, box.width)
+            candidates.append((y, (x - shift, -out)))
+        if box.y2 >= height - EDGE_PX and -dy >= MOVE_PX:
+            shift = _capped(dx * (height - y + out) / -dy, box.width)
+            candidates.append((height - y, (x - shift, height + out)))
+        if box.x1 <= EDGE_PX and dx >= MOVE_PX:
+            shift = _capped(dy * (x + out) / dx, box.height)
+            candidates.append((x, (-out, y - shift)))
+        if box.x2 >= width - EDGE_PX and -dx >= MOVE_PX:
+            shift = _capped(dy * (width - x + out) / -dx, box.height)
+            candidates.append((width - x, (width + out, y - shift)))
         return min(candidates)[1] if candidates else None
+
+
+def _capped(shift: float, limit: float) -> float:
+    return max(-limit, min(limit, shift))
