@@ -90,7 +90,8 @@ def test_alias_package_deploy_rollback_unreachable_and_lineage(tmp_path: Path, d
     assert code == 0, err
     assert image["model"] == "tiny-onnx@v1" or image["model"].startswith("tiny-onnx")
     built_image = docker_client.images.get(image["image_id"])
-    assert built_image.attrs["Config"]["Healthcheck"]["Test"][-1] == "toolchain.serve.healthcheck"
+    assert built_image.attrs["Config"]["Healthcheck"]["Test"][-3:] == [
+        "-I", "-S", "/opt/toolchain/runtime/toolchain/serve/healthcheck.py"]
     assert built_image.labels["org.toolchain.artifact"] == image["build"]
     assert built_image.labels["org.opencontainers.image.version"]
     assert (tar.with_name("image.tar.sha256").read_text().split()[0] == image["save"]["sha256"])

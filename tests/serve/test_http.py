@@ -146,6 +146,33 @@ def test_the_healthcheck_asks_where_serve_really_listens(tmp_path, monkeypatch) 
         server.stop()
 
 
+def test_the_image_healthcheck_runs_as_a_bare_script_and_imports_next_to_nothing() -> None:
+    """What Docker runs every 5 s: ``python3 -I -S .../healthcheck.py``, no site, no toolchain package, no urllib."""
+    import subprocess
+    import sys
+
+    from toolchain.serve import healthcheck
+
+    script = healthcheck.__file__
+    state = ServiceState(["a"], {"model": "m"}, require="none")
+    server = HttpServer(state, host="127.0.0.1", port=0).start()
+    try:
+        run = [sys.executable, "-X", "importtime", "-I", "-S", script, str(server.port)]
+        sick = subprocess.run(run, capture_output=True, text=True, timeout=30)
+        assert sick.returncode == 1 and '"reason":"model not loaded"' in sick.stdout, sick  # 503: the body is shown
+        state.model_ready = True
+        well = subprocess.run(run, capture_output=True, text=True, timeout=30)
+        assert well.returncode == 0, well
+        assert json.loads(well.stdout)["healthy"] is True and ", " not in well.stdout  # compact: Docker keeps 4 KiB
+        imported = {line.split("|")[-1].strip() for line in well.stderr.splitlines() if line.startswith("import time:")}
+        assert not {"site", "urllib", "json", "toolchain", "pathlib", "tempfile"} & imported, sorted(imported)
+    finally:
+        server.stop()
+    gone = subprocess.run([sys.executable, "-I", "-S", script, str(server.port)], capture_output=True, text=True,
+                          timeout=30)
+    assert gone.returncode == 1 and "no answer on port" in gone.stdout
+
+
 # --- Slow and hostile clients. Every socket below is on the loopback and closed in a `finally`. ---
 
 

@@ -296,7 +296,7 @@ def _answer(state: ServiceState, head: bytes) -> bytes:
     path = target.split("?", 1)[0]
     if path == "/healthz":
         healthy, report = state.health()
-        return _response(200 if healthy else 503, json.dumps(report).encode(), "application/json")
+        return _response(200 if healthy else 503, json.dumps(report, separators=(",", ":")).encode(), "application/json")
     if path == "/metrics":
         return _response(200, state.prometheus().encode(), CONTENT_TYPE)
     return _response(404, b'{"error": "not found: use /healthz or /metrics"}', "application/json")
