@@ -46,7 +46,7 @@ def test_dockerfile_labels_every_field_and_checks_health_without_curl(tmp_path: 
         assert re.search(rf"^\s*(LABEL )?{re.escape(key)}=", text, re.M), f"Dockerfile.jetson does not set {key}"
     for key in ("title", "version", "created", "revision", "base.name"):
         assert f"org.opencontainers.image.{key}=" in text
-    # The check runs the shipped file as a bare script (python3 -I -S: no site, no package import), every 5 s.
+    # The check runs the shipped file as a bare script (python3 -I -S: no site, no package import), every 3 s.
     assert re.search(r'^HEALTHCHECK .*\n?.*"python3", "-I", "-S", "/opt/toolchain/runtime/toolchain/serve/healthcheck\.py"',
                      text, re.M)
     assert "curl" not in text and "ARG BASE_IMAGE" in text

@@ -147,7 +147,7 @@ def test_the_healthcheck_asks_where_serve_really_listens(tmp_path, monkeypatch) 
 
 
 def test_the_image_healthcheck_runs_as_a_bare_script_and_imports_next_to_nothing() -> None:
-    """What Docker runs every 5 s: ``python3 -I -S .../healthcheck.py``, no site, no toolchain package, no urllib."""
+    """What Docker runs every 3 s: ``python3 -I -S .../healthcheck.py``, no site, no toolchain package, no urllib."""
     import subprocess
     import sys
 

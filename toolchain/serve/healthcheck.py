@@ -1,6 +1,6 @@
 """The container's HEALTHCHECK: exits 0 when /healthz says 200, and prints what it answered.
 
-Docker starts it every 5 s in every unit, so it is cheap: the image runs this file as a script,
+Docker starts it every 3 s in every unit, so it is cheap: the image runs this file as a script,
 ``python3 -I -S /opt/toolchain/runtime/toolchain/serve/healthcheck.py``, which imports nothing but the
 interpreter's built-in ``_socket`` (no site, no ``toolchain`` package, no urllib): about 10 ms of CPU a check
 against 65 ms for ``python3 -m toolchain.serve.healthcheck`` with urllib (the runtime base image, x86-64;
