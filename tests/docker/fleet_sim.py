@@ -122,11 +122,12 @@ def can_start_engines() -> str:
     return ""
 
 
-def start_engines(base: Path, names: list[str]) -> dict[str, str]:
-    """One dockerd per name under ``base/NAME`` (in parallel); ``{name: unix://.../docker.sock}``."""
+def start_engines(base: Path, names: list[str], dockerd_options: tuple[str, ...] = ()) -> dict[str, str]:
+    """One dockerd per name under ``base/NAME`` (in parallel), started with ``dockerd_options``;
+    ``{name: unix://.../docker.sock}``."""
     def one(name: str) -> str:
-        run = subprocess.run([str(ROOT / "scripts" / "dockerd_up"), str(base / name)], capture_output=True, text=True,
-                             timeout=180)
+        run = subprocess.run([str(ROOT / "scripts" / "dockerd_up"), str(base / name), *dockerd_options],
+                             capture_output=True, text=True, timeout=180)
         if run.returncode != 0:
             raise RuntimeError(f"could not start unit engine {name}: {run.stderr[-500:]}")
         return run.stdout.strip()
