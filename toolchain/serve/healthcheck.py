@@ -2,9 +2,9 @@
 
 Docker starts it every 3 s in every unit, so it is cheap: the image runs this file as a script,
 ``python3 -I -S /opt/toolchain/runtime/toolchain/serve/healthcheck.py``, which imports nothing but the
-interpreter's built-in ``_socket`` (no site, no ``toolchain`` package, no urllib): about 10 ms of CPU a check
-against 65 ms for ``python3 -m toolchain.serve.healthcheck`` with urllib (the runtime base image, x86-64;
-BENCHMARKS.md). ``python3 -m toolchain.serve.healthcheck [PORT]`` works too.
+interpreter's built-in ``_socket`` (no site, no ``toolchain`` package, no urllib): about 12 ms of CPU a check
+against 70 ms for ``python3 -m toolchain.serve.healthcheck`` with urllib (the runtime base image, x86-64;
+``scripts/bench_healthcheck``, BENCHMARKS.md). ``python3 -m toolchain.serve.healthcheck [PORT]`` works too.
 
 The address comes from the argument (a port), else from the endpoint file ``serve`` writes when it listens
 (so a ``--port``/``--host`` given to serve is honoured), else ``$TOOLCHAIN_SERVE_PORT`` on 127.0.0.1, else port
