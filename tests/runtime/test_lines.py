@@ -128,19 +128,21 @@ def test_a_line_with_a_direction_counts_only_that_direction() -> None:
     assert count(path(straight((50, 100), (50, 140), 10) + straight((50, 140), (50, 100), 10)), counter) == []
 
 
-def clipped(boxes: Sequence[Box], height: float) -> List[List[Box]]:
-    """What a finder with a minimum height of 8 px sees of ``boxes`` in a frame ``height`` high."""
+def clipped(boxes: Sequence[Box], size: Tuple[float, float] = (320, 240)) -> List[List[Box]]:
+    """What a finder with a minimum side of 8 px sees of ``boxes`` in a frame of ``size`` (width, height): each
+    box cut by the frame's edges, none where less than 8 px of it is inside."""
+    width, height = size
     out = []
     for b in boxes:
-        c = Box(x1=b.x1, y1=max(b.y1, 0), x2=b.x2, y2=min(b.y2, height))
-        out.append([c] if c.height >= 8 else [])
+        c = Box(x1=max(b.x1, 0), y1=max(b.y1, 0), x2=min(b.x2, width), y2=min(b.y2, height))
+        out.append([c] if min(c.width, c.height) >= 8 else [])
     return out
 
 
 def test_a_line_near_the_frame_edge_counts_vehicles_entering_and_leaving_there() -> None:
     edge = Line.parse("EDGE=0,5,320,5")
-    entering = clipped([box_at(100, -20 + 3 * f, 24, 40) for f in range(40)], 240)
-    leaving = clipped([box_at(100, 100 - 3 * f, 24, 40) for f in range(60)], 240)
+    entering = clipped([box_at(100, -20 + 3 * f, 24, 40) for f in range(40)])
+    leaving = clipped([box_at(100, 100 - 3 * f, 24, 40) for f in range(60)])
     # The first box a finder gives has its centre at 4: inside the band, and past the line one frame later.
     assert entering[2] == [] and entering[3][0].anchor() == (100, 4.5)
     counter = LineCounter([edge], frame_size=(320, 240))
@@ -158,20 +160,11 @@ def test_a_line_near_the_frame_edge_counts_vehicles_entering_and_leaving_there()
         count(path(straight((100, 200), (100, 60), 30)), LineCounter([MID]))
 
 
-def leftclipped(boxes: Sequence[Box]) -> List[List[Box]]:
-    """What a finder with a minimum width of 8 px sees of ``boxes`` cut by the left edge of the frame."""
-    out = []
-    for b in boxes:
-        c = Box(x1=max(b.x1, 0), y1=b.y1, x2=b.x2, y2=b.y2)
-        out.append([c] if c.width >= 8 else [])
-    return out
-
-
 def test_a_vehicle_coming_in_diagonally_through_an_edge_counts_on_a_line_drawn_to_that_edge() -> None:
     # The real dev clip's left-edge lane: vehicles drive up and right into the picture, and the first box a finder
     # gives has its (visible) centre already on or past a line that starts at the left edge.
     line = Line.parse("UP=0,150,235,150:up")
-    entering = leftclipped([box_at(-30 + 6 * f, 179 - 10 * f, 40, 30) for f in range(20)])
+    entering = clipped([box_at(-30 + 6 * f, 179 - 10 * f, 40, 30) for f in range(20)])
     first = next(f for f, boxes in enumerate(entering) if boxes)
     assert abs(entering[first][0].anchor()[1] - 150) <= 3, "first seen inside the band"
     crossings = count(entering, LineCounter([line], frame_size=(320, 240)), TrackerConfig())
@@ -181,14 +174,14 @@ def test_a_vehicle_coming_in_diagonally_through_an_edge_counts_on_a_line_drawn_t
     # Leaving the same way, down and left, its last box's centre still inside the band: it counts once, down,
     # when the track ends; judged level with its last anchor, it would not.
     down = Line.parse("DOWN=0,150,235,150")
-    leaving = leftclipped([box_at(30 - 6 * f, 77 + 10 * f, 40, 30) for f in range(12)])
+    leaving = clipped([box_at(30 - 6 * f, 77 + 10 * f, 40, 30) for f in range(12)])
     last = max(f for f, boxes in enumerate(leaving) if boxes)
     assert abs(leaving[last][0].anchor()[1] - 150) <= 3, "last seen inside the band"
     crossings = count(leaving, LineCounter([down], frame_size=(320, 240)), TrackerConfig(max_lost=2))
     assert [c.direction for c in crossings] == ["down"]
     assert count(leaving, LineCounter([down]), TrackerConfig(max_lost=2)) == []
     # A vehicle creeping along the edge is followed back at most its own height: it never reaches a far line.
-    creeping = leftclipped([box_at(-10 + 1.2 * f, 100 - 4 * f, 40, 30) for f in range(20)])
+    creeping = clipped([box_at(-10 + 1.2 * f, 100 - 4 * f, 40, 30) for f in range(20)])
     assert count(creeping, LineCounter([Line.parse("FAR=0,130,235,130")], frame_size=(320, 240)),
                  TrackerConfig()) == []
 
