@@ -36,6 +36,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 
 def _gst():  # type: ignore[no-untyped-def]
@@ -146,6 +147,24 @@ def main(argv: list[str] | None = None) -> int:
             parsed = self.get_element().get_by_name("parse").get_static_pad("src")
             parsed.add_probe(Gst.PadProbeType.BUFFER | Gst.PadProbeType.EVENT_DOWNSTREAM, self._continue)
             self.get_element().seek_simple(Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.SEGMENT, 0)
+            self._wait_for_segments()
+
+        def _wait_for_segments(self, timeout_s: float = 5.0) -> None:
+            """Return once every stream has its segment again after the flushing seek (at most ``timeout_s``).
+
+            The flush drops each stream's segment until the new one has come down the pipeline; a client's PLAY
+            in that window makes the server ask the stream for its rate (gst_rtsp_media_get_rates), find none and
+            abort on a g_assert (seen in CI: the camera vanished on its first client, "Connection refused" from
+            then on). This runs on the thread answering the first client's DESCRIBE, so that client's PLAY
+            cannot come before the segments have.
+            """
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                streams = [self.get_stream(i) for i in range(self.n_streams())]
+                if all(stream.get_rates()[0] for stream in streams if stream.is_complete() and stream.is_sender()):
+                    return
+                time.sleep(0.005)
+            sys.stderr.write(f"rtsp_server: the streams had no segment {timeout_s:g} s after the loop's seek\n")
 
         def _continue(self, pad, info):  # type: ignore[no-untyped-def]
             if info.type & Gst.PadProbeType.BUFFER:
