@@ -37,10 +37,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return root / "ws", build
 
 
-def _clip(folder: Path, seed: int, seconds: float, *lines: str) -> tuple[Path, Path]:
+def _clip(folder: Path, seed: int, seconds: float, *lines: str, fps: int = 15) -> tuple[Path, Path]:
     clip, truth = folder / f"road-{seed}.mp4", folder / f"truth-{seed}.csv"
     args = [a for line in lines for a in ("--line", line)]
-    run = _tc("synth", "video", clip, "--size", "640x352", "--fps", "15", "--seconds", seconds, "--seed", seed, *args,
+    run = _tc("synth", "video", clip, "--size", "640x352", "--fps", fps, "--seconds", seconds, "--seed", seed, *args,
               "--truth", truth)
     assert run.returncode == 0, run.stderr
     return clip, truth
@@ -92,6 +92,24 @@ def test_denser_roads_count_every_vehicle_once_per_direction(workspace: tuple[Pa
     assert Counter(c["direction"] for c in report["crossings"]) == Counter(r.direction for r in expected)
     assert len({c["track"] for c in report["crossings"]}) == len(report["crossings"])  # none counted twice
     assert figures["matched"] >= (len(expected) if lanes == 3 else len(expected) - 2), figures
+
+
+def test_finding_on_every_second_frame_of_a_30_fps_road_still_counts_each_crossing_once(
+        workspace: tuple[Path, str], tmp_path: Path) -> None:
+    """--find-every 2 on a 30 fps camera: motion is found 15 times a second; on two lanes each way every
+    crossing is still counted once, in its direction, within the 2-frame tolerance (a crossing is judged on the
+    first found frame past the line: up to 1 frame late)."""
+    ws, build = workspace
+    clip, truth = _clip(tmp_path, 1, 12, ACROSS, fps=30)
+    run = _tc("--workspace", ws, "--json", "count", build[:12], "--source", clip, "--line", ACROSS, "--truth", truth,
+              "--tolerance", "2", "--find-every", "2")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    figures = report["score"]["all"]
+    expected = read_truth_csv(truth)
+    assert len(expected) > 15
+    assert figures["truth"] == figures["counted"] == figures["matched"] == len(expected), figures
+    assert Counter(c["direction"] for c in report["crossings"]) == Counter(r.direction for r in expected)
 
 
 def test_serve_counts_what_count_counts_on_the_same_clip(workspace: tuple[Path, str], tmp_path: Path) -> None:

@@ -144,3 +144,46 @@ def test_lines_are_parsed_per_camera_and_a_name_used_twice_is_refused() -> None:
         VehicleConfig(lines=(shared,), camera_lines=(("north", Line.parse("a=5,5,9,9")),))
     with pytest.raises(UsageError, match="anchor"):
         VehicleConfig(anchor="top")
+
+
+class _Counting(_Scripted):
+    """A scripted finder that also counts the frames it was shown."""
+
+    def __init__(self, frames: Sequence[Sequence[Box]]) -> None:
+        super().__init__(frames)
+        self.calls = 0
+
+    def find(self, frame: np.ndarray) -> list[Box]:
+        self.calls += 1
+        return super().find(frame)
+
+
+def test_find_every_looks_at_one_frame_in_n_and_still_counts_each_crossing_once() -> None:
+    """find_every=2: the finder sees frames 0, 2, 4...; the frames between pass through empty (no boxes,
+    crossings or crops, the live tracks still reported); a car crossing the line still counts once, at the
+    first found frame past it, and is classified."""
+    config = VehicleConfig(lines=(Line.parse("mid=160,0,160,192"),), find_every=2)
+    # what the finder reports at each frame it is shown: a car 12 px further on each time (6 px a frame)
+    finder = _Counting([[_car(5 + 12 * i)] for i in range(20)])
+    lines = config.lines_for("cam")
+    stream = VehicleStream("cam", config, _crop_shapes(), finder=finder, tracker=Tracker(),
+                           make_counter=lambda size: LineCounter(lines, anchor=config.anchor, frame_size=size))
+    image = np.zeros((H, W, 3), np.uint8)
+    # frame numbers with a gap (a camera's lost frames): skipping goes by frames given, not by their numbers
+    indices = [*range(0, 20), *range(25, 45)]
+    out = [stream.process(image, i) for i in indices]
+    assert finder.calls == 20
+    skipped = out[1::2]
+    assert all(f.boxes == 0 and not f.crossings and not f.classify and crops is None for f, crops in skipped)
+    assert all(f.tracks == found.tracks for (f, _), (found, _) in zip(skipped, out[0::2]))
+    crossings = [(k, c) for k, (f, _) in enumerate(out) for c in f.crossings]
+    assert [(c.line, c.direction) for _, c in crossings] == [("mid", "right")]
+    position, crossing = crossings[0]
+    assert position % 2 == 0 and crossing.frame == indices[position]  # on a found frame, by its own number
+    assert any(f.classify for f, _ in out)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_find_every_must_be_a_whole_number_of_frames(bad: object) -> None:
+    with pytest.raises(UsageError, match="--find-every"):
+        VehicleConfig(find_every=bad)  # type: ignore[arg-type]

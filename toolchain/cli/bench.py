@@ -61,7 +61,7 @@ def bench(ctx: click.Context, artifacts: tuple[str, ...], sources: tuple[str, ..
           roi: str | None, fps: float | None, loop: bool, pure: bool, batch: int, threads: int, plots_dir: str | None,
           compare: bool, no_record: bool, aligned: bool, full_decode: bool, on: str | None, unit: str | None, fleet: Path | None, image: str | None,
           insecure: bool, credentials: Path | None, lines: tuple[str, ...], anchor: str, detector: str,
-          detector_classes: tuple[int, ...]) -> None:
+          detector_classes: tuple[int, ...], find_every: int) -> None:
     """Will ARTIFACT keep up with these cameras on this device? Measures the whole path of every frame:
     decode -> preprocess -> batch -> infer -> postprocess -> sink, with p50/p90/p95/p99/max per stage
     and end to end, throughput, dropped frames, deadline misses, CPU use and a real-time verdict.
@@ -92,10 +92,10 @@ def bench(ctx: click.Context, artifacts: tuple[str, ...], sources: tuple[str, ..
 
     if len(artifacts) > 1 and not compare:
         raise UsageError("several ARTIFACTs need --compare")
-    if not lines and (detector != "motion" or detector_classes):
-        raise UsageError("--detector and --detector-class choose how the vehicle pipeline finds vehicles: add --line "
-                         "NAME=x1,y1,x2,y2 to run it")
-    vehicles = vehicle_config(lines, anchor, detector, detector_classes) if lines else None
+    if not lines and (detector != "motion" or detector_classes or find_every != 1):
+        raise UsageError("--detector, --detector-class and --find-every choose how the vehicle pipeline finds "
+                         "vehicles: add --line NAME=x1,y1,x2,y2 to run it")
+    vehicles = vehicle_config(lines, anchor, detector, detector_classes, find_every) if lines else None
 
     def config(artifact: str) -> BenchConfig:
         return BenchConfig(artifact=artifact, sources=sources, streams=streams, pace=pace, runner=runner,

@@ -39,7 +39,7 @@ from toolchain.errors import UsageError
 @json_option
 @click.pass_context
 def count(ctx: click.Context, artifact: str, source: str, lines: tuple[str, ...], anchor: str, detector: str,
-          detector_classes: tuple[int, ...], out: Path | None, truth: Path | None, class_map: tuple[str, ...],
+          detector_classes: tuple[int, ...], find_every: int, out: Path | None, truth: Path | None, class_map: tuple[str, ...],
           interval: str | None, tolerance_frames: int, plot: Path | None, runner: str, threads: int,
           max_frames: int | None) -> None:
     """Count the vehicles crossing lines in a recorded clip, with the unit's own pipeline.
@@ -55,7 +55,7 @@ def count(ctx: click.Context, artifact: str, source: str, lines: tuple[str, ...]
     from toolchain.count.run import CountConfig, count_clip
     from toolchain.evaluate.counts import parse_class_map, parse_interval
 
-    vehicles = vehicle_config(lines, anchor, detector, detector_classes)
+    vehicles = vehicle_config(lines, anchor, detector, detector_classes, find_every)
     if truth is None and (class_map or interval or plot):
         raise UsageError("--map, --interval and --plot score against a hand count: give --truth FILE.csv too")
     config = CountConfig(artifact=artifact, source=source, vehicles=vehicles, runner=runner, threads=threads, out=out,

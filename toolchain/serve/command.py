@@ -70,7 +70,7 @@ from toolchain.serve.options import credentials_option, publish_settings, vehicl
 def serve(ctx: click.Context, artifact: str, sources: tuple[str, ...], target: str | None, loop: bool, events: str,
           events_max_bytes: int, events_keep: int, credentials: Path | None, host: str, port: int, stale_s: float, require: str, threads: int, max_batch: int, reconnect_min: float,
           reconnect_max: float, duration_s: float | None, lines: tuple[str, ...], anchor: str, detector: str,
-          detector_classes: tuple[int, ...], publish_url: str | None, unit: str | None, spool_dir: Path | None,
+          detector_classes: tuple[int, ...], find_every: int, publish_url: str | None, unit: str | None, spool_dir: Path | None,
           publish_interval: float, spool_max_bytes: int, spool_max_age: float) -> None:
     """Count and classify vehicles on camera streams with ARTIFACT: the roadside service.
 
@@ -95,7 +95,7 @@ def serve(ctx: click.Context, artifact: str, sources: tuple[str, ...], target: s
                          events_keep=events_keep, credentials=credentials, host=host, port=port, stale_s=stale_s, require=require,
                          threads=threads, max_batch=max_batch, backoff=Backoff(initial_s=reconnect_min, max_s=reconnect_max),
                          duration_s=duration_s,
-                         vehicles=vehicle_config(lines, anchor, detector, detector_classes) if lines else None,
+                         vehicles=vehicle_config(lines, anchor, detector, detector_classes, find_every) if lines else None,
                          **publish_settings(publish_url, unit, spool_dir, publish_interval, spool_max_bytes, spool_max_age))
     # In the image ARTIFACT is the bundle directory, and the workspace modules are not shipped: never ask there.
     registry = not Path(artifact).is_dir() and settings.has_registry()

@@ -21,7 +21,8 @@ credentials_option = click.option(
 
 
 def vehicle_options(*, lines_required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--line``, ``--anchor``, ``--detector`` and ``--detector-class``: one definition for ``serve``, ``count`` and ``bench``."""
+    """``--line``, ``--anchor``, ``--detector``, ``--detector-class`` and ``--find-every``: one definition for ``serve``,
+    ``count`` and ``bench``."""
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         for option in reversed((
             click.option("--line", "lines", multiple=True, required=lines_required, metavar="[CAMERA/]NAME=x1,y1,x2,y2[:DIR]",
@@ -35,6 +36,10 @@ def vehicle_options(*, lines_required: bool) -> Callable[[Callable[..., Any]], C
                               "outputs)."),
             click.option("--detector-class", "detector_classes", type=int, multiple=True,
                          help="With --detector ONNX: only these class ids are vehicles (repeatable; default: all)."),
+            click.option("--find-every", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+                         help="Find, follow and count on one frame in N (the others are decoded and pass through): "
+                              "2 on a 30 fps camera finds 15 times a second for about half the CPU; crossings are "
+                              "then up to N-1 frames late."),
         )):
             command = option(command)
         return command
@@ -59,11 +64,12 @@ def publish_settings(url: str | None, unit: str | None, spool_dir: Path | None, 
             "unit": unit or socket.gethostname(), "spool_dir": spool_dir}
 
 
-def vehicle_config(lines: tuple[str, ...], anchor: str, detector: str, detector_classes: tuple[int, ...]) -> Any:
+def vehicle_config(lines: tuple[str, ...], anchor: str, detector: str, detector_classes: tuple[int, ...],
+                   find_every: int = 1) -> Any:
     """The :class:`~toolchain.runtime.vehicles.VehicleConfig` of the ``vehicle_options``."""
     from toolchain.runtime.vehicles import VehicleConfig
 
     parsed = [VehicleConfig.parse_line(text) for text in lines]
     return VehicleConfig(lines=tuple(line for camera, line in parsed if not camera),
                          camera_lines=tuple((camera, line) for camera, line in parsed if camera),
-                         anchor=anchor, finder=detector, detector_classes=detector_classes)
+                         anchor=anchor, finder=detector, detector_classes=detector_classes, find_every=find_every)
