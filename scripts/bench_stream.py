@@ -23,7 +23,8 @@ Usage: python scripts/bench_stream.py --workspace WS --artifact REF --source FIL
 With ``--vehicles`` it measures the vehicle pipeline (``bench --line``: decode -> find -> follow -> count ->
 crop -> classify -> sink, the classifier run on crops of tracked vehicles, not on frames): how many real-time
 streams of the clip hold (p99 end to end within the budget, at most 1% of frames dropped), for each finder
-width in ``--motion-width`` (``MotionConfig.scale_width``: the default 320, or 160, cheaper). Without
+width in ``--motion-width`` (``MotionConfig.scale_width``: the default 320, or 160, cheaper) and each
+``--find-every`` N (``VehicleConfig.find_every``: find on one frame in N; default 1, every frame). Without
 --streams it searches: 1, 2, 4, ... until a count fails, then bisects; a count holds when one of --tries
 runs (default 2) is real-time, so that a burst of other work on a shared machine does not decide it (every
 try is printed and saved). First, in the same run, the decode limit: ``cores`` processes each decode the
@@ -77,6 +78,9 @@ def main() -> int:
                         help="With --vehicles: NAME=x1,y1,x2,y2 (default: a vertical line through the frame's middle).")
     parser.add_argument("--motion-width", default="320",
                         help="With --vehicles: finder widths (MotionConfig.scale_width) to measure, comma-separated.")
+    parser.add_argument("--find-every", default="1",
+                        help="With --vehicles: VehicleConfig.find_every values to measure (find on one frame in N), "
+                             "comma-separated; each with each --motion-width.")
     parser.add_argument("--limit-seconds", type=float, default=3.0, help="Seconds per decode-limit measurement.")
     parser.add_argument("--tries", type=int, default=2,
                         help="With --vehicles: runs of a stream count before it is judged not to hold.")
@@ -260,6 +264,7 @@ def vehicles_main(args: argparse.Namespace, out: Path) -> int:
         raise SystemExit("--vehicles needs a video file of moving traffic (toolchain synth video OUT.mp4 --size 640x352)")
     width, height, fps = clip_info(args.source)
     widths = [int(w) for w in args.motion_width.split(",")]
+    everies = [int(n) for n in args.find_every.split(",")]
     lines = tuple(Line.parse(text) for text in (args.line or [f"mid={width // 2},0,{width // 2},{height}"]))
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()
@@ -272,26 +277,27 @@ def vehicles_main(args: argparse.Namespace, out: Path) -> int:
     summary: dict[str, object] = {"clip": {"path": args.source, "width": width, "height": height, "fps": fps},
                                   "cores": cores, "lines": [l.spec() for l in lines], "decode_limit_fps": limits,
                                   "decode_limit_streams": decode_streams, "load_before": load_before, "runs": {}}
-    results: dict[int, dict[int, list[dict]]] = {}
+    results: dict[str, dict[int, list[dict]]] = {}
     with Workspace(Path(args.workspace)) as workspace:
-        for scale in widths:
-            vehicles = VehicleConfig(lines=lines, motion=MotionConfig(scale_width=scale))
-            results[scale] = {}
+        for scale, every in [(scale, every) for every in everies for scale in widths]:
+            vehicles = VehicleConfig(lines=lines, motion=MotionConfig(scale_width=scale), find_every=every)
+            key = f"{scale}" if every == 1 else f"{scale}-every{every}"  # a setting: finder width, find every N
+            results[key] = {}
 
-            def trial(n: int, scale: int = scale, vehicles: VehicleConfig = vehicles) -> bool:
+            def trial(n: int, key: str = key, vehicles: VehicleConfig = vehicles) -> bool:
                 """Whether n streams hold: in any of --tries runs (a burst of other work on a shared machine
                 fails one run; the pipeline that cannot keep up fails them all). Every try is printed."""
                 for attempt in range(1, args.tries + 1):
                     config = BenchConfig(artifact=args.artifact, sources=(args.source,), streams=n, loop=True,
                                          duration_s=args.duration, warmup_s=args.warmup, budget_ms=args.budget_ms,
                                          threads=args.threads, aligned=args.aligned, record=False, vehicles=vehicles,
-                                         plots_dir=str(out / f"plots-vehicles-{scale}-{n}-{attempt}"))
+                                         plots_dir=str(out / f"plots-vehicles-{key}-{n}-{attempt}"))
                     load = os.getloadavg()[0]
                     report = run_bench(workspace, config)
                     report["load_before"] = load
-                    (out / f"vehicles-{scale}-streams-{n}-{attempt}.json").write_text(json.dumps(report, indent=2))
-                    results[scale].setdefault(n, []).append(report)
-                    print(f"[try {attempt}, load {load:.1f}] " + vehicle_line(scale, n, report, decode_streams["rgb"]),
+                    (out / f"vehicles-{key}-streams-{n}-{attempt}.json").write_text(json.dumps(report, indent=2))
+                    results[key].setdefault(n, []).append(report)
+                    print(f"[try {attempt}, load {load:.1f}] " + vehicle_line(key, n, report, decode_streams["rgb"]),
                           flush=True)
                     if report["realtime"]:
                         return True
@@ -300,10 +306,10 @@ def vehicles_main(args: argparse.Namespace, out: Path) -> int:
             counts = [int(n) for n in args.streams.split(",")] if args.streams else None
             sustained = sweep_counts(trial, counts, args.no_stop) if counts else search(trial, max(1, decode_streams["decode"]))
             share = sustained / decode_streams["rgb"] if decode_streams["rgb"] else 0.0
-            summary["runs"][str(scale)] = {"sustained": sustained, "share_of_decode_rgb_limit": round(share, 3),
-                                           "share_of_decode_only_limit": round(sustained / max(1, decode_streams["decode"]), 3),
-                                           "tried": sorted(results[scale])}
-            print(f"finder width {scale}: {sustained} real-time {width}x{height} {fps:g} fps streams hold with the vehicle "
+            summary["runs"][key] = {"sustained": sustained, "share_of_decode_rgb_limit": round(share, 3),
+                                    "share_of_decode_only_limit": round(sustained / max(1, decode_streams["decode"]), 3),
+                                    "finder_width": scale, "find_every": every, "tried": sorted(results[key])}
+            print(f"finder width {scale}, find every {every}: {sustained} real-time {width}x{height} {fps:g} fps streams hold with the vehicle "
                   f"pipeline = {share:.0%} of the {decode_streams['rgb']} that decode (to RGB) alone in real time "
                   f"({sustained / max(1, decode_streams['decode']):.0%} of the {decode_streams['decode']} of decode only)",
                   flush=True)
@@ -313,12 +319,12 @@ def vehicles_main(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
-def vehicle_line(scale: int, n: int, report: dict, decode_streams: int) -> str:
+def vehicle_line(setting: str, n: int, report: dict, decode_streams: int) -> str:
     e2e, st, v = report["e2e_ms"], report["stage_ms"], report["vehicles"]
     p50 = "/".join(f"{st[s]['p50']:.2f}" if st[s]["p50"] is not None else "-"
                    for s in ("decode", "find", "follow", "count", "crop", "classify"))
     lat = v["event_latency_ms"]
-    return (f"width={scale} streams={n} e2e p50={e2e['p50']:.2f} p99={e2e['p99']:.2f} ms, fps={report['fps']:.1f}, "
+    return (f"setting={setting} streams={n} e2e p50={e2e['p50']:.2f} p99={e2e['p99']:.2f} ms, fps={report['fps']:.1f}, "
             f"dropped={report['dropped']}, misses={report['deadline_misses']}, cpu={report['cpu_percent']}%, "
             f"p50 decode/find/follow/count/crop/classify={p50} ms, crossings={v['crossings']} "
             f"({v['per_second']:.2f}/s), event latency p50/p99={lat['p50']}/{lat['p99']} ms, "
