@@ -47,3 +47,8 @@ def verify_engine(workspace: Workspace, build: Record) -> Path:
     if not report.passed:
         raise report.error()
     return workspace.blobs.path(build.body["blob"])
+
+
+def image_record_tags(image: Record) -> list[str]:
+    """An image record's tags: the one ``package`` built it under, then any added since."""
+    return [image.body["tag"], *(image.body.get("tags") or [])]

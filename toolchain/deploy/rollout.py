@@ -12,7 +12,6 @@ linked to the image and the build.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import tempfile
@@ -268,44 +267,12 @@ def latest_push(workspace: Workspace, image_record: str) -> PushedImage | None:
 
 
 def _checked_tar(path: Path, sha256: str | None, image: Record) -> Path:
-    """The tarball, after checking it against its recorded sha256 or its ``.sha256`` file, and its contents.
+    """The image record's tarball after :func:`toolchain.images.tarball.verified_image_tarball` (its digest, then
+    its contents against the record's image id and tags)."""
+    from toolchain.images.tarball import verified_image_tarball
+    from toolchain.release import image_record_tags
 
-    ``package --save`` on an image already packaged rewrites the tarball and its ``.sha256`` file (the
-    tag inside may differ), not the immutable image record, so either digest is accepted. The digests
-    catch a tarball cut short or altered after it was saved; with neither (a user's ``--image-tar``
-    without its ``.sha256``), nothing of the whole file is known in advance. Either way its index files
-    are read next (:func:`toolchain.images.tarball.check_image_tarball`): exactly one image, whose config
-    hashes to the record's ``image_id``, tagged only with the record's tags, nothing else in it. (``docker
-    load`` checks every layer against that config's diff ids, and the unit checks the loaded image's id.)
-
-    Raises:
-        InputNotFoundError: no such file.
-        CorruptStoreError: a digest or the contents do not match the image record; the message says why.
-    """
-    from toolchain.images.tarball import check_image_tarball
-    from toolchain.errors import CorruptStoreError
-
-    if not path.is_file():
-        raise InputNotFoundError(f"image tarball {path} does not exist")
-    sidecar = path.with_name(path.name + ".sha256")
-    expected = [sha256] if sha256 else []
-    if sidecar.is_file():
-        words = sidecar.read_text(errors="replace").split()
-        if not words or len(words[0]) != 64:
-            raise CorruptStoreError(f"{sidecar} holds no sha256 (cut short?); write it again with `toolchain package "
-                                    "--save`, or remove it to check the tarball by its contents only")
-        expected.append(words[0].lower())
-    if expected:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        if digest.hexdigest() not in expected:
-            raise CorruptStoreError(f"image tarball {path} does not match its sha256 ({expected[0][:12]}...); "
-                                    "it was altered or cut short: package it again with --save")
-    body = image.body
-    check_image_tarball(path, image_id=body["image_id"], tags=[body["tag"], *(body.get("tags") or [])])
-    return path
+    return verified_image_tarball(path, sha256, image_id=image.body["image_id"], tags=image_record_tags(image))
 
 
 def prepare_releases(workspace: Workspace, config: DeployConfig, targets: list[str], work: Path

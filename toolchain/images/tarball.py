@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from toolchain.errors import CorruptStoreError
+from toolchain.errors import CorruptStoreError, InputNotFoundError
 
 # Index and config files are small; a JSON file larger than this in an image tarball is not something
 # `docker save` writes, and is refused rather than read into memory.
@@ -152,6 +152,43 @@ def is_compressed(path: Path) -> bool:
     """Whether ``path`` starts like a gzip, bzip2, xz or zstd stream (``docker load`` reads those as they are)."""
     with open(path, "rb") as head:
         return head.read(6).startswith(_COMPRESSED)
+
+
+def verified_image_tarball(path: Path, sha256: str | None, *, image_id: str, tags: Iterable[str]) -> Path:
+    """``path`` after checking it against ``sha256`` or its ``.sha256`` file, then its contents.
+
+    ``package --save`` on an image already packaged rewrites the tarball and its ``.sha256`` file (the
+    tag inside may differ), not the immutable image record, so either digest is accepted. The digests
+    catch a tarball cut short or altered after it was saved; with neither (a user's ``--image-tar``
+    without its ``.sha256``), nothing of the whole file is known in advance. Either way its index files
+    are read next (:func:`check_image_tarball`): exactly one image, ``image_id``, tagged only with ``tags``,
+    nothing else in it. (``docker load`` checks every layer against that config's diff ids, and the unit
+    checks the loaded image's id.)
+
+    Raises:
+        InputNotFoundError: no such file.
+        CorruptStoreError: a digest or the contents do not match; the message says why.
+    """
+    if not path.is_file():
+        raise InputNotFoundError(f"image tarball {path} does not exist")
+    sidecar = path.with_name(path.name + ".sha256")
+    expected = [sha256] if sha256 else []
+    if sidecar.is_file():
+        words = sidecar.read_text(errors="replace").split()
+        if not words or len(words[0]) != 64:
+            raise CorruptStoreError(f"{sidecar} holds no sha256 (cut short?); write it again with `toolchain package "
+                                    "--save`, or remove it to check the tarball by its contents only")
+        expected.append(words[0].lower())
+    if expected:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() not in expected:
+            raise CorruptStoreError(f"image tarball {path} does not match its sha256 ({expected[0][:12]}...); "
+                                    "it was altered or cut short: package it again with --save")
+    check_image_tarball(path, image_id=image_id, tags=tags)
+    return path
 
 
 def check_image_tarball(path: Path, *, image_id: str, tags: Iterable[str]) -> ImageTarball:
