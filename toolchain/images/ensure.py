@@ -7,8 +7,15 @@ from typing import Any
 from toolchain.errors import MissingEnvironmentError
 
 
-def ensure_image(client: Any, image: str) -> Any:
-    """The image on the engine, pulled if missing; a clear error when neither works."""
+def ensure_image(client: Any, image: str, *, role: str = "build image", option: str = "--build-image") -> Any:
+    """The image on the engine, pulled if missing; a clear error when neither works.
+
+    Args:
+        client: A docker SDK client of the engine.
+        image: The image reference.
+        role: What the image is for, as the error names it (``build image``, ``base image``).
+        option: The command's option that picks another image, as the error suggests it.
+    """
     import docker.errors
 
     try:
@@ -19,6 +26,6 @@ def ensure_image(client: Any, image: str) -> Any:
         return client.images.pull(image)
     except docker.errors.DockerException as exc:
         raise MissingEnvironmentError(
-            f"the build image {image} is not on the engine and could not be pulled ({exc}). Load it there "
-            "(`docker load` / `docker pull` on the unit), or pass --build-image with an image the engine has"
+            f"the {role} {image} is not on the engine and could not be pulled ({exc}). Load it there "
+            f"(`docker load` / `docker pull` on that engine), or pass {option} with an image the engine has"
         ) from exc

@@ -438,7 +438,7 @@ def _build_or_find(workspace: Workspace, config: PackageConfig, progress: Progre
     try:
         from toolchain.images.ensure import ensure_image
 
-        base = ensure_image(client, base_image)
+        base = ensure_image(client, base_image, role="base image", option="--base-image")
         runs = engine_runs(client, base, target, base_image)
         emulated = runs["emulated"]
         # TensorRT images run the engine with TensorRT (from the L4T base), not ONNX Runtime.
