@@ -152,6 +152,16 @@ def _logs_tail(container: Any, lines: int = 15) -> str:
         return ""
 
 
+def _stopped_or_restarted(container: Any, status: str, restarts: int) -> str:
+    """How the container failed to stay up, for a message. A container running again after a restart has its
+    exit code reset to 0 by Docker, so the code is given only while it is stopped (exited, dead, restarting)."""
+    code = (container.attrs.get("State") or {}).get("ExitCode")
+    exited = f" (exit code {code})" if status in ("exited", "dead", "restarting") and code is not None else ""
+    if restarts > 0:
+        return f"the container restarted {restarts} time(s){exited}: it keeps exiting"
+    return f"the container {status}{exited}"
+
+
 def wait_healthy(container: Any, timeout_s: float, *, poll_s: float = 1.0) -> tuple[bool, str]:
     """Wait for the container's HEALTHCHECK to say healthy; ``(ok, why not)``.
 
@@ -163,8 +173,7 @@ def wait_healthy(container: Any, timeout_s: float, *, poll_s: float = 1.0) -> tu
         if health == "healthy":
             return True, ""
         if status in ("exited", "dead") or restarts > 0:
-            code = container.attrs.get("State", {}).get("ExitCode")
-            return False, f"the container {status if not restarts else 'restarted'} (exit code {code}): {_logs_tail(container)}"
+            return False, f"{_stopped_or_restarted(container, status, restarts)}: {_logs_tail(container)}"
         if health == "unhealthy":
             return False, f"its health check failed: {_health_log(container)}"
         if not health:
@@ -198,7 +207,8 @@ def registry_login(credentials: Path | None, *registries: str) -> Any:
     return next((logins[name] for name in registries if name and name in logins), None)
 
 
-def ensure_image(client: Any, unit: Unit, release: Release, note: Callable[[str], None] | None = None) -> TransferStats:
+def deliver_release_image(client: Any, unit: Unit, release: Release, note: Callable[[str], None] | None = None
+                          ) -> TransferStats:
     """Put the release's image on the unit, sending only what it lacks (:mod:`toolchain.images.transfer`).
 
     Raises:
@@ -535,7 +545,7 @@ def _deploy(client: Any, unit: Unit, release: Release, result: UnitResult, *, de
 
     try:
         with _unit_lock(unit.url):  # the image is loaded once per engine
-            result.transfer = ensure_image(client, unit, release)
+            result.transfer = deliver_release_image(client, unit, release)
             result.transferred = result.transfer.transport != "none"
     except MissingEnvironmentError as exc:
         result.transfer = getattr(exc, "stats", result.transfer)
