@@ -43,6 +43,26 @@ def test_pyav_source_reads_every_frame_and_loops(tmp_path: Path) -> None:
         assert sum(looping.read() is not None for _ in range(40)) == 40
 
 
+def test_pyav_source_skips_frames_without_converting_them_and_ends_and_loops_alike(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """skip() moves past a frame (decoded, never converted to RGB): reads and skips together cover the clip's
+    15 frames, in order; at the end skip() says False where read() says None; looping, both go on."""
+    path = tmp_path / "c.mp4"
+    write_video(path, VideoConfig(width=64, height=48, fps=15, seconds=1))
+    with PyAVSource(str(path)) as reference:
+        every = [reference.read() for _ in range(15)]
+    converted = []
+    original = PyAVSource._convert
+    monkeypatch.setattr(PyAVSource, "_convert", lambda self, frame: converted.append(1) or original(self, frame))
+    with PyAVSource(str(path)) as source:
+        got = [source.read() if i % 2 == 0 else source.skip() for i in range(15)]
+        assert all(g is True for g in got[1::2]) and len(converted) == 8
+        assert all(np.array_equal(g, every[i]) for i, g in enumerate(got) if i % 2 == 0)  # the right frames
+        assert source.skip() is False and source.read() is None
+    with PyAVSource(str(path), loop=True) as looping:
+        assert all(looping.skip() for _ in range(40)) and looping.read() is not None
+
+
 def test_image_directory_source_in_name_order(tmp_path: Path) -> None:
     from PIL import Image
 

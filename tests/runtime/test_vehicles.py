@@ -7,9 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from tests.runtime.tiny import CountingSource, SleepyRunner
 from toolchain.errors import UsageError
 from toolchain.runtime.geometry import Box, Line
 from toolchain.runtime.lines import Crossing, LineCounter
+from toolchain.runtime.pipeline import NullSink, Pipeline, PipelineConfig
 from toolchain.runtime.track import Tracker
 from toolchain.runtime.vehicles import (
     UNKNOWN,
@@ -187,3 +189,37 @@ def test_find_every_looks_at_one_frame_in_n_and_still_counts_each_crossing_once(
 def test_find_every_must_be_a_whole_number_of_frames(bad: object) -> None:
     with pytest.raises(UsageError, match="--find-every"):
         VehicleConfig(find_every=bad)  # type: ignore[arg-type]
+
+
+class _CountingReads(CountingSource):
+    """A 30-frame source that counts the frames it converted (read) and the ones it only moved past (skip)."""
+
+    def __init__(self) -> None:
+        super().__init__(fps=30, frames=30, size=64)
+        self.reads = self.skips = 0
+
+    def read(self) -> np.ndarray | None:
+        self.reads += 1
+        return super().read()
+
+    def skip(self) -> bool:
+        self.skips += 1
+        return super().read() is not None  # moves on; a real source would not convert
+
+
+def test_the_pipeline_converts_only_the_frames_the_finder_looks_at() -> None:
+    """With find_every=2 a source thread reads (decodes and converts) the frames the finder looks at and only
+    skips the others; every frame still reaches the sink, in order, and the stream ends normally."""
+    config = VehicleConfig(lines=(Line.parse("mid=32,0,32,64"),), find_every=2)
+    finder = _Counting([[] for _ in range(30)])
+    stream = VehicleStream("cam", config, _crop_shapes(), finder=finder, tracker=Tracker(),
+                           make_counter=lambda size: LineCounter(config.lines, frame_size=size))
+    source = _CountingReads()
+    with SleepyRunner() as runner:
+        result = Pipeline([source], runner, lambda f: f.astype(np.float32), ("car", "truck"), NullSink(),
+                          PipelineConfig(pace="max", duration_s=30, warmup_s=0.0),
+                          vehicles=[stream], ledger=VehicleLedger(["cam"])).run()
+    assert result.streams[0].status == "ended"
+    assert [f.index for f in result.frames] == list(range(30))
+    # 15 looked at and 15 skipped, plus the read that found the end (the next frame was one to look at)
+    assert finder.calls == 15 and source.skips == 15 and source.reads == 16

@@ -69,6 +69,18 @@ def test_a_dropped_camera_is_reconnected_and_frames_continue() -> None:
     assert len(errors) == 4 and "connection reset" in errors[0] and "ended" in errors[-1]
 
 
+def test_skipping_frames_reconnects_as_reading_does() -> None:
+    """skip() (a frame the vehicle finder does not look at) goes through the same reconnects as read()."""
+    log: list[str] = []
+    script = [("frames", 2, "break"), ("refuse",), ("frames", 1, "end"), ("frames", 3, "end")]
+    source = ReconnectingSource("cam", lambda: ScriptedCamera(script, log), stop=threading.Event(),
+                                backoff=Backoff(initial_s=0.01, max_s=0.02))
+    source.open()
+    moved = [source.skip() if i % 2 else source.read() is not None for i in range(6)]
+    assert moved == [True] * 6
+    assert log == ["open", "refused", "open", "open"] and source.reconnects == 2
+
+
 def test_stop_ends_the_stream_even_while_waiting_to_reconnect() -> None:
     stop = threading.Event()
     source = ReconnectingSource("cam", lambda: ScriptedCamera([("refuse",)] * 1000, []), stop=stop,

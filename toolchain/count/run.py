@@ -166,3 +166,9 @@ class _Limited:
             return None
         self._left -= 1
         return self._source.read()
+
+    def skip(self) -> bool:
+        if self._left <= 0:
+            return False
+        self._left -= 1
+        return bool(self._source.skip())

@@ -50,6 +50,8 @@ JOIN_TIMEOUT_S = 5.0
 """How long a finished run waits for each source thread; one still inside ``read`` closes its own source."""
 SPIN_S = 0.0015
 """How long before a paced frame's release time a source thread stops sleeping and yields instead."""
+_SKIPPED = np.empty((0, 0, 3), np.uint8)
+"""Stands for a frame decoded but not converted (the vehicle pipeline's finder skips it: ``find_every``)."""
 STAGES = ("decode", "preprocess", "batch", "infer", "postprocess", "sink")
 """Stage names, in order. ``batch`` is assembling the batch (the stack), not waiting for it."""
 
@@ -267,7 +269,11 @@ class Pipeline:
                 t_d0 = time.perf_counter()
                 if not realtime_paced and t_d0 >= end:
                     break
-                image = src.read()
+                if self.vehicles is not None and not self.vehicles[k].wants_frame():
+                    # a frame the finder skips (find_every): decoded, never converted to an image
+                    image: np.ndarray | None = _SKIPPED if src.skip() else None
+                else:
+                    image = src.read()
                 t_d1 = time.perf_counter()
                 if image is None:
                     state.status = "ended"
@@ -290,7 +296,7 @@ class Pipeline:
                     record.measured = measure_start <= t_arrival < end
                 record.t_pre0 = time.perf_counter()
                 if self.vehicles is not None:
-                    record.vehicle, record.input = self.vehicles[k].process(image, i)
+                    record.vehicle, record.input = self.vehicles[k].process(None if image is _SKIPPED else image, i)
                 else:
                     record.input = self.preprocess(image)
                 record.t_pre1 = time.perf_counter()

@@ -63,6 +63,11 @@ class FrameSource(abc.ABC):
     def read(self) -> np.ndarray | None:
         """The next frame (RGB uint8 HxWx3, decoded), or None when the stream has ended."""
 
+    def skip(self) -> bool:
+        """Move past the next frame without converting it to an image (a frame nobody will look at); False at
+        the end of the stream, where :meth:`read` would return None. By default it reads and drops one."""
+        return self.read() is not None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the decoder / connection."""
 
@@ -156,22 +161,19 @@ class PyAVSource(FrameSource):
             yield from packet.decode()
 
     def read(self) -> np.ndarray | None:
+        frame = self._next_frame()
+        return None if frame is None else self._convert(frame)
+
+    def skip(self) -> bool:
+        """Decode the next frame (the stream moves on) without converting it to RGB."""
+        return self._next_frame() is not None
+
+    def _next_frame(self) -> Any:
+        """The next decoded ``av.VideoFrame`` (looping where asked), or None at the end."""
         av = _av()
         while True:
             try:
-                frame = next(self._frames)
-                if self._reformatter is None:
-                    # One per stream: ``frame.to_ndarray(...)`` makes a new one (a new SwsContext, filters built
-                    # again) for every frame, which cost more than the scaling itself (BENCHMARKS.md).
-                    self._reformatter = av.video.reformatter.VideoReformatter()
-                if self.output_size is not None:
-                    # libswscale converts YUV to RGB and shrinks in one pass, straight to the model's input:
-                    # its bilinear filter widens with the downscale like the preprocessor's antialiased one
-                    # (agreement measured in tests/runtime/test_scaled_decode.py and BENCHMARKS.md).
-                    width, height = self.output_size
-                    return self._reformatter.reformat(frame, width=width, height=height, format="rgb24",
-                                                      interpolation="BILINEAR").to_ndarray()
-                return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
+                return next(self._frames)
             except StopIteration:
                 if not self.loop:
                     return None
@@ -179,6 +181,24 @@ class PyAVSource(FrameSource):
                 self._frames = self._decode()
             except av.error.FFmpegError as exc:
                 raise StreamError(f"{self.name}: {scrub(exc)}") from None
+
+    def _convert(self, frame: Any) -> np.ndarray:
+        av = _av()
+        try:
+            if self._reformatter is None:
+                # One per stream: ``frame.to_ndarray(...)`` makes a new one (a new SwsContext, filters built
+                # again) for every frame, which cost more than the scaling itself (BENCHMARKS.md).
+                self._reformatter = av.video.reformatter.VideoReformatter()
+            if self.output_size is not None:
+                # libswscale converts YUV to RGB and shrinks in one pass, straight to the model's input:
+                # its bilinear filter widens with the downscale like the preprocessor's antialiased one
+                # (agreement measured in tests/runtime/test_scaled_decode.py and BENCHMARKS.md).
+                width, height = self.output_size
+                return self._reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                                                  interpolation="BILINEAR").to_ndarray()
+            return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
+        except av.error.FFmpegError as exc:
+            raise StreamError(f"{self.name}: {scrub(exc)}") from None
 
     def close(self) -> None:
         if self._container is not None:

@@ -245,18 +245,26 @@ class VehicleStream:
         self._seen = 0  # frames given to process: with find_every, which ones are found on
         self._tracks = 0  # live tracks after the last frame found on
 
-    def process(self, frame: np.ndarray, index: int) -> Tuple[VehicleFrame, Optional[np.ndarray]]:
+    def wants_frame(self) -> bool:
+        """Whether :meth:`process` will look at the next frame (with ``find_every`` N, one in N): when not, the
+        source need not convert it to an image, and ``process`` may be given None for it."""
+        return self._seen % self.config.find_every == 0
+
+    def process(self, frame: Optional[np.ndarray], index: int) -> Tuple[VehicleFrame, Optional[np.ndarray]]:
         """Find, follow and count on ``frame``; the frame's vehicle data and the crops to classify (or None).
 
-        With ``find_every`` N, only the first of every N frames given is looked at; the others come back empty
-        (no boxes, crossings or crops). Counted per frame given, not by ``index``, so a camera's gaps in
-        frame numbers never make it skip more.
+        With ``find_every`` N, only the first of every N frames given is looked at (see :meth:`wants_frame`);
+        the others come back empty (no boxes, crossings or crops) and may be None. Counted per frame given, not
+        by ``index``, so a camera's gaps in frame numbers never make it skip more.
         """
         out = VehicleFrame()
+        wanted = self.wants_frame()
         self._seen += 1
-        if (self._seen - 1) % self.config.find_every:
+        if not wanted:
             out.tracks = self._tracks  # still live; the finder did not look at this frame (no boxes)
             return out, None
+        if frame is None:
+            raise ValueError("process needs the frame it wants (wants_frame() was True)")
         height, width = frame.shape[:2]
         if self.counter is None:  # the counter judges tracks at the frame's edges: it needs the frame size
             self.counter = self._make_counter((width, height))

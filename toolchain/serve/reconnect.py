@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -120,6 +121,14 @@ class ReconnectingSource(FrameSource):
             raise UsageError(f"cannot open {self.name}; check the --source path")  # a file that is not there stays so
 
     def read(self) -> np.ndarray | None:
+        return self._next(lambda inner: inner.read())
+
+    def skip(self) -> bool:
+        """Move past the next frame without converting it, reconnecting as :meth:`read` does."""
+        return self._next(lambda inner: True if inner.skip() else None) is not None
+
+    def _next(self, take: Callable[[FrameSource], Any]) -> Any:
+        """``take(camera)`` once a camera is connected: its frame (None at the end), reconnecting on a failure."""
         while not self._stop.is_set():
             if self._inner is None:
                 if self._tried and self._stop.wait(self._next_delay()):
@@ -128,7 +137,7 @@ class ReconnectingSource(FrameSource):
                     continue
             assert self._inner is not None
             try:
-                frame = self._inner.read()
+                frame = take(self._inner)
             except Exception as exc:  # noqa: BLE001 - decode errors and lost connections alike
                 self._drop(f"stream broke: {type(exc).__name__}: {scrub(exc)}")
                 continue
