@@ -64,6 +64,12 @@ def test_serve_option_errors(tmp_path: Path) -> None:
     proc = _tc("--workspace", str(tmp_path / "ws"), "serve", str(tmp_path / "no-bundle"), "--source", "synthetic")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "not a bundle directory" in err
+    # the finder's options without a line to count on would do nothing: refused, saying what to add
+    for extra in (("--find-every", "2"), ("--detector", "yolo.onnx")):
+        proc = _tc("--workspace", str(tmp_path / "ws"), "serve", str(tmp_path / "no-bundle"), "--source", "synthetic",
+                   "--events", str(tmp_path / "e.jsonl"), *extra)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2 and "add --line NAME=x1,y1,x2,y2" in err, err
 
 
 def test_serve_resolves_a_build_in_the_registry_the_global_options_name(tmp_path: Path) -> None:

@@ -92,10 +92,7 @@ def bench(ctx: click.Context, artifacts: tuple[str, ...], sources: tuple[str, ..
 
     if len(artifacts) > 1 and not compare:
         raise UsageError("several ARTIFACTs need --compare")
-    if not lines and (detector != "motion" or detector_classes or find_every != 1):
-        raise UsageError("--detector, --detector-class and --find-every choose how the vehicle pipeline finds "
-                         "vehicles: add --line NAME=x1,y1,x2,y2 to run it")
-    vehicles = vehicle_config(lines, anchor, detector, detector_classes, find_every) if lines else None
+    vehicles = vehicle_config(lines, anchor, detector, detector_classes, find_every)
 
     def config(artifact: str) -> BenchConfig:
         return BenchConfig(artifact=artifact, sources=sources, streams=streams, pace=pace, runner=runner,

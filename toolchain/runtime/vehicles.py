@@ -61,10 +61,11 @@ class VehicleConfig:
         detector_classes: With a detector: only these class ids are vehicles (empty: all).
         motion: How motion finding works (scale, morphology, sizes; :class:`~toolchain.runtime.find.MotionConfig`).
         find_every: Find, follow and count on one frame in this many (DeepStream's ``interval`` + 1); the
-            others are decoded and pass through with no boxes. 1 (the default): every frame. 2 on a 30 fps
-            camera finds 15 times a second, about halving the pipeline's CPU per frame (finding is most of
-            it); a crossing's frame is then the first found frame past the line, up to ``find_every - 1``
-            frames late, and the tracker's frame counts (``max_lost``, confirmation) are in found frames.
+            others are decoded (not converted to RGB) and pass through with no boxes. 1 (the default): every
+            frame. 2 on a 30 fps camera finds 15 times a second, for a quarter to a third less CPU per frame
+            (decoding stays; BENCHMARKS.md); a crossing's frame is then the first found frame past the line,
+            up to ``find_every - 1`` frames late, and the tracker's frame counts (``max_lost``, confirmation)
+            are in found frames. Dense roads lose a few vehicles side by side (BENCHMARKS.md).
     """
 
     lines: Tuple[Line, ...] = ()

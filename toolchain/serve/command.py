@@ -95,7 +95,7 @@ def serve(ctx: click.Context, artifact: str, sources: tuple[str, ...], target: s
                          events_keep=events_keep, credentials=credentials, host=host, port=port, stale_s=stale_s, require=require,
                          threads=threads, max_batch=max_batch, backoff=Backoff(initial_s=reconnect_min, max_s=reconnect_max),
                          duration_s=duration_s,
-                         vehicles=vehicle_config(lines, anchor, detector, detector_classes, find_every) if lines else None,
+                         vehicles=vehicle_config(lines, anchor, detector, detector_classes, find_every),
                          **publish_settings(publish_url, unit, spool_dir, publish_interval, spool_max_bytes, spool_max_age))
     # In the image ARTIFACT is the bundle directory, and the workspace modules are not shipped: never ask there.
     registry = not Path(artifact).is_dir() and settings.has_registry()

@@ -38,7 +38,7 @@ def vehicle_options(*, lines_required: bool) -> Callable[[Callable[..., Any]], C
                          help="With --detector ONNX: only these class ids are vehicles (repeatable; default: all)."),
             click.option("--find-every", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
                          help="Find, follow and count on one frame in N (the others are decoded and pass through): "
-                              "2 on a 30 fps camera finds 15 times a second for about half the CPU; crossings are "
+                              "2 on a 30 fps camera finds 15 times a second for a quarter to a third less CPU; crossings are "
                               "then up to N-1 frames late."),
         )):
             command = option(command)
@@ -66,8 +66,16 @@ def publish_settings(url: str | None, unit: str | None, spool_dir: Path | None, 
 
 def vehicle_config(lines: tuple[str, ...], anchor: str, detector: str, detector_classes: tuple[int, ...],
                    find_every: int = 1) -> Any:
-    """The :class:`~toolchain.runtime.vehicles.VehicleConfig` of the ``vehicle_options``."""
+    """The :class:`~toolchain.runtime.vehicles.VehicleConfig` of the ``vehicle_options``; None without ``--line``
+    (the per-frame mode), where the finder's options would do nothing, so giving them is refused."""
+    from toolchain.errors import UsageError
     from toolchain.runtime.vehicles import VehicleConfig
+
+    if not lines:
+        if detector != "motion" or detector_classes or find_every != 1:
+            raise UsageError("--detector, --detector-class and --find-every choose how the vehicle pipeline finds "
+                             "vehicles: add --line NAME=x1,y1,x2,y2 to run it")
+        return None
 
     parsed = [VehicleConfig.parse_line(text) for text in lines]
     return VehicleConfig(lines=tuple(line for camera, line in parsed if not camera),
