@@ -123,6 +123,21 @@ def write_section(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
     return text
 
 
+ENGINE_DISK_BYTES = 1_300_000_000
+"""What one unit engine holds once its first release is in (the base image's layers, unpacked): measured 1.3 GB."""
+
+
+def disk_shortfall(folder: Path, units: int) -> str:
+    """Why ``folder`` cannot hold ``units`` engines (each :data:`ENGINE_DISK_BYTES` plus 10% to spare), or ""."""
+    needed = int(units * ENGINE_DISK_BYTES * 1.1)
+    free = shutil.disk_usage(folder).free
+    if free >= needed:
+        return ""
+    return (f"{units} unit engines need about {needed / 1e9:.0f} GB under {folder} ({ENGINE_DISK_BYTES / 1e9:.1f} GB each "
+            f"after their first release), and only {free / 1e9:.0f} GB is free: free some space (old CI clones, "
+            "benchmark folders) or run smaller --sizes")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,25,50")
@@ -138,6 +153,9 @@ def main() -> int:
     if why:
         raise SystemExit(why)
     sizes = sorted(int(s) for s in args.sizes.split(",") if s)
+    short = disk_shortfall(Path("/tmp"), sizes[-1])
+    if short:
+        raise SystemExit(short)
     from tests.onnx_fixtures import register_tiny_onnx
     from toolchain.workspace import Workspace
 
