@@ -49,6 +49,11 @@ def verify_engine(workspace: Workspace, build: Record) -> Path:
     return workspace.blobs.path(build.body["blob"])
 
 
-def image_record_tags(image: Record) -> list[str]:
-    """An image record's tags: the one ``package`` built it under, then any added since."""
-    return [image.body["tag"], *(image.body.get("tags") or [])]
+def checked_image_tarball(path: Path, sha256: str | None, image: Record) -> Path:
+    """An image record's saved tarball after :func:`toolchain.images.tarball.verified_image_tarball`: its digest
+    (``sha256`` or its ``.sha256`` file), then its contents against the record's image id and its tags (the one
+    ``package`` built it under, then any added since). What ``deploy`` and ``bench --on`` load on a unit."""
+    from toolchain.images.tarball import verified_image_tarball
+
+    return verified_image_tarball(path, sha256, image_id=image.body["image_id"],
+                                  tags=[image.body["tag"], *(image.body.get("tags") or [])])

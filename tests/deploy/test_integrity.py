@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from toolchain.images.tarball import ImageTarballError, check_image_tarball, familiar_ref
-from toolchain.deploy.rollout import DeployConfig, _checked_tar, _Archive
+from toolchain.deploy.rollout import DeployConfig, _Archive
+from toolchain.release import checked_image_tarball
 from toolchain.errors import CorruptStoreError, InputNotFoundError
 from toolchain.registry import Record
 
@@ -238,16 +239,16 @@ def test_familiar_refs() -> None:
 def test_a_user_tarball_without_sha256_file_is_checked_by_its_contents(tmp_path: Path) -> None:
     image = _image_record()
     good = _write(tmp_path / "good.tar", _classic([(CONFIG, LAYERS, [TAG])]))
-    assert _checked_tar(good, None, image) == good  # no .sha256 beside it: the contents still decide
+    assert checked_image_tarball(good, None, image) == good  # no .sha256 beside it: the contents still decide
     two = _write(tmp_path / "two.tar", _classic([(CONFIG, LAYERS, [TAG]), (_config([_layer("x")], "x"), [_layer("x")], ["x:y"])]))
     with pytest.raises(CorruptStoreError, match="holds 2 images"):
-        _checked_tar(two, None, image)
+        checked_image_tarball(two, None, image)
     # the whole-file digest is still checked first when known
     (tmp_path / "good.tar.sha256").write_text(f"{'0' * 64}  good.tar\n")
     with pytest.raises(CorruptStoreError, match="does not match its sha256"):
-        _checked_tar(good, None, image)
+        checked_image_tarball(good, None, image)
     (tmp_path / "good.tar.sha256").write_text(f"{_sha(good.read_bytes())}  good.tar\n")
-    assert _checked_tar(good, None, image) == good
+    assert checked_image_tarball(good, None, image) == good
 
 
 def test_every_tarball_path_of_a_deploy_is_checked_once(tmp_path: Path) -> None:

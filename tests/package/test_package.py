@@ -186,7 +186,7 @@ def test_a_failed_docker_save_is_a_toolchain_error_and_leaves_no_partial_file(tm
 
 
 def test_an_image_tarball_with_an_empty_sha256_file_is_refused_clearly(tmp_path: Path) -> None:
-    from toolchain.deploy.rollout import _checked_tar
+    from toolchain.release import checked_image_tarball
     from toolchain.registry import Record
 
     tar = tmp_path / "image.tar"
@@ -195,7 +195,7 @@ def test_an_image_tarball_with_an_empty_sha256_file_is_refused_clearly(tmp_path:
     record = Record(id="i" * 64, kind="image", name="m", created_at="", created_by="", toolchain_version="",
                     body={"image_id": "sha256:" + "0" * 64, "tag": "t:x"})
     with pytest.raises(CorruptStoreError, match="image.tar.sha256"):
-        _checked_tar(tar, None, record)
+        checked_image_tarball(tar, None, record)
 
 
 def test_a_tarball_saved_again_by_a_cached_package_is_still_accepted(tmp_path: Path) -> None:

@@ -79,11 +79,9 @@ def _ensure_image(client: Any, reference: str, image_record: str | None, workspa
             f"the engine has no image {reference[:19]} and no saved tarball of it is known: package it on that engine "
             "(`toolchain package ... --docker-host URL`) or with --save FILE"
         )
-    from toolchain.images.tarball import verified_image_tarball
-    from toolchain.release import image_record_tags
+    from toolchain.release import checked_image_tarball
 
-    tarball = verified_image_tarball(Path(saved["path"]), saved.get("sha256"), image_id=record.body["image_id"],
-                                     tags=image_record_tags(record))
+    tarball = checked_image_tarball(Path(saved["path"]), saved.get("sha256"), record)
     with open(tarball, "rb") as data:
         client.images.load(data)
     return client.images.get(reference)

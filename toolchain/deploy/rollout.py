@@ -33,6 +33,7 @@ from toolchain.images.pull import PushedImage
 from toolchain.progress import NullProgress, Progress
 from toolchain.redaction import redact_url, scrub
 from toolchain.registry import NewRecord, Record
+from toolchain.release import checked_image_tarball
 from toolchain.targets.profile import load_target
 from toolchain.workspace import Workspace
 
@@ -165,9 +166,10 @@ class _Archive:
     """The image as archives for ``load`` transfers, made once each (thread-safe), removed at the end if made.
 
     ``full()`` is a ``docker save`` tarball (``--image-tar``, the one ``package --save`` wrote, or one
-    exported now), checked by :func:`_checked_tar` before any unit loads it; a tarball that fails is refused
-    for every unit, once. ``partial(k)`` is the same image without its first ``k`` layer files
-    (:mod:`toolchain.images.layers`), written once per ``k`` for every unit that holds those layers.
+    exported now), checked by :func:`toolchain.release.checked_image_tarball` before any unit loads it; a
+    tarball that fails is refused for every unit, once. ``partial(k)`` is the same image without its first
+    ``k`` layer files (:mod:`toolchain.images.layers`), written once per ``k`` for every unit that holds those
+    layers.
     """
 
     def __init__(self, image: Record, config: DeployConfig, work: Path) -> None:
@@ -229,10 +231,10 @@ class _Archive:
 
     def _find_or_make(self) -> Path:
         if self.config.image_tar is not None:
-            return _checked_tar(self.config.image_tar, None, self.image)
+            return checked_image_tarball(self.config.image_tar, None, self.image)
         saved = self.image.body.get("save") or {}
         if saved.get("path") and Path(saved["path"]).is_file():
-            return _checked_tar(Path(saved["path"]), saved.get("sha256"), self.image)
+            return checked_image_tarball(Path(saved["path"]), saved.get("sha256"), self.image)
         from toolchain.docker_engine import connect
         from toolchain.images.save import save_image
 
@@ -251,7 +253,7 @@ class _Archive:
             saved = save_image(image, self.work / "image.tar", self.image.body["tag"])
         finally:
             client.close()
-        return _checked_tar(Path(saved["path"]), saved["sha256"], self.image)
+        return checked_image_tarball(Path(saved["path"]), saved["sha256"], self.image)
 
 
 def latest_push(workspace: Workspace, image_record: str) -> PushedImage | None:
@@ -264,15 +266,6 @@ def latest_push(workspace: Workspace, image_record: str) -> PushedImage | None:
     return PushedImage(registry=body["registry"], repository=body["repository"], digest=body["digest"],
                        manifest_size=int(body.get("manifest_size") or 0), config_size=int(body.get("config_size") or 0),
                        layers=tuple((str(d), int(s)) for d, s in body.get("layers") or ()))
-
-
-def _checked_tar(path: Path, sha256: str | None, image: Record) -> Path:
-    """The image record's tarball after :func:`toolchain.images.tarball.verified_image_tarball` (its digest, then
-    its contents against the record's image id and tags)."""
-    from toolchain.images.tarball import verified_image_tarball
-    from toolchain.release import image_record_tags
-
-    return verified_image_tarball(path, sha256, image_id=image.body["image_id"], tags=image_record_tags(image))
 
 
 def prepare_releases(workspace: Workspace, config: DeployConfig, targets: list[str], work: Path
