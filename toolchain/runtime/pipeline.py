@@ -50,8 +50,6 @@ JOIN_TIMEOUT_S = 5.0
 """How long a finished run waits for each source thread; one still inside ``read`` closes its own source."""
 SPIN_S = 0.0015
 """How long before a paced frame's release time a source thread stops sleeping and yields instead."""
-_SKIPPED = np.empty((0, 0, 3), np.uint8)
-"""Stands for a frame decoded but not converted (the vehicle pipeline's finder skips it: ``find_every``)."""
 STAGES = ("decode", "preprocess", "batch", "infer", "postprocess", "sink")
 """Stage names, in order. ``batch`` is assembling the batch (the stack), not waiting for it."""
 
@@ -269,13 +267,12 @@ class Pipeline:
                 t_d0 = time.perf_counter()
                 if not realtime_paced and t_d0 >= end:
                     break
-                if self.vehicles is not None and not self.vehicles[k].wants_frame():
-                    # a frame the finder skips (find_every): decoded, never converted to an image
-                    image: np.ndarray | None = _SKIPPED if src.skip() else None
-                else:
-                    image = src.read()
+                # a frame the vehicle finder skips (find_every) is decoded, never converted to an image
+                skipping = self.vehicles is not None and not self.vehicles[k].wants_frame()
+                image = None if skipping else src.read()
+                ended = not src.skip() if skipping else image is None
                 t_d1 = time.perf_counter()
-                if image is None:
+                if ended:
                     state.status = "ended"
                     if self.vehicles is not None:  # its last tracks end: crossings at the frame edge, votes
                         last = FrameRecord(k, -1, t_d1)
@@ -296,7 +293,7 @@ class Pipeline:
                     record.measured = measure_start <= t_arrival < end
                 record.t_pre0 = time.perf_counter()
                 if self.vehicles is not None:
-                    record.vehicle, record.input = self.vehicles[k].process(None if image is _SKIPPED else image, i)
+                    record.vehicle, record.input = self.vehicles[k].process(image, i)
                 else:
                     record.input = self.preprocess(image)
                 record.t_pre1 = time.perf_counter()
