@@ -39,7 +39,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError, missing_extra
 from toolchain.fileio import atomic_output
