@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from toolchain.images.tarball import ImageTarballError, check_image_tarball, familiar_ref
-from toolchain.deploy.rollout import DeployConfig, _Archive
+from toolchain.deploy.rollout import DeployConfig, _release_archive
 from toolchain.release import checked_image_tarball
 from toolchain.errors import CorruptStoreError, InputNotFoundError
 from toolchain.registry import Record
@@ -255,17 +255,17 @@ def test_every_tarball_path_of_a_deploy_is_checked_once(tmp_path: Path) -> None:
     extra = _write(tmp_path / "extra.tar", _classic([(CONFIG, LAYERS, [TAG, "toolchain/tiny:production"])]))
     fleet = tmp_path / "fleet.toml"
     # --image-tar
-    tarball = _Archive(_image_record(), DeployConfig(ref="x", fleet=fleet, image_tar=extra), tmp_path)
+    tarball = _release_archive(_image_record(), DeployConfig(ref="x", fleet=fleet, image_tar=extra), tmp_path)
     for _ in range(2):  # refused for every unit, from one check
         with pytest.raises(CorruptStoreError, match="production"):
             tarball.full()
     # the one `package --save` wrote (recorded in the image record)
     saved = _image_record(save={"path": str(extra), "sha256": _sha(extra.read_bytes())})
     with pytest.raises(CorruptStoreError, match="production"):
-        _Archive(saved, DeployConfig(ref="x", fleet=fleet), tmp_path).full()
+        _release_archive(saved, DeployConfig(ref="x", fleet=fleet), tmp_path).full()
     good = _write(tmp_path / "good.tar", _classic([(CONFIG, LAYERS, [TAG])]))
     ok = _image_record(save={"path": str(good), "sha256": _sha(good.read_bytes())})
-    assert _Archive(ok, DeployConfig(ref="x", fleet=fleet), tmp_path).full() == good
+    assert _release_archive(ok, DeployConfig(ref="x", fleet=fleet), tmp_path).full() == good
 
 
 def test_a_containerd_store_tarball_with_an_index_and_attestation_passes(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def test_a_compressed_tarball_passes_the_check_and_gives_the_layers_and_a_partia
     import lzma
 
     from tests.deploy.test_integrity import _image_record
-    from toolchain.deploy.rollout import DeployConfig, _Archive
+    from toolchain.deploy.rollout import DeployConfig, _release_archive
 
     files = _classic([(CONFIG, LAYERS, [TAG])]) if layout == "classic" else _oci(CONFIG, LAYERS, [TAG])
     plain = _write(tmp_path / "image.tar", files)
@@ -78,7 +78,7 @@ def test_a_compressed_tarball_passes_the_check_and_gives_the_layers_and_a_partia
     # and the way a rollout reaches it: checked once for every unit, then the layers and the partial archive
     record = _image_record(image_id=image_id, tag=TAG, tags=[TAG])
     (tmp_path / "work").mkdir()
-    archive = _Archive(record, DeployConfig(ref="x", fleet=tmp_path / "fleet.toml", image_tar=packed), tmp_path / "work")
+    archive = _release_archive(record, DeployConfig(ref="x", fleet=tmp_path / "fleet.toml", image_tar=packed), tmp_path / "work")
     assert archive.full() == packed and archive.layers().diff_ids == image.diff_ids
     with tarfile.open(archive.partial(2), mode="r:") as partial:
         carried = {m.name for m in partial.getmembers() if m.isfile()}
@@ -90,7 +90,7 @@ def test_a_tarball_whose_layers_cannot_be_listed_is_refused_at_the_check_not_on_
     import gzip
 
     from tests.deploy.test_integrity import _image_record
-    from toolchain.deploy.rollout import DeployConfig, _Archive
+    from toolchain.deploy.rollout import DeployConfig, _release_archive
     from toolchain.errors import CorruptStoreError
 
     image_id = f"sha256:{_sha(_config(LAYERS[:3]))}"
@@ -111,7 +111,7 @@ def test_a_tarball_whose_layers_cannot_be_listed_is_refused_at_the_check_not_on_
             check_image_tarball(tarball, image_id=image_id, tags=[TAG])
         (tmp_path / "work").mkdir(exist_ok=True)
         config = DeployConfig(ref="x", fleet=tmp_path / "f.toml", image_tar=tarball)
-        archive = _Archive(record, config, tmp_path / "work")
+        archive = _release_archive(record, config, tmp_path / "work")
         with pytest.raises(CorruptStoreError, match=why):
             archive.full()
 
@@ -222,13 +222,13 @@ def test_the_deployment_archive_makes_each_payload_once_and_gzips_it_losslessly(
     import gzip
 
     from tests.deploy.test_integrity import _image_record
-    from toolchain.deploy.rollout import DeployConfig, _Archive
+    from toolchain.deploy.rollout import DeployConfig, _release_archive
 
     config = _config(LAYERS)
     good = _write(tmp_path / "good.tar", _classic([(config, LAYERS, [TAG])]))
     record = _image_record(image_id=f"sha256:{_sha(config)}", tag=TAG, tags=[TAG],
                            save={"path": str(good), "sha256": _sha(good.read_bytes())})
-    archive = _Archive(record, DeployConfig(ref="x", fleet=tmp_path / "fleet.toml"), tmp_path / "work")
+    archive = _release_archive(record, DeployConfig(ref="x", fleet=tmp_path / "fleet.toml"), tmp_path / "work")
     (tmp_path / "work").mkdir()
     assert archive.full() == good and archive.layers().diff_ids[-1] == f"sha256:{_sha(LAYERS[-1])}"
     partial = archive.partial(3)

@@ -180,7 +180,7 @@ def test_what_is_not_recognised_is_retried_until_the_attempts_run_out() -> None:
 
 def test_a_gzipped_image_tar_reaches_docker_load_compressed_once(tmp_path: Path) -> None:
     """`--image-tar img.tar.gz` (compress on, the default): the engine gets a gzip of the tar, not a gzip of a gzip."""
-    from toolchain.deploy.rollout import DeployConfig, _Archive
+    from toolchain.deploy.rollout import DeployConfig, _release_archive
 
     layers = [_layer("base"), _layer("model")]
     config = _config(layers)
@@ -189,7 +189,7 @@ def test_a_gzipped_image_tar_reaches_docker_load_compressed_once(tmp_path: Path)
     packed.write_bytes(gzip.compress(plain.read_bytes()))
     record = _image_record(image_id=f"sha256:{_sha(config)}", tag="toolchain/tiny:x", tags=["toolchain/tiny:x"])
     (tmp_path / "work").mkdir()
-    archive = _Archive(record, DeployConfig(ref="x", fleet=tmp_path / "fleet.toml", image_tar=packed), tmp_path / "work")
+    archive = _release_archive(record, DeployConfig(ref="x", fleet=tmp_path / "fleet.toml", image_tar=packed), tmp_path / "work")
     engine = _Engine([])
     stats = transfer_image(engine, transport="load", image_id=record.body["image_id"], tag="", archive=archive,
                            pushed=None, compress=True)

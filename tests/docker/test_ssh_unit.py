@@ -172,7 +172,17 @@ def test_deploy_status_rollback_and_bench_over_ssh(sshd: SshServer, unit: dict[s
     outputs.append(out)
     assert code == 0, out
     assert bench["where"].endswith(f"@127.0.0.1:{sshd.port}") and bench["frames"] > 0 and not bench["emulated"], bench
-    assert bench["device"]["engine_architecture"] == "x86_64"
+    assert bench["device"]["engine_architecture"] == "x86_64" and bench["image_transfer"] is None  # the unit had it
+
+    # a build whose image the unit lacks: bench --on sends it as deploy does, only the layer the unit lacks
+    remove_deployed(docker_client, MODEL, ids["v2"]["image_id"])
+    code, bench, out = _tc(ws, env, "bench", unit["builds"]["v2"]["build"], "--on", sshd.url(), "--source",
+                           "synthetic:64x64@10", "--duration", "1", "--warmup", "0.5", "--budget-ms", "500")
+    outputs.append(out)
+    assert code == 0, out
+    sent = bench["image_transfer"]
+    assert sent["transport"] == "load-delta" and sent["layers_sent"] == 1 and 2 * MB < sent["bytes_sent"] < 4 * MB, sent
+    assert bench["image"] == ids["v2"]["image_id"] and bench["frames"] > 0
 
     # the identity file's path is in none of it: outputs, records, the registry's files
     code, shown, out = _tc(ws, env, "registry", "show", status["units"][0]["last_deployment"]["record"])

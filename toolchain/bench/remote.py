@@ -62,29 +62,40 @@ def _image_for(workspace: Workspace, build: Any, image_ref: str | None) -> tuple
     return str(record.body["image_id"]), record.id
 
 
-def _ensure_image(client: Any, reference: str, image_record: str | None, workspace: Workspace) -> Any:
-    """The image on the engine; loaded from its checked ``package --save`` tarball when the engine lacks it."""
+def _ensure_image(client: Any, reference: str, image_record: str | None, workspace: Workspace
+                  ) -> tuple[Any, dict[str, Any] | None]:
+    """The image on the engine, and what bringing it there cost (None when the engine had it).
+
+    An engine without it is sent its checked ``package --save`` tarball as ``deploy`` sends a release with
+    ``transfer = "load"`` (:func:`toolchain.images.transfer.transfer_image`): only the layers the engine lacks,
+    gzip-compressed, retried when the link drops, checked on arrival.
+    """
     import docker.errors
 
     try:
-        return client.images.get(reference)
+        return client.images.get(reference), None
     except docker.errors.ImageNotFound:
         pass
     if image_record is None:
         raise MissingEnvironmentError(f"the engine has no image {reference}; load it there or pass --image with one it has")
     record = workspace.registry.get(image_record)
     saved = (record.body.get("save") or {}) if record is not None else {}
-    if not saved.get("path") or not Path(saved["path"]).is_file():
+    if record is None or not saved.get("path") or not Path(saved["path"]).is_file():
         raise MissingEnvironmentError(
             f"the engine has no image {reference[:19]} and no saved tarball of it is known: package it on that engine "
             "(`toolchain package ... --docker-host URL`) or with --save FILE"
         )
+    from toolchain.images.archive import TarballArchive
+    from toolchain.images.transfer import transfer_image
     from toolchain.release import checked_image_tarball
 
-    tarball = checked_image_tarball(Path(saved["path"]), saved.get("sha256"), record)
-    with open(tarball, "rb") as data:
-        client.images.load(data)
-    return client.images.get(reference)
+    with tempfile.TemporaryDirectory(prefix="toolchain-bench-image-") as work:
+        archive = TarballArchive(lambda: checked_image_tarball(Path(saved["path"]), saved.get("sha256"), record),
+                                 Path(work))
+        archive.full()  # a tarball that fails its check is bad input, said as such (not a failed transfer)
+        stats = transfer_image(client, transport="load", image_id=reference, tag=str(record.body["tag"]),
+                               archive=archive, pushed=None)
+    return client.images.get(reference), stats.to_json()
 
 
 def _sources(specs: tuple[str, ...]) -> tuple[list[str], dict[str, Path], bool]:
@@ -176,7 +187,7 @@ def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image
         request["credentials"] = CONTAINER_PATH  # where the file is, not what it holds
     client = connect(where, insecure=insecure)
     try:
-        image_obj = _ensure_image(client, reference, image_record, workspace)
+        image_obj, transfer = _ensure_image(client, reference, image_record, workspace)
         labels = image_obj.labels or {}
         if labels.get("org.toolchain.artifact") not in (None, build.id):
             raise BadInputError(f"image {reference[:19]} carries build {labels['org.toolchain.artifact'][:12]}, not "
@@ -233,7 +244,7 @@ def run_bench_on(workspace: Workspace, config: BenchConfig, where: str, *, image
     full = {"artifact": subject.ref, "artifact_id": build.id, "artifact_kind": subject.kind, "target": target,
             "runner": result.get("runner", ""), "size_mb": round(subject.size_bytes / 1e6, 3),
             "accuracy": subject.accuracy, "device": device, "where": redact_url(where), "emulated": emulated,
-            "image": image_obj.id, "image_record": image_record,
+            "image": image_obj.id, "image_record": image_record, "image_transfer": transfer,
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "config": config.to_json(), **report}
     plots: dict[str, Path] = {}
     try:

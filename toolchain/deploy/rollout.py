@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import os
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from toolchain.deploy.unit import (
     FAILED, SKIPPED, UNREACHABLE, Release, UnitResult, deploy_unit, rollback_unit, serving_containers,
 )
 from toolchain.errors import BadInputError, InputNotFoundError, MissingEnvironmentError, UsageError
+from toolchain.images.archive import TarballArchive
 from toolchain.images.pull import PushedImage
 from toolchain.progress import NullProgress, Progress
 from toolchain.redaction import redact_url, scrub
@@ -162,98 +162,40 @@ def _image_ref(workspace: Workspace, ref: str) -> Record | None:
         return None
 
 
-class _Archive:
-    """The image as archives for ``load`` transfers, made once each (thread-safe), removed at the end if made.
+def _release_archive(image: Record, config: DeployConfig, work: Path) -> TarballArchive:
+    """The image's archives for ``load`` transfers (:class:`toolchain.images.archive.TarballArchive`), made once
+    each for every unit of the deployment. The whole tarball is ``--image-tar``, the one ``package --save`` wrote,
+    or one exported now, checked by :func:`toolchain.release.checked_image_tarball` before any unit loads it."""
+    return TarballArchive(lambda: _find_or_make_tarball(image, config, work), work)
 
-    ``full()`` is a ``docker save`` tarball (``--image-tar``, the one ``package --save`` wrote, or one
-    exported now), checked by :func:`toolchain.release.checked_image_tarball` before any unit loads it; a
-    tarball that fails is refused for every unit, once. ``partial(k)`` is the same image without its first
-    ``k`` layer files (:mod:`toolchain.images.layers`), written once per ``k`` for every unit that holds those
-    layers.
-    """
 
-    def __init__(self, image: Record, config: DeployConfig, work: Path) -> None:
-        self.image, self.config, self.work = image, config, work
-        self._lock = threading.Lock()
-        self._path: Path | None = None
-        self._error: Exception | None = None
-        self._layers: Any = None
-        self._partial: dict[int, Path] = {}
-        self._gzipped: dict[Path, Path] = {}
+def _find_or_make_tarball(image: Record, config: DeployConfig, work: Path) -> Path:
+    """The image's checked ``docker save`` tarball: ``--image-tar``, the one ``package --save`` wrote, or one
+    exported now from the engine that built it."""
+    if config.image_tar is not None:
+        return checked_image_tarball(config.image_tar, None, image)
+    saved = image.body.get("save") or {}
+    if saved.get("path") and Path(saved["path"]).is_file():
+        return checked_image_tarball(Path(saved["path"]), saved.get("sha256"), image)
+    from toolchain.docker_engine import connect
+    from toolchain.images.save import save_image
 
-    def full(self) -> Path:
-        with self._lock:
-            if self._error is not None:
-                raise self._error
-            if self._path is None:
-                try:
-                    self._path = self._find_or_make()
-                except BadInputError as exc:  # a bad tarball stays bad: refuse it without re-reading it per unit
-                    self._error = exc
-                    raise
-            return self._path
+    host = config.source_host or image.body.get("docker_host") or None
+    client = connect(host, insecure=config.insecure)
+    try:
+        import docker.errors
 
-    def layers(self) -> Any:
-        from toolchain.images.layers import read_layers
-
-        path = self.full()
-        with self._lock:
-            if self._layers is None:
-                self._layers = read_layers(path)
-            return self._layers
-
-    def gzipped(self, path: Path) -> Path:
-        """``path`` gzip-compressed (level 1: fast, and about a third of the bytes of the image's layers)."""
-        import gzip
-        import shutil
-
-        from toolchain.fileio import atomic_output
-
-        with self._lock:
-            if path not in self._gzipped:
-                destination = self.work / f"{path.name}.gz"
-                with open(path, "rb") as source, atomic_output(destination) as raw, \
-                        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as out:
-                    shutil.copyfileobj(source, out, 1 << 20)
-                self._gzipped[path] = destination
-            return self._gzipped[path]
-
-    def partial(self, skip: int) -> Path:
-        from toolchain.images.layers import write_partial
-
-        layers = self.layers()
-        with self._lock:
-            if skip not in self._partial:
-                destination = self.work / f"image-without-{skip}-layers.tar"
-                write_partial(layers, skip, destination)
-                self._partial[skip] = destination
-            return self._partial[skip]
-
-    def _find_or_make(self) -> Path:
-        if self.config.image_tar is not None:
-            return checked_image_tarball(self.config.image_tar, None, self.image)
-        saved = self.image.body.get("save") or {}
-        if saved.get("path") and Path(saved["path"]).is_file():
-            return checked_image_tarball(Path(saved["path"]), saved.get("sha256"), self.image)
-        from toolchain.docker_engine import connect
-        from toolchain.images.save import save_image
-
-        host = self.config.source_host or self.image.body.get("docker_host") or None
-        client = connect(host, insecure=self.config.insecure)
         try:
-            import docker.errors
-
-            try:
-                image = client.images.get(self.image.body["image_id"])
-            except docker.errors.ImageNotFound as exc:
-                raise MissingEnvironmentError(
-                    f"the engine {host or '$DOCKER_HOST'} no longer has image {self.image.body['image_id'][:19]}; repackage "
-                    "it (`toolchain package`), pass --image-tar with its saved tarball, or --from the engine that has it"
-                ) from exc
-            saved = save_image(image, self.work / "image.tar", self.image.body["tag"])
-        finally:
-            client.close()
-        return checked_image_tarball(Path(saved["path"]), saved["sha256"], self.image)
+            held = client.images.get(image.body["image_id"])
+        except docker.errors.ImageNotFound as exc:
+            raise MissingEnvironmentError(
+                f"the engine {host or '$DOCKER_HOST'} no longer has image {image.body['image_id'][:19]}; repackage "
+                "it (`toolchain package`), pass --image-tar with its saved tarball, or --from the engine that has it"
+            ) from exc
+        saved = save_image(held, work / "image.tar", image.body["tag"])
+    finally:
+        client.close()
+    return checked_image_tarball(Path(saved["path"]), saved["sha256"], image)
 
 
 def latest_push(workspace: Workspace, image_record: str) -> PushedImage | None:
@@ -299,7 +241,7 @@ def prepare_releases(workspace: Workspace, config: DeployConfig, targets: list[s
         releases[target.name] = Release(
             image_record=image.id, image_id=body["image_id"], tag=body["tag"], model=body["model"], build=build.id,
             target=target.name, artifact_sha256=body["artifact_sha256"], backend=body.get("backend", "onnxruntime"),
-            archive=_Archive(image, config, work), pushed=latest_push(workspace, image.id),
+            archive=_release_archive(image, config, work), pushed=latest_push(workspace, image.id),
         )
         described[target.name] = {"image": image.id, "image_id": body["image_id"], "tag": body["tag"],
                                   "model": body["model"], "build": build.id, "artifact_sha256": body["artifact_sha256"]}
