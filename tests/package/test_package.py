@@ -204,7 +204,7 @@ def test_a_tarball_saved_again_by_a_cached_package_is_still_accepted(tmp_path: P
     import hashlib
 
     from tests.deploy.test_integrity import CONFIG, IMAGE_ID, LAYERS, _classic, _write
-    from toolchain.deploy.rollout import DeployConfig, _Archive
+    from toolchain.deploy.rollout import DeployConfig, _release_archive
     from toolchain.registry import Record
 
     tar = _write(tmp_path / "image.tar", _classic([(CONFIG, LAYERS, ["t:x"])]))
@@ -213,15 +213,15 @@ def test_a_tarball_saved_again_by_a_cached_package_is_still_accepted(tmp_path: P
                     body={"image_id": IMAGE_ID, "tag": "t:x",
                           "save": {"path": str(tar), "sha256": hashlib.sha256(b"first save").hexdigest()}})
     config = DeployConfig(ref="m@production", fleet=tmp_path / "fleet.toml")
-    assert _Archive(record, config, tmp_path).full() == tar
+    assert _release_archive(record, config, tmp_path).full() == tar
     tar.write_bytes(b"altered")  # matches neither the record nor its .sha256 file
     with pytest.raises(CorruptStoreError):
-        _Archive(record, config, tmp_path).full()
+        _release_archive(record, config, tmp_path).full()
     # saved again under another tag (`package --tag other --save`): loading it would set that tag on every unit
     other = _write(tmp_path / "image.tar", _classic([(CONFIG, LAYERS, ["t:other"])]))
     (tmp_path / "image.tar.sha256").write_text(f"{hashlib.sha256(other.read_bytes()).hexdigest()}  image.tar\n")
     with pytest.raises(CorruptStoreError, match="t:other"):
-        _Archive(record, config, tmp_path).full()
+        _release_archive(record, config, tmp_path).full()
 
 
 def _lock_entries(text: str) -> dict[str, tuple[str, list[str]]]:
