@@ -34,7 +34,10 @@ def test_search_runs_once_then_seeds_train_the_best_configuration_and_the_pick_i
 
     registered = []
     monkeypatch.setattr(search, "train_run", fake_train_run)
-    monkeypatch.setattr(seeds, "test_figures", lambda ws, ds, run, recipe: (test_by_seed[run.seed], 0.5))
+    # 100 test images: each seed right on its test accuracy's share of them, the first ones
+    answers = {seed: tuple(i < round(100 * acc) for i in range(100)) for seed, acc in test_by_seed.items()}
+    monkeypatch.setattr(seeds, "test_figures", lambda ws, ds, run, recipe: (test_by_seed[run.seed], 0.5,
+                                                                            answers[run.seed]))
     monkeypatch.setattr(loop, "register_run_model",
                         lambda ws, record, name, *, seeds, seed_runs: registered.append((record, seeds, seed_runs)) or
                         ("m" * 64, f"{name}@v1"))
@@ -52,6 +55,10 @@ def test_search_runs_once_then_seeds_train_the_best_configuration_and_the_pick_i
     assert result.final.seed == 11 and result.seed_summary["picked_seed"] == 11
     assert result.seed_summary["test_accuracy"]["spread"] == pytest.approx(0.29)
     assert [o.test_accuracy for o in result.seeds] == [0.99, 0.70, 0.95]
+    # seeds 29 points apart, each right on a subset of the others' right answers: not chance (shuffled, they
+    # spread far less)
+    chance = result.seed_summary["test_accuracy"]["chance_spread"]
+    assert 0 < chance["p5"] <= chance["median"] <= chance["p95"] < 0.29 and chance["shuffles"] == seeds.CHANCE_SHUFFLES
     (record, summary, others), = registered
     assert record == result.final.run and summary is result.seed_summary and len(others) == 2
 
@@ -74,3 +81,20 @@ def _recipe(directory: Path) -> Path:
     path = directory / "two-lr.toml"
     path.write_text('name = "two-lr"\narchitecture = "edgenet"\ninput_size = 32\n[search]\nlr = [0.001, 0.01]\n')
     return path
+
+
+def test_chance_spread_is_what_equally_good_seeds_would_show_on_the_test_split() -> None:
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(5)
+    # five seeds that agree on every image: shuffling changes nothing, so chance gives no spread at all
+    same = np.tile(rng.random(200) < 0.85, (5, 1))
+    assert seeds.chance_spread(same) == {"median": 0.0, "p5": 0.0, "p95": 0.0, "shuffles": seeds.CHANCE_SHUFFLES}
+    # five equally good seeds that err independently on 15% of 200 images: their own spread is inside chance's
+    independent = rng.random((5, 200)) < 0.85
+    chance = seeds.chance_spread(independent)
+    measured = np.ptp(independent.mean(axis=1))
+    assert 0.02 < chance["p5"] < chance["median"] < chance["p95"] < 0.2
+    assert chance["p5"] <= measured <= chance["p95"]
+    assert seeds.chance_spread(independent) == chance  # a fixed shuffle seed: the same figures on a rerun
+    # fewer than two seeds, or no test images: nothing to say
+    assert seeds.chance_spread(independent[:1]) is None and seeds.chance_spread(np.zeros((3, 0), bool)) is None

@@ -175,6 +175,8 @@ def test_seeds_trains_k_seeds_picks_on_validation_and_records_the_spread(tiny_wo
     assert spread["spread"] == pytest.approx(max(tests) - min(tests), abs=1e-6)
     assert spread["mean"] == pytest.approx(sum(tests) / 3, abs=1e-6) and spread["std"] >= 0
     assert seeds["test_images"] > 0 and out["model"] == "cls@v1"
+    chance = spread["chance_spread"]  # what equally good seeds would spread on this test split
+    assert 0 <= chance["p5"] <= chance["median"] <= chance["p95"] <= 1 and chance["shuffles"] > 0
     with open_store(str(tiny_workspace / "registry.db")) as store:
         model = store.get(out["model_id"])
         assert model.body["seeds"] == seeds
@@ -192,6 +194,7 @@ def test_seeds_trains_k_seeds_picks_on_validation_and_records_the_spread(tiny_wo
                            capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     text = " ".join(human.stderr.split())  # rich wraps long lines
     assert "over 3 seeds" in text and f"seed {seeds['picked_seed']} picked on validation" in text
+    assert f"equally good seeds would spread {100 * chance['p5']:.1f}-{100 * chance['p95']:.1f} points" in text
 
     # one of those seeds trained alone is the same run, now registered as a plain model
     other = next(r for r in seeds["runs"] if r["seed"] != seeds["picked_seed"])

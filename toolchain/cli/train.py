@@ -238,9 +238,12 @@ def seed_spread_line(summary: dict[str, Any]) -> str:
     t = summary.get("test_accuracy")
     if not t:
         return f"{summary['count']} seeds; no test split to measure their spread on"
+    chance = t.get("chance_spread")
+    by_chance = (f" (equally good seeds would spread {100 * chance['p5']:.1f}-{100 * chance['p95']:.1f} points on these "
+                 f"{summary.get('test_images', '?')} test images, median {100 * chance['median']:.1f})") if chance else ""
     return (f"test accuracy over {summary['count']} seeds: mean {t['mean']:.4f} (std {t['std']:.4f}), min {t['min']:.4f}, "
-            f"max {t['max']:.4f}, spread {100 * t['spread']:.1f} points; seed {summary['picked_seed']} picked on "
-            f"validation")
+            f"max {t['max']:.4f}, spread {100 * t['spread']:.1f} points{by_chance}; seed {summary['picked_seed']} picked "
+            f"on validation")
 
 
 def _mlflow_uri() -> str:

@@ -179,8 +179,9 @@ def _train_seeds(workspace: Workspace, config: TrainConfig, dataset: Any, recipe
     if world.is_main:
         outcomes = []
         for run in runs:  # after the pick: the test figures are reported, never used to choose
-            accuracy, loss = seeding.test_figures(workspace, dataset, run, recipe)
-            outcomes.append(seeding.SeedOutcome(seed=run.seed, run=run, test_accuracy=accuracy, test_loss=loss))
+            accuracy, loss, correct = seeding.test_figures(workspace, dataset, run, recipe)
+            outcomes.append(seeding.SeedOutcome(seed=run.seed, run=run, test_accuracy=accuracy, test_loss=loss,
+                                                test_correct=correct))
         summary = seeding.summary(outcomes, picked, dataset)
         record = workspace.registry.get(picked.run)
         assert record is not None, "the picked run was recorded"
