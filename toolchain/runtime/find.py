@@ -270,8 +270,8 @@ class MotionFinder(Finder):
 
     def _components(self, mask: np.ndarray) -> Tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         """8-connected components of ``mask`` with their stats. Grana's block-based labelling: the same labels
-        and stats as OpenCV's default (Spaghetti) on the finder's masks, in about two thirds of the time with
-        the stats (BENCHMARKS.md, "Vehicle pipeline streams")."""
+        and stats as OpenCV's default (Spaghetti), 0.1-0.3 ms less per frame found on (BENCHMARKS.md, "Cheaper
+        steps of the finder")."""
         cv2 = self._cv2
         grana = getattr(cv2, "CCL_GRANA", None)
         if grana is None:  # an OpenCV without the choice of algorithm
