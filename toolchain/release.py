@@ -57,3 +57,12 @@ def checked_image_tarball(path: Path, sha256: str | None, image: Record) -> Path
 
     return verified_image_tarball(path, sha256, image_id=image.body["image_id"],
                                   tags=[image.body["tag"], *(image.body.get("tags") or [])])
+
+
+def saved_image_tarball(image: Record) -> Path | None:
+    """The tarball ``package --save`` wrote for an image record, checked (:func:`checked_image_tarball`); None when
+    none was saved or the file is gone."""
+    saved = image.body.get("save") or {}
+    if not saved.get("path") or not Path(saved["path"]).is_file():
+        return None
+    return checked_image_tarball(Path(saved["path"]), saved.get("sha256"), image)

@@ -78,23 +78,20 @@ def _ensure_image(client: Any, reference: str, image_record: str | None, workspa
         pass
     if image_record is None:
         raise MissingEnvironmentError(f"the engine has no image {reference}; load it there or pass --image with one it has")
+    from toolchain.images.archive import TarballArchive
+    from toolchain.images.transfer import transfer_image
+    from toolchain.release import saved_image_tarball
+
     record = workspace.registry.get(image_record)
-    saved = (record.body.get("save") or {}) if record is not None else {}
-    if record is None or not saved.get("path") or not Path(saved["path"]).is_file():
+    tarball = saved_image_tarball(record) if record is not None else None  # a bad tarball: BadInputError here
+    if record is None or tarball is None:
         raise MissingEnvironmentError(
             f"the engine has no image {reference[:19]} and no saved tarball of it is known: package it on that engine "
             "(`toolchain package ... --docker-host URL`) or with --save FILE"
         )
-    from toolchain.images.archive import TarballArchive
-    from toolchain.images.transfer import transfer_image
-    from toolchain.release import checked_image_tarball
-
     with tempfile.TemporaryDirectory(prefix="toolchain-bench-image-") as work:
-        archive = TarballArchive(lambda: checked_image_tarball(Path(saved["path"]), saved.get("sha256"), record),
-                                 Path(work))
-        archive.full()  # a tarball that fails its check is bad input, said as such (not a failed transfer)
         stats = transfer_image(client, transport="load", image_id=reference, tag=str(record.body["tag"]),
-                               archive=archive, pushed=None)
+                               archive=TarballArchive(lambda: tarball, Path(work)), pushed=None)
     return client.images.get(reference), stats.to_json()
 
 

@@ -33,7 +33,7 @@ from toolchain.images.pull import PushedImage
 from toolchain.progress import NullProgress, Progress
 from toolchain.redaction import redact_url, scrub
 from toolchain.registry import NewRecord, Record
-from toolchain.release import checked_image_tarball
+from toolchain.release import checked_image_tarball, saved_image_tarball
 from toolchain.targets.profile import load_target
 from toolchain.workspace import Workspace
 
@@ -174,9 +174,9 @@ def _find_or_make_tarball(image: Record, config: DeployConfig, work: Path) -> Pa
     exported now from the engine that built it."""
     if config.image_tar is not None:
         return checked_image_tarball(config.image_tar, None, image)
-    saved = image.body.get("save") or {}
-    if saved.get("path") and Path(saved["path"]).is_file():
-        return checked_image_tarball(Path(saved["path"]), saved.get("sha256"), image)
+    saved_tarball = saved_image_tarball(image)
+    if saved_tarball is not None:
+        return saved_tarball
     from toolchain.docker_engine import connect
     from toolchain.images.save import save_image
 
