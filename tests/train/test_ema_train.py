@@ -32,7 +32,7 @@ def test_ema_selected_weights_register_as_a_plain_state_dict_and_export(tiny_wor
 
     def ema_always_better(weights, module, *args):  # noqa: ANN001, ANN202
         loss, accuracy = real(weights, module, *args)
-        return (loss, 1.0) if weights == "ema" else (loss, accuracy)
+        return (0.0, 1.0) if weights == "ema" else (loss, accuracy)  # better on loss (selected on) and accuracy
 
     monkeypatch.setattr(loop, "_validate", ema_always_better)
     with Workspace(tiny_workspace) as ws:
@@ -58,7 +58,7 @@ def test_ema_selected_weights_register_as_a_plain_state_dict_and_export(tiny_wor
 
 
 def test_ema_off_and_one_reading_is_the_old_recipe(tiny_workspace: Path) -> None:
-    old = (*TINY, ("ema_decay", 0.0), ("val_window", 1))
+    old = (*TINY, ("ema_decay", 0.0), ("val_window", 1), ("select_on", "accuracy"))
     with Workspace(tiny_workspace) as ws:
         result = train(ws, TrainConfig(data="tiny", name="old", epochs=2, overrides=old, device="cpu")).final
         assert result.selected_weights == "raw"
@@ -66,3 +66,23 @@ def test_ema_off_and_one_reading_is_the_old_recipe(tiny_workspace: Path) -> None
         best = max(result.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
         assert result.best_epoch == best["epoch"] and result.smoothed_val_accuracy == result.val_accuracy
         assert "ema" not in load_checkpoint(ws.root / "runs" / result.run / "checkpoint.pt")
+
+
+def test_the_default_recipe_keeps_the_weights_of_the_lowest_smoothed_validation_loss(tiny_workspace: Path,
+                                                                                        monkeypatch) -> None:
+    from toolchain.train.selection import select
+
+    real = loop._validate
+    readings = iter([(0.60, 0.9), (0.61, 0.9), (0.50, 0.6), (0.51, 0.6), (0.40, 0.7), (0.40, 0.7)])
+
+    def scripted(weights, module, *args):  # noqa: ANN001, ANN202  (EMA first, then raw, each epoch)
+        real(weights, module, *args)
+        return next(readings)
+
+    monkeypatch.setattr(loop, "_validate", scripted)
+    with Workspace(tiny_workspace) as ws:  # epoch 0 has the best accuracy; epoch 2 the lowest loss
+        result = train(ws, TrainConfig(data="tiny", name="byloss", epochs=3, overrides=(*TINY, ("val_window", 1)),
+                                       device="cpu")).final
+    assert result.params["select_on"] == "loss"
+    assert result.best_epoch == 2 and result.val_loss == 0.40 and result.val_accuracy == 0.7
+    assert select(result.history, 1, "loss").epoch == 2 and select(result.history, 1).epoch == 0

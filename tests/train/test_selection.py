@@ -45,6 +45,29 @@ def test_the_better_of_raw_and_ema_is_kept_and_ema_wins_a_tie() -> None:
     assert select(_history(raw, worse_ema), window=2).weights == "raw"
 
 
+def test_select_on_loss_ranks_the_smoothed_loss_first_and_accuracy_breaks_ties() -> None:
+    # accuracy peaks early by a lucky image or two; the loss keeps falling as training anneals
+    history = _history([(0.70, 0.60), (0.84, 0.45), (0.83, 0.42), (0.82, 0.38), (0.83, 0.38)])
+    assert select(history, window=1).epoch == 1
+    best = select(history, window=1, metric="loss")
+    assert (best.epoch, best.val_loss, best.val_accuracy) == (4, 0.38, 0.83)  # equal loss: the better accuracy
+    smoothed = select(history, window=2, metric="loss")
+    assert smoothed.epoch == 4 and smoothed.smoothed_val_loss == pytest.approx(0.38)
+    with pytest.raises(ValueError, match="accuracy or loss"):
+        select(history, window=1, metric="f1")
+
+
+def test_the_recipe_takes_select_on_and_refuses_other_metrics() -> None:
+    from toolchain.errors import UsageError
+    from toolchain.models.recipe import load_recipe
+
+    recipe = load_recipe("edgenet")
+    assert recipe.training.select_on == "loss"
+    assert recipe.with_overrides({"select_on": "accuracy"}).training.select_on == "accuracy"
+    with pytest.raises(UsageError, match="select_on"):
+        recipe.with_overrides({"select_on": "f1"})
+
+
 def test_ema_averages_parameters_and_batchnorm_buffers_with_a_warm_up() -> None:
     torch = pytest.importorskip("torch")
     from toolchain.train.ema import make_ema

@@ -55,7 +55,7 @@ def train(ctx: click.Context, data_ref: str | None, recipe: str | None, name: st
 
     Reads the uint8 shards directly; checkpoints every epoch; rerunning the same command returns
     the finished run, or resumes it after a crash. Keeps the better of the raw weights and their
-    EMA on a smoothed validation score (recipe keys ema_decay, val_window). With --seeds K the
+    EMA on a smoothed validation score (recipe keys ema_decay, val_window, select_on). With --seeds K the
     search (if any) runs once, then K seeds of the best configuration train; rerun the command
     (not --resume) to continue a killed --seeds run. Under `torchrun --nproc_per_node N -m toolchain
     train ...` it trains with DistributedDataParallel (gloo on CPU, NCCL on CUDA).

@@ -25,6 +25,7 @@ A recipe looks like this (every table and most keys are optional; see the built-
     early_stopping_patience = 6       # epochs without improvement; 0 turns it off
     ema_decay = 0.99                  # per-step decay of an EMA of the weights; 0 turns it off
     val_window = 3                    # select/early-stop on the mean of the last N validation readings
+    select_on = "loss"                # loss (accuracy breaks ties) | accuracy (loss breaks ties)
 
     [training.augmentation]
     scale = [0.6, 1.0]                # random-resized-crop area range
@@ -83,6 +84,7 @@ ARCHITECTURES: tuple[str, ...] = ("edgenet", "mobilenet_v3_small", "resnet18")
 """Architectures :func:`toolchain.models.zoo.build_model` can build."""
 
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
+SELECTION_METRICS: tuple[str, ...] = ("accuracy", "loss")
 
 DEFAULT_RECIPE = "edgenet"
 """The recipe ``train`` uses when none is named."""
@@ -135,6 +137,11 @@ class TrainingDefaults:
             one can be selected. 0 turns the EMA off (raw weights only).
         val_window: Checkpoint selection and early stopping compare the mean of the last ``val_window``
             validation readings of each set of weights, not one noisy reading; 1 is a single reading.
+        select_on: What that comparison ranks first: ``loss`` (lower smoothed validation loss, accuracy
+            breaking ties) or ``accuracy`` (smoothed validation accuracy, lower loss breaking ties; the rule
+            before). On a small validation split accuracy moves in whole images and can peak early by luck,
+            keeping the weights of an epoch long before the schedule has annealed; the loss moves
+            continuously (BENCHMARKS.md, "Training spread over seeds").
         augmentation: Training-time augmentation.
     """
 
@@ -149,6 +156,7 @@ class TrainingDefaults:
     early_stopping_patience: int = 6
     ema_decay: float = 0.99
     val_window: int = 3
+    select_on: str = "loss"
     augmentation: Augmentation = field(default_factory=Augmentation)
 
 
@@ -312,6 +320,7 @@ _PARAM_LOCATIONS: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "early_stopping_patience": (("training",), _int_range(0, 10_000)),
     "ema_decay": (("training",), _float_range(0.0, 1.0, high_open=True)),
     "val_window": (("training",), _int_range(1, 1_000)),
+    "select_on": (("training",), _choice(SELECTION_METRICS)),
     "scale": (("training", "augmentation"), _scale),
     "hflip": (("training", "augmentation"), _unit),
     "brightness": (("training", "augmentation"), _non_negative),

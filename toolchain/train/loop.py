@@ -274,7 +274,7 @@ def train_run(workspace: Workspace, spec: RunSpec, *, progress: Progress | None 
         )
         history.append(stats.to_json())
         for choice in candidates(history, window):
-            if better(choice, best):
+            if better(choice, best, recipe.training.select_on):
                 best = choice
                 kept = ema.module if choice.weights == "ema" else model
                 best_state = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}

@@ -3,8 +3,9 @@ smoothed validation score rather than on one noisy reading.
 
 Each epoch validates the raw weights and, when the recipe keeps an EMA of the weights
 (``ema_decay > 0``), the EMA weights too. A candidate's score is the mean of its last ``val_window``
-validation readings (accuracy first, then loss as the tie-break), so one lucky or unlucky epoch on a
-small validation split neither picks the checkpoint nor stops the run. With ``ema_decay = 0`` and
+validation readings (accuracy first, then loss as the tie-break; or, with the recipe's ``select_on = "loss"``,
+lower loss first, then accuracy), so one lucky or unlucky epoch on a small validation split neither picks the
+checkpoint nor stops the run. With ``ema_decay = 0`` and
 ``val_window = 1`` this is the single-reading rule of earlier versions, exactly.
 
 The history holds every reading, so the scores are recomputed from it after a resume: nothing else
@@ -46,9 +47,13 @@ class Choice:
     smoothed_val_accuracy: float
     smoothed_val_loss: float
 
-    @property
-    def score(self) -> tuple[float, float]:
-        """What selection maximises: smoothed accuracy, then lower smoothed loss."""
+    def score(self, metric: str = "accuracy") -> tuple[float, float]:
+        """What selection maximises: smoothed accuracy, then lower smoothed loss (``metric="accuracy"``), or
+        lower smoothed loss, then smoothed accuracy (``metric="loss"``)."""
+        if metric == "loss":
+            return (-self.smoothed_val_loss, self.smoothed_val_accuracy)
+        if metric != "accuracy":
+            raise ValueError(f"selection metric is accuracy or loss, not {metric!r}")
         return (self.smoothed_val_accuracy, -self.smoothed_val_loss)
 
     def to_json(self) -> dict[str, Any]:
@@ -81,16 +86,16 @@ def candidates(history: Sequence[dict[str, Any]], window: int) -> list[Choice]:
     return found
 
 
-def better(candidate: Choice, best: Choice | None) -> bool:
-    """Whether ``candidate`` replaces ``best`` (strictly higher score)."""
-    return best is None or candidate.score > best.score
+def better(candidate: Choice, best: Choice | None, metric: str = "accuracy") -> bool:
+    """Whether ``candidate`` replaces ``best`` (strictly higher score on ``metric``)."""
+    return best is None or candidate.score(metric) > best.score(metric)
 
 
-def select(history: Sequence[dict[str, Any]], window: int) -> Choice | None:
+def select(history: Sequence[dict[str, Any]], window: int, metric: str = "accuracy") -> Choice | None:
     """The choice the training loop arrives at for a whole history (for tests and reports)."""
     best: Choice | None = None
     for end in range(1, len(history) + 1):
         for choice in candidates(history[:end], window):
-            if better(choice, best):
+            if better(choice, best, metric):
                 best = choice
     return best
