@@ -75,7 +75,7 @@ def test_the_default_recipe_keeps_the_weights_of_the_lowest_smoothed_validation_
     real = loop._validate
     readings = iter([(0.60, 0.9), (0.61, 0.9), (0.50, 0.6), (0.51, 0.6), (0.40, 0.7), (0.40, 0.7)])
 
-    def scripted(weights, module, *args):  # noqa: ANN001, ANN202  (EMA first, then raw, each epoch)
+    def scripted(weights, module, *args):  # noqa: ANN001, ANN202  (raw, then EMA, each epoch)
         real(weights, module, *args)
         return next(readings)
 
