@@ -68,8 +68,8 @@ def test_ema_off_and_one_reading_is_the_old_recipe(tiny_workspace: Path) -> None
         assert "ema" not in load_checkpoint(ws.root / "runs" / result.run / "checkpoint.pt")
 
 
-def test_the_default_recipe_keeps_the_weights_of_the_lowest_smoothed_validation_loss(tiny_workspace: Path,
-                                                                                        monkeypatch) -> None:
+def test_select_on_loss_keeps_the_weights_of_the_lowest_smoothed_validation_loss(tiny_workspace: Path,
+                                                                                   monkeypatch) -> None:
     from toolchain.train.selection import select
 
     real = loop._validate
@@ -81,8 +81,8 @@ def test_the_default_recipe_keeps_the_weights_of_the_lowest_smoothed_validation_
 
     monkeypatch.setattr(loop, "_validate", scripted)
     with Workspace(tiny_workspace) as ws:  # epoch 0 has the best accuracy; epoch 2 the lowest loss
-        result = train(ws, TrainConfig(data="tiny", name="byloss", epochs=3, overrides=(*TINY, ("val_window", 1)),
-                                       device="cpu")).final
+        overrides = (*TINY, ("val_window", 1), ("select_on", "loss"))
+        result = train(ws, TrainConfig(data="tiny", name="byloss", epochs=3, overrides=overrides, device="cpu")).final
     assert result.params["select_on"] == "loss"
     assert result.best_epoch == 2 and result.val_loss == 0.40 and result.val_accuracy == 0.7
     assert select(result.history, 1, "loss").epoch == 2 and select(result.history, 1).epoch == 0

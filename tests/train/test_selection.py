@@ -62,8 +62,8 @@ def test_the_recipe_takes_select_on_and_refuses_other_metrics() -> None:
     from toolchain.models.recipe import load_recipe
 
     recipe = load_recipe("edgenet")
-    assert recipe.training.select_on == "loss"
-    assert recipe.with_overrides({"select_on": "accuracy"}).training.select_on == "accuracy"
+    assert recipe.training.select_on == "accuracy"
+    assert recipe.with_overrides({"select_on": "loss"}).training.select_on == "loss"
     with pytest.raises(UsageError, match="select_on"):
         recipe.with_overrides({"select_on": "f1"})
 
