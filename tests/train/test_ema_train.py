@@ -86,3 +86,25 @@ def test_select_on_loss_keeps_the_weights_of_the_lowest_smoothed_validation_loss
     assert result.params["select_on"] == "loss"
     assert result.best_epoch == 2 and result.val_loss == 0.40 and result.val_accuracy == 0.7
     assert select(result.history, 1, "loss").epoch == 2 and select(result.history, 1).epoch == 0
+
+
+def test_select_on_loss_trains_on_while_accuracy_improves_and_stops_when_neither_does(tiny_workspace: Path,
+                                                                                      monkeypatch) -> None:
+    real = loop._validate
+    # (loss, accuracy) per epoch, the same for raw and EMA: the loss bottoms at epoch 0, accuracy rises to epoch 2
+    per_epoch = [(0.30, 0.70), (0.35, 0.75), (0.36, 0.80), (0.37, 0.80), (0.38, 0.80), (0.38, 0.79)]
+    readings = iter(r for r in per_epoch for _ in ("raw", "ema"))
+
+    def scripted(weights, module, *args):  # noqa: ANN001, ANN202
+        real(weights, module, *args)
+        return next(readings)
+
+    monkeypatch.setattr(loop, "_validate", scripted)
+    overrides = (*TINY, ("val_window", 1), ("select_on", "loss"), ("early_stopping_patience", 1))
+    with Workspace(tiny_workspace) as ws:
+        result = train(ws, TrainConfig(data="tiny", name="plateau", epochs=6, overrides=overrides, device="cpu")).final
+        # stopping on the loss alone would have stopped before epoch 2; accuracy's gains carry it to epoch 3,
+        # and the run stops before epoch 4, two epochs after the last gain of either
+        assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+        assert ws.registry.get(result.run).body["stopped_early"] is True
+    assert result.best_epoch == 0 and result.val_loss == 0.30  # the kept weights are still the lowest loss

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolchain.train.selection import select
+from toolchain.train.selection import last_progress, select
 
 
 def _history(raw: list[tuple[float, float]], ema: list[tuple[float, float]] | None = None) -> list[dict]:
@@ -57,13 +57,36 @@ def test_select_on_loss_ranks_the_smoothed_loss_first_and_accuracy_breaks_ties()
         select(history, window=1, metric="f1")
 
 
+def test_early_stopping_on_accuracy_counts_from_the_selected_checkpoint() -> None:
+    history = _history([(0.70, 0.60), (0.84, 0.45), (0.83, 0.42), (0.82, 0.38), (0.83, 0.38)])
+    assert last_progress(history, window=1) == select(history, window=1).epoch == 1
+    assert last_progress([], window=1) is None
+
+
+def test_select_on_loss_stops_only_when_neither_loss_nor_accuracy_improves() -> None:
+    # the loss bottoms at epoch 2 and creeps up as the model grows confident; accuracy still rises to epoch 5
+    history = _history([(0.70, 0.60), (0.80, 0.40), (0.82, 0.30), (0.84, 0.31), (0.85, 0.32), (0.86, 0.33),
+                        (0.86, 0.34), (0.85, 0.35)])
+    assert select(history, window=1, metric="loss").epoch == 2  # the kept weights: lowest loss
+    assert last_progress(history, window=1, metric="loss") == 5  # patience counts from accuracy's last gain
+    # an equal accuracy is no progress, and neither is an equal loss
+    flat = _history([(0.80, 0.40), (0.80, 0.40), (0.80, 0.40)])
+    assert last_progress(flat, window=1, metric="loss") == 0
+    # EMA and raw both count: a raw accuracy gain is progress even when the EMA holds the best loss
+    raw = [(0.70, 0.50), (0.75, 0.45), (0.90, 0.60)]
+    ema = [(0.72, 0.40), (0.74, 0.35), (0.74, 0.36)]
+    both = _history(raw, ema)
+    assert select(both, window=1, metric="loss").weights == "ema"
+    assert last_progress(both, window=1, metric="loss") == 2
+
+
 def test_the_recipe_takes_select_on_and_refuses_other_metrics() -> None:
     from toolchain.errors import UsageError
     from toolchain.models.recipe import load_recipe
 
     recipe = load_recipe("edgenet")
-    assert recipe.training.select_on == "accuracy"
-    assert recipe.with_overrides({"select_on": "loss"}).training.select_on == "loss"
+    assert recipe.training.select_on == "loss"
+    assert recipe.with_overrides({"select_on": "accuracy"}).training.select_on == "accuracy"
     with pytest.raises(UsageError, match="select_on"):
         recipe.with_overrides({"select_on": "f1"})
 

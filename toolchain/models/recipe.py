@@ -25,7 +25,7 @@ A recipe looks like this (every table and most keys are optional; see the built-
     early_stopping_patience = 6       # epochs without improvement; 0 turns it off
     ema_decay = 0.99                  # per-step decay of an EMA of the weights; 0 turns it off
     val_window = 3                    # select/early-stop on the mean of the last N validation readings
-    select_on = "accuracy"            # accuracy (loss breaks ties) | loss (accuracy breaks ties)
+    select_on = "loss"                # loss (accuracy breaks ties) | accuracy (loss breaks ties)
 
     [training.augmentation]
     scale = [0.6, 1.0]                # random-resized-crop area range
@@ -137,12 +137,13 @@ class TrainingDefaults:
             one can be selected. 0 turns the EMA off (raw weights only).
         val_window: Checkpoint selection and early stopping compare the mean of the last ``val_window``
             validation readings of each set of weights, not one noisy reading; 1 is a single reading.
-        select_on: What that comparison ranks first: ``accuracy`` (smoothed validation accuracy, lower loss
-            breaking ties) or ``loss`` (lower smoothed validation loss, accuracy breaking ties). On a small
-            validation split accuracy moves in whole images and can peak early by luck, keeping the weights
-            of an epoch long before the schedule has annealed; the loss moves continuously, but can
-            plateau while accuracy still improves, and then stops the run early (BENCHMARKS.md, "Training
-            spread over seeds": better on real-dev, worse on the demo's run).
+        select_on: What that comparison ranks first: ``loss`` (lower smoothed validation loss, accuracy
+            breaking ties) or ``accuracy`` (smoothed validation accuracy, lower loss breaking ties; the rule
+            before). On a small validation split accuracy moves in whole images and can peak early by luck,
+            keeping the weights of an epoch long before the schedule has annealed; the loss moves
+            continuously. With ``loss``, early stopping waits until neither the smoothed loss nor the
+            smoothed accuracy has improved for ``early_stopping_patience`` epochs, since the loss can
+            plateau while accuracy still rises (BENCHMARKS.md, "Training spread over seeds").
         augmentation: Training-time augmentation.
     """
 
@@ -157,7 +158,7 @@ class TrainingDefaults:
     early_stopping_patience: int = 6
     ema_decay: float = 0.99
     val_window: int = 3
-    select_on: str = "accuracy"
+    select_on: str = "loss"
     augmentation: Augmentation = field(default_factory=Augmentation)
 
 

@@ -34,7 +34,7 @@ from toolchain.train import distributed
 from toolchain.train.batches import SplitArrays, batch_order, epoch_generator, iterate_batches, train_transform
 from toolchain.models.checkpoint import load_checkpoint, save_checkpoint, state_dict_bytes
 from toolchain.train.predict import predict_split
-from toolchain.train.selection import Choice, better, candidates
+from toolchain.train.selection import Choice, better, candidates, last_progress
 from toolchain.workspace import Workspace
 
 CHECKPOINT = "checkpoint.pt"
@@ -265,7 +265,8 @@ def train_run(workspace: Workspace, spec: RunSpec, *, progress: Progress | None 
     window = recipe.training.val_window
     stopped_early = False
     for epoch in range(start_epoch, recipe.training.epochs):
-        if patience and best is not None and epoch - best.epoch > patience:
+        improved_at = last_progress(history, window, recipe.training.select_on)
+        if patience and improved_at is not None and epoch - improved_at > patience:
             stopped_early = True
             break
         stats = _train_epoch(

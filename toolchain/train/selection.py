@@ -93,9 +93,30 @@ def better(candidate: Choice, best: Choice | None, metric: str = "accuracy") -> 
 
 def select(history: Sequence[dict[str, Any]], window: int, metric: str = "accuracy") -> Choice | None:
     """The choice the training loop arrives at for a whole history (for tests and reports)."""
+    return _walk(history, window, metric)[0]
+
+
+def last_progress(history: Sequence[dict[str, Any]], window: int, metric: str = "accuracy") -> int | None:
+    """The last epoch of ``history`` at which training still made progress; early stopping counts from it.
+
+    With ``metric="accuracy"`` that is the epoch of the selected checkpoint. With ``metric="loss"`` it is
+    also any later epoch whose smoothed validation accuracy beat every earlier one: the validation loss
+    can plateau, or creep up as the model grows more confident, while accuracy still improves, and a
+    run stopped there keeps half-trained weights. The run stops only once neither has improved for
+    ``early_stopping_patience`` epochs; the kept weights are still those of the lowest smoothed loss.
+    """
+    return _walk(history, window, metric)[1]
+
+
+def _walk(history: Sequence[dict[str, Any]], window: int, metric: str) -> tuple[Choice | None, int | None]:
+    """``(selected choice, last epoch of progress)`` after replaying ``history`` epoch by epoch."""
     best: Choice | None = None
+    progress: int | None = None
+    top_accuracy: float | None = None
     for end in range(1, len(history) + 1):
         for choice in candidates(history[:end], window):
             if better(choice, best, metric):
-                best = choice
-    return best
+                best, progress = choice, choice.epoch
+            if metric == "loss" and (top_accuracy is None or choice.smoothed_val_accuracy > top_accuracy):
+                top_accuracy, progress = choice.smoothed_val_accuracy, choice.epoch
+    return best, progress
