@@ -35,6 +35,7 @@ from toolchain.train.batches import SplitArrays, batch_order, epoch_generator, i
 from toolchain.models.checkpoint import load_checkpoint, save_checkpoint, state_dict_bytes
 from toolchain.train.predict import predict_split
 from toolchain.train.selection import Choice, better, candidates, last_progress
+from toolchain.train.selection import score as selection_score
 from toolchain.workspace import Workspace
 
 CHECKPOINT = "checkpoint.pt"
@@ -114,8 +115,9 @@ class RunResult:
 
     @property
     def score(self) -> tuple[float, float]:
-        """What selection compares (within a run, across seeds and across search trials)."""
-        return (self.smoothed_val_accuracy, -self.smoothed_val_loss)
+        """What the pick across seeds and search trials compares: smoothed accuracy first, whatever the
+        recipe's ``select_on`` (losses under another label smoothing do not compare)."""
+        return selection_score(self.smoothed_val_accuracy, self.smoothed_val_loss, "accuracy")
 
 
 def resolve_device(requested: str) -> str:

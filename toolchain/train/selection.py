@@ -3,10 +3,12 @@ smoothed validation score rather than on one noisy reading.
 
 Each epoch validates the raw weights and, when the recipe keeps an EMA of the weights
 (``ema_decay > 0``), the EMA weights too. A candidate's score is the mean of its last ``val_window``
-validation readings (accuracy first, then loss as the tie-break; or, with the recipe's ``select_on = "loss"``,
-lower loss first, then accuracy), so one lucky or unlucky epoch on a small validation split neither picks the
-checkpoint nor stops the run. With ``ema_decay = 0`` and
-``val_window = 1`` this is the single-reading rule of earlier versions, exactly.
+validation readings: lower loss first, then accuracy (the recipe's ``select_on = "loss"``, the default), or
+accuracy first, then lower loss (``select_on = "accuracy"``), so one lucky or unlucky epoch on a small
+validation split neither picks the checkpoint nor stops the run. Under loss selection the run stops only
+once neither the smoothed loss nor the smoothed accuracy has improved for the patience (``last_progress``).
+With ``ema_decay = 0``, ``val_window = 1`` and ``select_on = "accuracy"`` this is the single-reading rule
+of earlier versions, exactly.
 
 The history holds every reading, so the scores are recomputed from it after a resume: nothing else
 needs to go into the checkpoint.
@@ -48,13 +50,8 @@ class Choice:
     smoothed_val_loss: float
 
     def score(self, metric: str = "accuracy") -> tuple[float, float]:
-        """What selection maximises: smoothed accuracy, then lower smoothed loss (``metric="accuracy"``), or
-        lower smoothed loss, then smoothed accuracy (``metric="loss"``)."""
-        if metric == "loss":
-            return (-self.smoothed_val_loss, self.smoothed_val_accuracy)
-        if metric != "accuracy":
-            raise ValueError(f"selection metric is accuracy or loss, not {metric!r}")
-        return (self.smoothed_val_accuracy, -self.smoothed_val_loss)
+        """What selection maximises: see ``score``."""
+        return score(self.smoothed_val_accuracy, self.smoothed_val_loss, metric)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +62,16 @@ class Choice:
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Choice | None:
         return None if data is None else cls(**data)
+
+
+def score(smoothed_val_accuracy: float, smoothed_val_loss: float, metric: str = "accuracy") -> tuple[float, float]:
+    """What selection maximises: smoothed accuracy, then lower smoothed loss (``metric="accuracy"``), or lower
+    smoothed loss, then smoothed accuracy (``metric="loss"``)."""
+    if metric == "loss":
+        return (-smoothed_val_loss, smoothed_val_accuracy)
+    if metric != "accuracy":
+        raise ValueError(f"selection metric is accuracy or loss, not {metric!r}")
+    return (smoothed_val_accuracy, -smoothed_val_loss)
 
 
 def candidates(history: Sequence[dict[str, Any]], window: int) -> list[Choice]:
