@@ -26,6 +26,19 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+def _script_validation(monkeypatch, readings: list[tuple[float, float]]) -> None:  # noqa: ANN001
+    """Each validation still runs for real, but reports the next scripted ``(loss, accuracy)`` (raw, then EMA,
+    each epoch)."""
+    real = loop._validate
+    scripted_readings = iter(readings)
+
+    def scripted(weights, module, *args):  # noqa: ANN001, ANN202
+        real(weights, module, *args)
+        return next(scripted_readings)
+
+    monkeypatch.setattr(loop, "_validate", scripted)
+
+
 def test_ema_selected_weights_register_as_a_plain_state_dict_and_export(tiny_workspace: Path, monkeypatch) -> None:
     pytest.importorskip("onnx")
     real = loop._validate
@@ -72,14 +85,7 @@ def test_select_on_loss_keeps_the_weights_of_the_lowest_smoothed_validation_loss
                                                                                    monkeypatch) -> None:
     from toolchain.train.selection import select
 
-    real = loop._validate
-    readings = iter([(0.60, 0.9), (0.61, 0.9), (0.50, 0.6), (0.51, 0.6), (0.40, 0.7), (0.40, 0.7)])
-
-    def scripted(weights, module, *args):  # noqa: ANN001, ANN202  (raw, then EMA, each epoch)
-        real(weights, module, *args)
-        return next(readings)
-
-    monkeypatch.setattr(loop, "_validate", scripted)
+    _script_validation(monkeypatch, [(0.60, 0.9), (0.61, 0.9), (0.50, 0.6), (0.51, 0.6), (0.40, 0.7), (0.40, 0.7)])
     with Workspace(tiny_workspace) as ws:  # epoch 0 has the best accuracy; epoch 2 the lowest loss
         overrides = (*TINY, ("val_window", 1), ("select_on", "loss"))
         result = train(ws, TrainConfig(data="tiny", name="byloss", epochs=3, overrides=overrides, device="cpu")).final
@@ -90,16 +96,9 @@ def test_select_on_loss_keeps_the_weights_of_the_lowest_smoothed_validation_loss
 
 def test_select_on_loss_trains_on_while_accuracy_improves_and_stops_when_neither_does(tiny_workspace: Path,
                                                                                       monkeypatch) -> None:
-    real = loop._validate
     # (loss, accuracy) per epoch, the same for raw and EMA: the loss bottoms at epoch 0, accuracy rises to epoch 2
     per_epoch = [(0.30, 0.70), (0.35, 0.75), (0.36, 0.80), (0.37, 0.80), (0.38, 0.80), (0.38, 0.79)]
-    readings = iter(r for r in per_epoch for _ in ("raw", "ema"))
-
-    def scripted(weights, module, *args):  # noqa: ANN001, ANN202
-        real(weights, module, *args)
-        return next(readings)
-
-    monkeypatch.setattr(loop, "_validate", scripted)
+    _script_validation(monkeypatch, [r for r in per_epoch for _ in ("raw", "ema")])
     overrides = (*TINY, ("val_window", 1), ("select_on", "loss"), ("early_stopping_patience", 1))
     with Workspace(tiny_workspace) as ws:
         result = train(ws, TrainConfig(data="tiny", name="plateau", epochs=6, overrides=overrides, device="cpu")).final
